@@ -1,0 +1,59 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the mesh lives on disk. Relative paths are resolved against `root`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeshConfig {
+    /// The folder that relative paths in contracts and here are resolved against.
+    #[serde(skip)]
+    pub root: PathBuf,
+    pub contracts: PathBuf,
+    /// Each domain's data root defaults to `<data>/<domain>/`.
+    pub data: PathBuf,
+    /// Per-domain data roots that override the default (DESIGN §4.7).
+    pub domain_roots: BTreeMap<String, PathBuf>,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            root: PathBuf::from("."),
+            contracts: PathBuf::from("contracts"),
+            data: PathBuf::from("sample-data"),
+            domain_roots: BTreeMap::new(),
+        }
+    }
+}
+
+impl MeshConfig {
+    /// A mesh rooted at `root` with the default layout.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        MeshConfig {
+            root: root.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    pub fn contracts_dir(&self) -> PathBuf {
+        self.resolve(&self.contracts)
+    }
+
+    /// The only folder a domain's products may read from.
+    pub fn domain_root(&self, domain: &str) -> PathBuf {
+        match self.domain_roots.get(domain) {
+            Some(p) => self.resolve(p),
+            None => self.resolve(&self.data).join(domain),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Binding a contract to its files: does what is on disk keep the contract's promise?
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{Expr, ExprSchemable};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use meshgate_contract::{ColumnType, Contract};
+
+/// A product's files, checked against its contract.
+pub(crate) struct Bound {
+    pub(crate) schema: SchemaRef,
+    pub(crate) row_filters: BTreeMap<String, Expr>,
+    pub(crate) files: ListingTable,
+}
+
+/// Reads every Parquet footer under `location` and checks it against the contract.
+/// `Err` lists every problem found, each naming the file and the column.
+pub(crate) async fn bind(
+    ctx: &SessionContext,
+    contract: &Contract,
+    location: &str,
+) -> Result<Bound, Vec<String>> {
+    let one = |e: String| vec![e];
+    let url = ListingTableUrl::parse(location)
+        .map_err(|e| one(format!("invalid location {location}: {e}")))?;
+    let store = ctx
+        .runtime_env()
+        .object_store(url.object_store())
+        .map_err(|e| one(format!("location {location}: {e}")))?;
+    let state = ctx.state();
+    let files: Vec<_> = url
+        .list_all_files(&state, store.as_ref(), "parquet")
+        .await
+        .map_err(|e| one(format!("cannot list {location}: {e}")))?
+        .try_collect()
+        .await
+        .map_err(|e| one(format!("cannot list {location}: {e}")))?;
+
+    let format = ParquetFormat::default();
+    let mut problems = Vec::new();
+    // Per column, the file types seen (to settle bare `decimal`s).
+    let mut seen: Vec<Option<DataType>> = vec![None; contract.schema.len()];
+    for meta in &files {
+        let name = format!("{location}{}", relative(&url, meta.location.as_ref()));
+        if let Err(e) = check_footer(store.as_ref(), meta).await {
+            problems.push(format!("file {name} is not readable Parquet: {e}"));
+            continue;
+        }
+        let file_schema = match format
+            .infer_schema(&state, &store, std::slice::from_ref(meta))
+            .await
+        {
+            Ok(schema) => schema,
+            Err(e) => {
+                problems.push(format!("file {name} is not readable Parquet: {e}"));
+                continue;
+            }
+        };
+        for (i, col) in contract.schema.iter().enumerate() {
+            let Ok(field) = file_schema.field_with_name(col.name.as_str()) else {
+                problems.push(format!(
+                    "file {name}: column {} ({}) is missing",
+                    col.name, col.data_type
+                ));
+                continue;
+            };
+            let ty = field.data_type();
+            if !col.data_type.accepts(ty) {
+                problems.push(format!(
+                    "file {name}: column {} is {ty} in the file but {} in the contract",
+                    col.name, col.data_type
+                ));
+            } else if col.data_type == ColumnType::Decimal {
+                match &seen[i] {
+                    Some(prev) if prev != ty => problems.push(format!(
+                        "file {name}: column {} is {ty} but other files hold {prev}; \
+                         pin decimal(p,s) in the contract",
+                        col.name
+                    )),
+                    _ => seen[i] = Some(ty.clone()),
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
+    let fields: Vec<Field> = contract
+        .schema
+        .iter()
+        .zip(seen)
+        .map(|(col, seen)| {
+            let ty = col.data_type.arrow_type().unwrap_or_else(|| match seen {
+                Some(DataType::Decimal256(p, s)) => DataType::Decimal256(p, s),
+                Some(DataType::Decimal128(p, s)) => DataType::Decimal128(p, s),
+                // No file yet: the widest decimal that Decimal128 holds.
+                _ => DataType::Decimal128(38, 10),
+            });
+            // Everything is nullable: `required` is a data check, not a schema promise the
+            // engine could optimise on and get wrong for a file that breaks it.
+            Field::new(col.name.as_str(), ty, true)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let row_filters = row_filters(ctx, contract, &schema)?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(Arc::clone(&schema));
+    let files = ListingTable::try_new(config).map_err(|e| one(e.to_string()))?;
+    Ok(Bound {
+        schema,
+        row_filters,
+        files,
+    })
+}
+
+/// Plans each grant's row filter against the exposed schema, once, so that a filter that
+/// does not type-check quarantines the product instead of failing every query.
+fn row_filters(
+    ctx: &SessionContext,
+    contract: &Contract,
+    schema: &SchemaRef,
+) -> Result<BTreeMap<String, Expr>, Vec<String>> {
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| vec![e.to_string()])?;
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for g in &contract.access_policy {
+        let Some(sql) = &g.row_filter else { continue };
+        let planned = ctx.parse_sql_expr(sql, &df_schema).and_then(|e| {
+            let ty = e.get_type(&df_schema)?;
+            if ty == DataType::Boolean {
+                Ok(e)
+            } else {
+                datafusion::common::plan_err!("it is {ty}, not a boolean predicate")
+            }
+        });
+        match planned {
+            Ok(e) => {
+                out.insert(g.role.as_str().to_string(), e);
+            }
+            Err(e) => problems.push(format!(
+                "row_filter of role {} ({sql}) is not a valid predicate: {e}",
+                g.role
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+fn relative<'a>(url: &ListingTableUrl, path: &'a str) -> &'a str {
+    path.strip_prefix(url.prefix().as_ref())
+        .unwrap_or(path)
+        .trim_start_matches('/')
+}
+
+/// The Parquet reader trusts the footer's length field (a corrupt one panics it in debug
+/// builds), so the footer is checked here before it is handed over.
+async fn check_footer(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<(), String> {
+    const MAGIC: &[u8] = b"PAR1";
+    let size = meta.size;
+    if size < 12 {
+        return Err(format!("{size} bytes is too small for a Parquet file"));
+    }
+    let read = |r: std::ops::Range<u64>| store.get_range(&meta.location, r);
+    let head = read(0..4).await.map_err(|e| e.to_string())?;
+    let tail = read(size - 8..size).await.map_err(|e| e.to_string())?;
+    if head.as_ref() != MAGIC || &tail[4..] != MAGIC {
+        return Err("no Parquet magic bytes (PAR1) at its start and end".into());
+    }
+    let len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+    if len + 12 > size {
+        return Err(format!(
+            "corrupt footer: it claims {len} bytes of metadata in a file of {size} bytes"
+        ));
+    }
+    Ok(())
+}

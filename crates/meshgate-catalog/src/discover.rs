@@ -1,0 +1,406 @@
+//! Finding contracts, resolving their locations and deciding what is served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use meshgate_contract::{Contract, load_contract, peek_identity};
+use tracing::{info, warn};
+
+use crate::conformance::bind;
+use crate::provider::{Entry, MeshCatalogProvider};
+use crate::{CatalogError, ContractTable, MeshConfig, Product, Quarantine, Result};
+
+/// One immutable snapshot of the mesh: what is served, what is quarantined and why.
+#[derive(Debug)]
+pub struct Mesh {
+    config: MeshConfig,
+    products: Vec<Arc<Product>>,
+    quarantined: Vec<Arc<Quarantine>>,
+    catalog: Arc<MeshCatalogProvider>,
+}
+
+/// A contract that parsed, on its way to being served.
+struct Candidate {
+    contract: Contract,
+    domain: String,
+    file: PathBuf,
+    location: Location,
+    is_default_location: bool,
+}
+
+enum Location {
+    Local(PathBuf),
+    Url(String),
+}
+
+impl Location {
+    fn as_url(&self) -> String {
+        match self {
+            // ListingTableUrl treats a trailing slash as "this folder".
+            Location::Local(p) => format!("{}/", p.display()),
+            Location::Url(u) => u.clone(),
+        }
+    }
+}
+
+impl Mesh {
+    /// Loads every contract under the configured folder. Only an unreadable contracts folder
+    /// is an error: a broken contract or product is quarantined and the rest still served.
+    pub async fn load(config: MeshConfig) -> Result<Mesh> {
+        let dir = config.contracts_dir();
+        let files = contract_files(&dir).map_err(|source| CatalogError::ContractsFolder {
+            path: dir.clone(),
+            source,
+        })?;
+
+        let mut quarantined = Vec::new();
+        let mut candidates = Vec::new();
+        for file in files {
+            match candidate(&config, &dir, &file) {
+                Ok(c) => candidates.push(c),
+                Err(q) => quarantined.push(q),
+            }
+        }
+        refuse_conflicts(&mut candidates, &mut quarantined);
+
+        let ctx = SessionContext::new();
+        let mut products = Vec::new();
+        let mut tables = Vec::new();
+        for c in candidates {
+            let location = c.location.as_url();
+            let missing = matches!(&c.location, Location::Local(p) if !p.is_dir());
+            let bound = if missing {
+                Err(vec![format!("location {location} does not exist")])
+            } else {
+                bind(&ctx, &c.contract, &location).await
+            };
+            match bound {
+                Ok(bound) => {
+                    let product = Arc::new(Product {
+                        contract: c.contract,
+                        domain: c.domain,
+                        contract_file: c.file,
+                        location,
+                        schema: bound.schema,
+                        row_filters: bound.row_filters,
+                    });
+                    info!(product = %product.display_name(), "serving");
+                    tables.push(Arc::new(ContractTable::new(
+                        Arc::clone(&product),
+                        bound.files,
+                    )));
+                    products.push(product);
+                }
+                Err(reasons) => quarantined.push(quarantine_of(&c, reasons)),
+            }
+        }
+        let quarantined: Vec<Arc<Quarantine>> = quarantined.into_iter().map(Arc::new).collect();
+        for q in &quarantined {
+            warn!(contract = %q.contract_file.display(), "{q}");
+        }
+        let catalog = Arc::new(MeshCatalogProvider::new(names(&tables, &quarantined)));
+        Ok(Mesh {
+            config,
+            products,
+            quarantined,
+            catalog,
+        })
+    }
+
+    pub fn config(&self) -> &MeshConfig {
+        &self.config
+    }
+
+    pub fn products(&self) -> &[Arc<Product>] {
+        &self.products
+    }
+
+    pub fn quarantined(&self) -> &[Arc<Quarantine>] {
+        &self.quarantined
+    }
+
+    /// The `mesh` catalog for a DataFusion session.
+    pub fn catalog(&self) -> Arc<MeshCatalogProvider> {
+        Arc::clone(&self.catalog)
+    }
+}
+
+/// SQL names: `dataset_vN` for every version, `dataset` for the newest one. The newest
+/// version wins the short name even when it is quarantined: silently serving an older
+/// major under the same name would hand callers a schema they did not ask for.
+fn names(
+    tables: &[Arc<ContractTable>],
+    quarantined: &[Arc<Quarantine>],
+) -> BTreeMap<String, BTreeMap<String, Entry>> {
+    let mut newest: HashMap<(String, String), u32> = HashMap::new();
+    let mut entries: Vec<(String, String, u32, Entry)> = Vec::new();
+    for t in tables {
+        let p = t.product();
+        entries.push((
+            p.domain.clone(),
+            p.dataset().to_string(),
+            p.version(),
+            Entry::Served(Arc::clone(t)),
+        ));
+    }
+    for q in quarantined {
+        // Without a version the short name is still claimed, so that the caller learns why.
+        let v = q.version.unwrap_or(0);
+        entries.push((
+            q.domain.clone(),
+            q.dataset.clone(),
+            v,
+            Entry::Quarantined(Arc::clone(q)),
+        ));
+    }
+    for (d, ds, v, _) in &entries {
+        let n = newest.entry((d.clone(), ds.clone())).or_insert(*v);
+        *n = (*n).max(*v);
+    }
+    let mut out: BTreeMap<String, BTreeMap<String, Entry>> = BTreeMap::new();
+    for (domain, dataset, v, entry) in entries {
+        let schema = out.entry(domain.clone()).or_default();
+        if v > 0 {
+            schema
+                .entry(format!("{dataset}_v{v}"))
+                .or_insert_with(|| entry.clone());
+        }
+        if newest.get(&(domain, dataset.clone())) == Some(&v) {
+            schema.entry(dataset).or_insert(entry);
+        }
+    }
+    out
+}
+
+/// Every `*.yaml`/`*.yml` under `dir`, sorted, except the governance rules and alert rules.
+fn contract_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, top: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if !(top && name == "alerts") && !name.starts_with('.') {
+                    walk(&path, false, out)?;
+                }
+            } else if (name.ends_with(".yaml") || name.ends_with(".yml"))
+                && !(top && name.starts_with("governance."))
+            {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, true, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn candidate(
+    config: &MeshConfig,
+    dir: &Path,
+    file: &Path,
+) -> std::result::Result<Candidate, Quarantine> {
+    let folder = file.strip_prefix(dir).ok().and_then(|rel| {
+        let mut parts = rel.components();
+        let first = parts.next()?;
+        parts.next()?; // a file directly under contracts/ has no folder domain
+        first.as_os_str().to_str().map(str::to_string)
+    });
+    let contract = match load_contract(file) {
+        Ok(c) => c,
+        Err(e) => {
+            let hint = std::fs::read_to_string(file)
+                .map(|t| peek_identity(&t))
+                .unwrap_or_default();
+            return Err(Quarantine {
+                domain: folder
+                    .or(hint.domain.map(|d| d.to_string()))
+                    .unwrap_or_else(|| "unknown".into()),
+                dataset: hint
+                    .dataset
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| stem(file)),
+                version: hint.version.map(|v| v.0),
+                owner: hint.owner,
+                contract_file: file.to_path_buf(),
+                reasons: e
+                    .diagnostics()
+                    .iter()
+                    .map(|d| format!("invalid contract: {d}"))
+                    .collect(),
+            });
+        }
+    };
+    let declared = contract.domain.as_ref().map(|d| d.as_str().to_string());
+    let reject = |reason: String, domain: String| Quarantine {
+        domain,
+        dataset: contract.dataset.as_str().to_string(),
+        version: Some(contract.version.0),
+        owner: Some(contract.owner.as_str().to_string()),
+        contract_file: file.to_path_buf(),
+        reasons: vec![reason],
+    };
+    let domain = match (folder, declared) {
+        (Some(f), Some(d)) if f != d => {
+            return Err(reject(
+                format!("contract declares domain {d} but lives in the folder of domain {f}"),
+                f,
+            ));
+        }
+        (Some(f), _) => f,
+        (None, Some(d)) => d,
+        (None, None) => {
+            return Err(reject(
+                "no domain: put the contract under contracts/<domain>/ or set domain:".into(),
+                "unknown".into(),
+            ));
+        }
+    };
+
+    let root = normalize(&config.domain_root(&domain));
+    let default = root
+        .join(contract.dataset.as_str())
+        .join(contract.version.to_string());
+    let (location, is_default_location) = match contract.location.as_deref() {
+        None => (Location::Local(default), true),
+        Some(l) if l.contains("://") && !l.starts_with("file://") => {
+            (Location::Url(l.into()), false)
+        }
+        Some(l) => {
+            let p = normalize(&config.resolve(Path::new(l.trim_start_matches("file://"))));
+            let is_default = p == default;
+            (Location::Local(p), is_default)
+        }
+    };
+    // DESIGN §4.7: a contract may only expose data under its own domain's root, also after
+    // following symbolic links.
+    let inside = match &location {
+        Location::Local(p) => p.starts_with(&root) && real(p).starts_with(real(&root)),
+        Location::Url(_) => false,
+    };
+    if !inside {
+        return Err(reject(
+            format!(
+                "location {} is outside the data root {} of domain {domain}",
+                location.as_url(),
+                root.display()
+            ),
+            domain,
+        ));
+    }
+    Ok(Candidate {
+        contract,
+        domain,
+        file: file.to_path_buf(),
+        location,
+        is_default_location,
+    })
+}
+
+/// Two products may not claim the same or nested locations (versions of one product may).
+/// The product whose location is its default one keeps its data; the others are refused.
+fn refuse_conflicts(candidates: &mut Vec<Candidate>, quarantined: &mut Vec<Quarantine>) {
+    let key = |c: &Candidate| (c.domain.clone(), c.contract.dataset.as_str().to_string());
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
+    for i in 0..candidates.len() {
+        for j in 0..candidates.len() {
+            let (a, b) = (&candidates[i], &candidates[j]);
+            if i == j {
+                continue;
+            }
+            let same_product = key(a) == key(b);
+            if same_product && a.contract.version == b.contract.version && i > j {
+                reasons[i].push(format!(
+                    "{} v{} is also defined by {}",
+                    a.contract.dataset,
+                    a.contract.version.0,
+                    b.file.display()
+                ));
+            }
+            let (Location::Local(pa), Location::Local(pb)) = (&a.location, &b.location) else {
+                continue;
+            };
+            let overlap = pa.starts_with(pb) || pb.starts_with(pa);
+            if overlap && !same_product && !(a.is_default_location && !b.is_default_location) {
+                reasons[i].push(format!(
+                    "location {} overlaps the location of {}.{} ({})",
+                    a.location.as_url(),
+                    b.domain,
+                    b.contract.dataset,
+                    b.file.display()
+                ));
+            }
+        }
+    }
+    let mut kept = Vec::new();
+    for (c, r) in std::mem::take(candidates).into_iter().zip(reasons) {
+        if r.is_empty() {
+            kept.push(c);
+        } else {
+            quarantined.push(quarantine_of(&c, r));
+        }
+    }
+    *candidates = kept;
+}
+
+fn quarantine_of(c: &Candidate, reasons: Vec<String>) -> Quarantine {
+    Quarantine {
+        domain: c.domain.clone(),
+        dataset: c.contract.dataset.as_str().to_string(),
+        version: Some(c.contract.version.0),
+        owner: Some(c.contract.owner.as_str().to_string()),
+        contract_file: c.file.clone(),
+        reasons,
+    }
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system.
+fn normalize(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The path with its existing prefix resolved through symbolic links.
+fn real(p: &Path) -> PathBuf {
+    let mut existing = p.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(|n| n.to_owned()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    out.extend(rest.into_iter().rev());
+    out
+}
+
+fn stem(file: &Path) -> String {
+    file.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("unknown")
+        .to_string()
+}

@@ -1,0 +1,66 @@
+//! The mesh catalog: contracts bound to their Parquet data and exposed as SQL tables.
+//!
+//! [`Mesh::load`] discovers every contract under the contracts folder, resolves each to its
+//! location, checks that its files conform, and keeps what it found as an immutable
+//! snapshot. Products that conform are served as [`ContractTable`]s, which expose exactly
+//! the contract's columns with the contract's types. Everything else is quarantined with a
+//! diagnosis, and a query that names it is told why; the rest of the mesh is unaffected.
+
+mod config;
+mod conformance;
+mod discover;
+mod provider;
+mod table;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use config::MeshConfig;
+pub use discover::Mesh;
+pub use provider::{CATALOG, MeshCatalogProvider};
+pub use table::{ContractTable, Product};
+
+/// Why a product is not served, and whom to tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    pub domain: String,
+    pub dataset: String,
+    /// `None` when the contract was too broken to tell.
+    pub version: Option<u32>,
+    pub owner: Option<String>,
+    pub contract_file: PathBuf,
+    pub reasons: Vec<String>,
+}
+
+impl fmt::Display for Quarantine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "data product {}.{}", self.domain, self.dataset)?;
+        if let Some(v) = self.version {
+            write!(f, " v{v}")?;
+        }
+        write!(f, " is quarantined")?;
+        if let Some(owner) = &self.owner {
+            write!(f, " (owner {owner})")?;
+        }
+        write!(f, ": {}", self.reasons.join("; "))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Carried through DataFusion as `DataFusionError::External` so that the server can map
+    /// it to FAILED_PRECONDITION.
+    #[error("{0}")]
+    Quarantined(Arc<Quarantine>),
+    #[error("cannot read the contracts folder {}: {source}", path.display())]
+    ContractsFolder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;

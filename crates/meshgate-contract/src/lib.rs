@@ -1,0 +1,240 @@
+//! The data contract: the YAML a domain team publishes with its product (DESIGN §2).
+//!
+//! This crate knows nothing about query engines or networks: it turns contract text into
+//! a validated [`Contract`], or into [`Diagnostic`]s that name the file, line and field.
+
+mod model;
+mod parse;
+mod types;
+mod validate;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use model::{
+    Column, ColumnName, Contract, Freshness, Grant, Identifier, MaskKind, Owner, Percent,
+    Permission, Role, Scalar, Sla, Version,
+};
+pub use parse::{Identity, load_contract, parse_contract, peek_identity};
+pub use types::{ColumnType, TIMESTAMP_TZ};
+
+/// One problem in a contract file, located for an editor (`file:line:column`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based.
+    pub column: usize,
+    /// Path of the offending field, e.g. `schema[2].mask`; empty when unknown.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    #[error("cannot read contract {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", join_lines(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ContractError {
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        match self {
+            ContractError::Invalid(d) => d.clone(),
+            ContractError::Io { path, source } => vec![Diagnostic {
+                file: path.clone(),
+                line: 1,
+                column: 1,
+                field: String::new(),
+                message: format!("cannot read: {source}"),
+            }],
+        }
+    }
+}
+
+fn join_lines(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub type Result<T, E = ContractError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The seed contract, exactly as the product brief wrote it.
+    const SEED: &str = r#"
+dataset: checkout_orders_summary
+version: v1
+owner: team-checkout@company.com
+description: "Completed orders, one row per order"
+sla:
+  freshness: "1 hour"
+  quality: "99.9%"
+schema:
+  - name: order_id
+    type: string
+    description: "Unique UUID for the order"
+  - name: total_amount
+    type: decimal
+  - name: user_email
+    type: string
+    pii: true
+access_policy:
+  - role: data_analyst
+    permission: read
+  - role: marketing
+    permission: read_masked
+"#;
+
+    fn errors(text: &str) -> Vec<Diagnostic> {
+        match parse_contract(Path::new("c.yaml"), text) {
+            Err(ContractError::Invalid(d)) => d,
+            other => panic!("expected diagnostics, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_parses_as_written() {
+        let c = parse_contract(Path::new("seed.yaml"), SEED).unwrap();
+        assert_eq!(c.dataset.as_str(), "checkout_orders_summary");
+        assert_eq!(c.version, Version(1));
+        assert_eq!(c.schema[1].data_type, ColumnType::Decimal);
+        assert_eq!(
+            c.column("user_email").unwrap().effective_mask(),
+            Some(MaskKind::Hash)
+        );
+        assert_eq!(c.column("order_id").unwrap().effective_mask(), None);
+        assert_eq!(
+            c.grant_for("marketing").unwrap().permission,
+            Permission::ReadMasked
+        );
+        let sla = c.sla.unwrap();
+        assert_eq!(sla.freshness.unwrap().0.as_secs(), 3600);
+        assert_eq!(sla.quality.unwrap().0, 99.9);
+    }
+
+    #[test]
+    fn unknown_type_is_located() {
+        let text = SEED.replace("type: decimal", "type: decimol");
+        let d = errors(&text);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].line, 14, "{}", d[0]);
+        assert_eq!(d[0].field, "schema[1].type");
+        assert!(
+            d[0].message.contains("unknown type \"decimol\""),
+            "{}",
+            d[0]
+        );
+        assert!(d[0].to_string().starts_with("c.yaml:14:"), "{}", d[0]);
+    }
+
+    #[test]
+    fn unknown_key_mask_and_permission_are_refused() {
+        let d = errors(&SEED.replace("description: \"Unique", "descripton: \"Unique"));
+        assert!(
+            d[0].message.contains("unknown field `descripton`"),
+            "{}",
+            d[0]
+        );
+        assert_eq!(d[0].line, 12);
+
+        let d = errors(&SEED.replace("    pii: true", "    pii: true\n    mask: scramble"));
+        assert_eq!(d[0].field, "schema[2].mask");
+        assert!(d[0].message.contains("scramble"), "{}", d[0]);
+
+        let d = errors(&SEED.replace("permission: read_masked", "permission: write"));
+        assert_eq!(d[0].field, "access_policy[1].permission");
+        assert_eq!(d[0].line, 22);
+    }
+
+    #[test]
+    fn bad_names_versions_and_owner() {
+        let d = errors(&SEED.replace(
+            "dataset: checkout_orders_summary",
+            "dataset: Checkout-Orders",
+        ));
+        assert_eq!(d[0].field, "dataset");
+        assert_eq!(d[0].line, 2);
+        let d = errors(&SEED.replace("version: v1", "version: 1.0"));
+        assert_eq!(d[0].field, "version");
+        assert!(d[0].message.contains("v<major>"), "{}", d[0]);
+        let d = errors(&SEED.replace("team-checkout@company.com", "team checkout"));
+        assert_eq!(d[0].field, "owner");
+        assert!(d[0].message.contains("e-mail"), "{}", d[0]);
+    }
+
+    #[test]
+    fn cross_field_errors_name_their_line() {
+        let text = SEED.replace("  - name: total_amount", "  - name: order_id");
+        let d = errors(&text);
+        assert_eq!(d[0].field, "schema[1].name");
+        assert_eq!(d[0].line, 13);
+        assert!(d[0].message.contains("duplicate column"));
+
+        let text = SEED.replace(
+            "  - name: total_amount\n    type: decimal",
+            "  - name: total_amount\n    type: decimal\n    pii: true\n    mask: email",
+        );
+        let d = errors(&text);
+        assert_eq!(d[0].field, "schema[1].mask");
+        assert_eq!(d[0].line, 16);
+        assert!(
+            d[0].message.contains("does not fit a decimal column"),
+            "{}",
+            d[0]
+        );
+    }
+
+    #[test]
+    fn row_filters_must_parse_and_name_known_columns() {
+        let with = |f: &str| {
+            SEED.replace(
+                "    permission: read_masked",
+                &format!("    permission: read_masked\n    row_filter: \"{f}\""),
+            )
+        };
+        assert!(parse_contract(Path::new("c"), &with("order_id LIKE 'a%'")).is_ok());
+        let d = errors(&with("region = 'EU'"));
+        assert_eq!(d[0].field, "access_policy[1].row_filter");
+        assert_eq!(d[0].line, 23);
+        assert!(
+            d[0].message.contains("unknown column \\\"region\\\"")
+                || d[0].message.contains("\"region\""),
+            "{}",
+            d[0]
+        );
+        let d = errors(&with("order_id = = 1"));
+        assert!(d[0].message.contains("does not parse"), "{}", d[0]);
+        let d = errors(&with("order_id IN (SELECT x FROM other)"));
+        assert!(d[0].message.contains("subquery"), "{}", d[0]);
+        let d = errors(&with("t.order_id = 'x'"));
+        assert!(d[0].message.contains("qualifier"), "{}", d[0]);
+    }
+
+    #[test]
+    fn malformed_yaml_is_located() {
+        let d = errors("dataset: a\nschema: [\n  - name: x\n");
+        assert!(d[0].line >= 2, "{}", d[0]);
+    }
+}

@@ -1,0 +1,191 @@
+//! Checks that involve several fields of a contract. Single values are checked by their
+//! types while parsing (see [`crate::model`]).
+
+use std::collections::HashSet;
+
+use regex::Regex;
+use sqlparser::ast::{Expr, Visit, Visitor};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+use crate::model::{Column, Contract, Scalar};
+use crate::types::ColumnType;
+
+/// Every problem as (field path, message); empty when the contract is valid.
+pub(crate) fn validate(c: &Contract) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut push = |field: String, message: String| out.push((field, message));
+
+    if c.schema.is_empty() {
+        push(
+            "schema".into(),
+            "a contract must declare at least one column".into(),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, col) in c.schema.iter().enumerate() {
+        let at = |f: &str| format!("schema[{i}].{f}");
+        if !seen.insert(col.name.as_str().to_ascii_lowercase()) {
+            push(
+                at("name"),
+                format!("duplicate column {:?}", col.name.as_str()),
+            );
+        }
+        if let Some(mask) = col.mask {
+            if col.pii != Some(true) {
+                push(
+                    at("mask"),
+                    format!("mask {mask} is set but the column is not marked pii: true"),
+                );
+            } else if !mask.fits(&col.data_type) {
+                push(
+                    at("mask"),
+                    format!(
+                        "mask {mask} does not fit a {} column ({})",
+                        col.data_type,
+                        match mask {
+                            crate::MaskKind::Year => "year fits date and timestamp columns",
+                            _ => "email and last4 fit string columns",
+                        }
+                    ),
+                );
+            }
+        }
+        check_column_checks(col, &mut |f, m| push(at(f), m));
+    }
+
+    if let Some(sla) = &c.sla
+        && let Some(name) = &sla.freshness_column
+    {
+        match c.column(name) {
+            None => push(
+                "sla.freshness_column".into(),
+                format!("unknown column {name:?}"),
+            ),
+            Some(col) if !col.data_type.is_temporal() => push(
+                "sla.freshness_column".into(),
+                format!(
+                    "column {name:?} is {}, expected date or timestamp",
+                    col.data_type
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    let mut roles = HashSet::new();
+    for (i, grant) in c.access_policy.iter().enumerate() {
+        if !roles.insert(grant.role.as_str()) {
+            push(
+                format!("access_policy[{i}].role"),
+                format!("role {:?} is granted twice", grant.role.as_str()),
+            );
+        }
+        if let Some(filter) = &grant.row_filter
+            && let Err(msg) = check_row_filter(filter, c)
+        {
+            push(format!("access_policy[{i}].row_filter"), msg);
+        }
+    }
+    out
+}
+
+fn check_column_checks(col: &Column, push: &mut dyn FnMut(&str, String)) {
+    let ty = col.data_type;
+    if let Some(values) = &col.allowed {
+        if values.is_empty() {
+            push("enum", "an enum must list at least one value".into());
+        }
+        for v in values {
+            if !scalar_fits(v, &ty) {
+                push("enum", format!("value {v} does not fit a {ty} column"));
+            }
+        }
+    }
+    for (field, bound) in [("min", &col.min), ("max", &col.max)] {
+        if let Some(v) = bound {
+            if !(ty.is_numeric() || ty.is_temporal()) {
+                push(
+                    field,
+                    format!("{field} applies to numeric, date and timestamp columns, not {ty}"),
+                );
+            } else if !scalar_fits(v, &ty) {
+                push(field, format!("{field} {v} does not fit a {ty} column"));
+            }
+        }
+    }
+    if let (Some(Scalar::Int(lo)), Some(Scalar::Int(hi))) = (&col.min, &col.max)
+        && lo > hi
+    {
+        push("max", format!("max {hi} is below min {lo}"));
+    }
+    if let Some(p) = &col.pattern {
+        if ty != ColumnType::String {
+            push(
+                "pattern",
+                format!("pattern applies to string columns, not {ty}"),
+            );
+        } else if let Err(e) = Regex::new(p) {
+            push("pattern", format!("invalid regular expression: {e}"));
+        }
+    }
+}
+
+fn scalar_fits(v: &Scalar, ty: &ColumnType) -> bool {
+    match (v, ty) {
+        (Scalar::String(_), ColumnType::String | ColumnType::Date | ColumnType::Timestamp) => true,
+        (Scalar::Int(_), t) => t.is_numeric(),
+        (Scalar::Float(_), t) => {
+            matches!(
+                t,
+                ColumnType::Double | ColumnType::Decimal | ColumnType::DecimalPs(..)
+            )
+        }
+        (Scalar::Bool(_), ColumnType::Boolean) => true,
+        _ => false,
+    }
+}
+
+/// A row filter is one SQL predicate over the contract's own columns: no subqueries (they
+/// would read other products as the owner) and no qualified names.
+fn check_row_filter(sql: &str, c: &Contract) -> Result<(), String> {
+    let expr = Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| {
+            let e = p.parse_expr()?;
+            p.expect_token(&sqlparser::tokenizer::Token::EOF)?;
+            Ok(e)
+        })
+        .map_err(|e| format!("row_filter {sql:?} does not parse: {e}"))?;
+
+    struct Check<'a> {
+        contract: &'a Contract,
+    }
+    impl Visitor for Check<'_> {
+        type Break = String;
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+            match expr {
+                Expr::Identifier(id) if self.contract.column(&id.value).is_none() => {
+                    ControlFlow::Break(format!("row_filter names unknown column {:?}", id.value))
+                }
+                Expr::CompoundIdentifier(parts) => ControlFlow::Break(format!(
+                    "row_filter must name columns without a qualifier, found {}",
+                    parts
+                        .iter()
+                        .map(|p| p.value.as_str())
+                        .collect::<Vec<_>>()
+                        .join(".")
+                )),
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+                    ControlFlow::Break("row_filter must not contain a subquery".into())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    match expr.visit(&mut Check { contract: c }) {
+        ControlFlow::Break(msg) => Err(msg),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}

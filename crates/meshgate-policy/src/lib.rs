@@ -1,0 +1,119 @@
+//! Enforcing data contracts on queries: PII masks, row filters, and the refusal of anything
+//! that is not a read of a data product (DESIGN §3, §4).
+//!
+//! The entry point is [`MeshSession`]: a DataFusion session for one principal whose
+//! analyzer rewrites every scan of a contract table into that product's policy before any
+//! other operator sees its rows, and then verifies the result.
+
+mod access;
+pub mod masks;
+mod node;
+mod rule;
+mod session;
+mod udf;
+
+pub use access::{Access, Policy, Principal};
+pub use masks::{HashKey, KeyTooShort};
+pub use node::{MeshQueryPlanner, PolicyBarrierExec};
+pub use rule::{MeshPolicyRule, VerifyPolicy};
+pub use session::{MeshSession, SessionOptions};
+
+use datafusion::error::DataFusionError;
+
+/// A refusal by the policy. It crosses DataFusion as `DataFusionError::External`; callers
+/// find it again with [`PolicyError::find`].
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error(
+        "permission denied: {principal} has no grant on data product {product} (owner {owner})"
+    )]
+    PermissionDenied {
+        product: String,
+        owner: String,
+        principal: String,
+    },
+    #[error(
+        "{0} is not a data product: only the products of the mesh can be read (no files, URLs or other tables)"
+    )]
+    NotAProduct(String),
+    #[error("only queries are allowed: meshgate is read-only ({0})")]
+    NotAQuery(String),
+    /// The verifier found a scan the rule did not cover: a bug, never a user error.
+    #[error("internal policy error: {0} is not under its policy")]
+    Unenforced(String),
+}
+
+impl From<PolicyError> for DataFusionError {
+    fn from(e: PolicyError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+impl PolicyError {
+    /// The policy error inside a DataFusion error, however deeply it was wrapped.
+    pub fn find(e: &DataFusionError) -> Option<&PolicyError> {
+        match e.find_root() {
+            DataFusionError::External(inner) => inner.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// How a failed query is reported: the class decides the status code a client sees, the
+/// message is safe to show the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// No grant on a product (gRPC PERMISSION_DENIED, SQLSTATE 42501).
+    PermissionDenied,
+    /// A statement or source meshgate never serves (PERMISSION_DENIED / INVALID_ARGUMENT).
+    Refused,
+    /// The product exists but is quarantined (FAILED_PRECONDITION, SQLSTATE 55000).
+    Quarantined,
+    /// The caller's SQL is wrong (INVALID_ARGUMENT, SQLSTATE 42000).
+    InvalidQuery,
+    /// Resources ran out (RESOURCE_EXHAUSTED, SQLSTATE 53000).
+    ResourcesExhausted,
+    /// Anything else: a bug or an I/O failure; its text is for the log, not the caller.
+    Internal,
+}
+
+impl ErrorClass {
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            ErrorClass::PermissionDenied | ErrorClass::Refused => "42501",
+            ErrorClass::Quarantined => "55000",
+            ErrorClass::InvalidQuery => "42000",
+            ErrorClass::ResourcesExhausted => "53000",
+            ErrorClass::Internal => "XX000",
+        }
+    }
+}
+
+/// Classifies a query error and renders its root cause without DataFusion's wrapping.
+pub fn classify(e: &DataFusionError) -> (ErrorClass, String) {
+    if let Some(p) = PolicyError::find(e) {
+        let class = match p {
+            PolicyError::PermissionDenied { .. } => ErrorClass::PermissionDenied,
+            PolicyError::NotAProduct(_) | PolicyError::NotAQuery(_) => ErrorClass::Refused,
+            PolicyError::Unenforced(_) => ErrorClass::Internal,
+        };
+        return (class, p.to_string());
+    }
+    let root = e.find_root();
+    if let DataFusionError::External(inner) = root
+        && let Some(c @ meshgate_catalog::CatalogError::Quarantined(_)) = inner.downcast_ref()
+    {
+        return (ErrorClass::Quarantined, c.to_string());
+    }
+    let class = match root {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::ArrowError(..)
+        | DataFusionError::Execution(_) => ErrorClass::InvalidQuery,
+        DataFusionError::ResourcesExhausted(_) => ErrorClass::ResourcesExhausted,
+        _ => ErrorClass::Internal,
+    };
+    (class, root.strip_backtrace())
+}

@@ -1,0 +1,233 @@
+//! The analyzer rules that enforce contracts on every plan (DESIGN §4).
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::catalog::cte_worktable::CteWorkTable;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, Result, TableReference};
+use datafusion::datasource::source_as_provider;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{
+    Extension, Filter, LogicalPlan, LogicalPlanBuilder, TableScan, col,
+};
+use datafusion::optimizer::AnalyzerRule;
+use meshgate_catalog::{ContractTable, Product};
+use meshgate_contract::Permission;
+
+use crate::node::PolicyScope;
+use crate::udf::MaskUdf;
+use crate::{Access, Policy, PolicyError};
+
+/// Rewrites every scan of a contract table, in subqueries too, into the product's policy
+/// for this session's principal: masks for `read_masked`, the row filter, and the
+/// `MeshPolicy` node over both. Any other table source is refused.
+///
+/// It runs before type coercion, so that everything above a scan, the user's predicates
+/// included, is typed against the masked columns.
+#[derive(Debug)]
+pub struct MeshPolicyRule {
+    policy: Arc<Policy>,
+}
+
+impl MeshPolicyRule {
+    pub fn new(policy: Arc<Policy>) -> Self {
+        MeshPolicyRule { policy }
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        types_changed: &mut bool,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::TableScan(scan) = plan else {
+            // A mask that changes a column's type (hash of a number) changes the schema of
+            // every node above it.
+            return if *types_changed {
+                Ok(Transformed::yes(plan.recompute_schema()?))
+            } else {
+                Ok(Transformed::no(plan))
+            };
+        };
+        let provider = source_as_provider(&scan.source)?;
+        let Some(table) = ContractTable::from_provider(provider.as_ref()) else {
+            return if allowed_non_product(&scan, provider.as_ref()) {
+                Ok(Transformed::no(LogicalPlan::TableScan(scan)))
+            } else {
+                Err(PolicyError::NotAProduct(scan.table_name.to_string()).into())
+            };
+        };
+        let product = Arc::clone(table.product());
+        let (plan, changed) = self.enforce(&product, scan)?;
+        *types_changed |= changed;
+        Ok(Transformed::yes(plan))
+    }
+
+    /// `MeshPolicy → [Projection(masks)] → [Filter(row filter)] → scan`; also says whether
+    /// a mask changed a column's type.
+    fn enforce(&self, product: &Product, scan: TableScan) -> Result<(LogicalPlan, bool)> {
+        let principal = &self.policy.principal;
+        let (permission, row_filter) = match Access::resolve(product, principal) {
+            Access::Denied => {
+                return Err(PolicyError::PermissionDenied {
+                    product: product.display_name(),
+                    owner: product.owner().to_string(),
+                    principal: principal.name.clone(),
+                }
+                .into());
+            }
+            Access::Granted {
+                permission,
+                row_filter,
+            } => (permission, row_filter),
+        };
+        let qualifier = scan.table_name.clone();
+        let scan_schema = Arc::clone(&scan.projected_schema);
+        let mut plan = LogicalPlan::TableScan(scan);
+        let mut label = format!("{} {permission}", product.display_name());
+
+        if let Some(filter) = &row_filter {
+            let filter = qualify(filter.clone(), &qualifier)?;
+            plan = LogicalPlan::Filter(Filter::try_new(filter, Arc::new(plan))?);
+            label.push_str(" row_filter");
+        }
+
+        let mut types_changed = false;
+        if permission == Permission::ReadMasked {
+            let masks: Vec<_> = Policy::masks(product).collect();
+            if !masks.is_empty() {
+                let exprs = scan_schema
+                    .iter()
+                    .map(|(q, field)| {
+                        let column = col(Column::new(q.cloned(), field.name()));
+                        match masks.iter().find(|(name, _)| *name == field.name()) {
+                            None => column,
+                            Some((_, kind)) => {
+                                types_changed |=
+                                    crate::masks::output_type(*kind, field.data_type())
+                                        != *field.data_type();
+                                MaskUdf::call(*kind, &self.policy.key, column)
+                                    .alias_qualified(q.cloned(), field.name())
+                            }
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+                let shown: Vec<_> = masks.iter().map(|(c, k)| format!("{c}:{k}")).collect();
+                label.push_str(&format!(" masks=[{}]", shown.join(", ")));
+            }
+        }
+        let scope = PolicyScope::new(label, row_filter.is_some(), plan);
+        Ok((
+            LogicalPlan::Extension(Extension {
+                node: Arc::new(scope),
+            }),
+            types_changed,
+        ))
+    }
+}
+
+impl AnalyzerRule for MeshPolicyRule {
+    fn name(&self) -> &str {
+        "meshgate_policy"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        let mut types_changed = false;
+        plan.transform_up_with_subqueries(|p| self.rewrite(p, &mut types_changed))
+            .map(|t| t.data)
+    }
+}
+
+/// Reading metadata and a recursive CTE's own rows is not reading data.
+fn allowed_non_product(scan: &TableScan, provider: &dyn TableProvider) -> bool {
+    let any: &dyn std::any::Any = provider;
+    scan.table_name.schema() == Some("information_schema") || any.is::<CteWorkTable>()
+}
+
+/// Row filters are planned unqualified; a scan may be named `t`, `d.t` or `mesh.d.t`.
+fn qualify(
+    expr: datafusion::logical_expr::Expr,
+    q: &TableReference,
+) -> Result<datafusion::logical_expr::Expr> {
+    use datafusion::logical_expr::Expr;
+    expr.transform(|e| match e {
+        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new(
+            Some(q.clone()),
+            c.name,
+        )))),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}
+
+/// Runs after every other analyzer rule and checks the result independently of how it was
+/// produced: each contract scan sits under its `MeshPolicy` node, directly or under the
+/// node's own projection and filter; nothing reads a table that is not a product; and the
+/// plan is a query.
+#[derive(Debug, Default)]
+pub struct VerifyPolicy;
+
+impl AnalyzerRule for VerifyPolicy {
+    fn name(&self) -> &str {
+        "meshgate_verify_policy"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.apply_with_subqueries(|node| {
+            match node {
+                LogicalPlan::Extension(ext) => {
+                    if let Some(scope) = PolicyScope::from_node(ext.node.as_ref()) {
+                        verify_scope(&scope.input)?;
+                        // Its scan is checked; user plans never sit below a scope.
+                        return Ok(TreeNodeRecursion::Jump);
+                    }
+                }
+                LogicalPlan::TableScan(scan) => {
+                    let provider = source_as_provider(&scan.source)?;
+                    if ContractTable::from_provider(provider.as_ref()).is_some() {
+                        return Err(PolicyError::Unenforced(scan.table_name.to_string()).into());
+                    }
+                    if !allowed_non_product(scan, provider.as_ref()) {
+                        return Err(PolicyError::NotAProduct(scan.table_name.to_string()).into());
+                    }
+                }
+                LogicalPlan::Ddl(_)
+                | LogicalPlan::Dml(_)
+                | LogicalPlan::Copy(_)
+                | LogicalPlan::Statement(_) => {
+                    return Err(PolicyError::NotAQuery(node.display().to_string()).into());
+                }
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        Ok(plan)
+    }
+}
+
+/// Below a `MeshPolicy` node: at most a projection, at most a filter, then a contract scan
+/// without pushed filters.
+fn verify_scope(plan: &LogicalPlan) -> Result<()> {
+    let mut node = plan;
+    if let LogicalPlan::Projection(p) = node {
+        node = p.input.as_ref();
+    }
+    if let LogicalPlan::Filter(f) = node {
+        node = f.input.as_ref();
+    }
+    match node {
+        LogicalPlan::TableScan(scan)
+            if scan.filters.is_empty()
+                && ContractTable::from_provider(source_as_provider(&scan.source)?.as_ref())
+                    .is_some() =>
+        {
+            Ok(())
+        }
+        other => Err(DataFusionError::from(PolicyError::Unenforced(format!(
+            "unexpected {} under a policy node",
+            other.display()
+        )))),
+    }
+}

@@ -1,0 +1,102 @@
+//! A DataFusion session that can only read data products, as one principal.
+
+use std::sync::Arc;
+
+use datafusion::dataframe::DataFrame;
+use datafusion::error::Result;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::{Analyzer, AnalyzerRule};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use meshgate_catalog::{CATALOG, Mesh};
+
+use crate::node::MeshQueryPlanner;
+use crate::rule::{MeshPolicyRule, VerifyPolicy};
+use crate::{Policy, PolicyError};
+
+/// What a deployment tunes for every session; the policy parts are not tunable.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub config: SessionConfig,
+    /// Shared by all sessions: memory pool, object stores, file metadata caches.
+    pub runtime: Arc<RuntimeEnv>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            config: SessionConfig::new(),
+            runtime: Arc::new(RuntimeEnv::default()),
+        }
+    }
+}
+
+/// A policy-enforcing session for one principal over one mesh snapshot.
+pub struct MeshSession {
+    ctx: SessionContext,
+    policy: Arc<Policy>,
+}
+
+impl MeshSession {
+    pub fn new(mesh: &Mesh, policy: Policy) -> Self {
+        Self::with_options(mesh, policy, SessionOptions::default())
+    }
+
+    pub fn with_options(mesh: &Mesh, policy: Policy, options: SessionOptions) -> Self {
+        let policy = Arc::new(policy);
+        let config = options
+            .config
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(CATALOG, "default");
+        // The policy rule runs first, so that type coercion and every later rule see the
+        // masked plan; the verifier runs last, on the final analyzed plan.
+        let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
+            vec![Arc::new(MeshPolicyRule::new(Arc::clone(&policy)))];
+        rules.extend(Analyzer::new().rules);
+        rules.push(Arc::new(VerifyPolicy));
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(options.runtime)
+            .with_default_features()
+            .with_analyzer_rules(rules)
+            .with_query_planner(Arc::new(MeshQueryPlanner))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_catalog(CATALOG, mesh.catalog());
+        MeshSession { ctx, policy }
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// The underlying context, for execution. Plan through [`MeshSession::sql`].
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plans one read-only statement. Anything that would change state (DDL, DML, `COPY`,
+    /// `SET`, `PREPARE`, transactions) is refused before it runs.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let state = self.ctx.state();
+        let plan = state.create_logical_plan(sql).await?;
+        read_only()
+            .verify_plan(&plan)
+            .map_err(|e| PolicyError::NotAQuery(e.strip_backtrace()))?;
+        // DataFusion reports analyzer errors of an EXPLAIN inside its output; a policy
+        // refusal must be an error whatever the statement, so the plan is checked first.
+        if let LogicalPlan::Explain(explain) = &plan {
+            state.optimize(&explain.plan)?;
+        }
+        self.ctx.execute_logical_plan(plan).await
+    }
+}
+
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}

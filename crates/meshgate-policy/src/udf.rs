@@ -1,0 +1,76 @@
+//! Masks as scalar functions that only the policy rule can place in a plan.
+//!
+//! A [`MaskUdf`] is built by the rule and put straight into an `Expr`; it is never
+//! registered in a session, so SQL cannot name it: `SELECT mask_hash(x)` is an unknown
+//! function, and no user function can stand in for it.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::common::{Result, exec_err};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use meshgate_contract::MaskKind;
+
+use crate::HashKey;
+use crate::masks::{apply, output_type};
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct MaskUdf {
+    kind: MaskKind,
+    name: String,
+    key: Arc<HashKey>,
+    signature: Signature,
+}
+
+impl MaskUdf {
+    pub fn new(kind: MaskKind, key: Arc<HashKey>) -> Self {
+        MaskUdf {
+            kind,
+            name: format!("mask_{kind}"),
+            key,
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+
+    pub fn kind(&self) -> MaskKind {
+        self.kind
+    }
+
+    /// `mask(column)` as an expression.
+    pub fn call(kind: MaskKind, key: &Arc<HashKey>, arg: Expr) -> Expr {
+        ScalarUDF::new_from_impl(MaskUdf::new(kind, Arc::clone(key))).call(vec![arg])
+    }
+}
+
+impl ScalarUDFImpl for MaskUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(output_type(self.kind, &arg_types[0]))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return exec_err!("{} takes one argument", self.name);
+        };
+        let n = args.number_rows;
+        let array = arg.to_array(n)?;
+        let masked = apply(self.kind, &self.key, &array)
+            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+        Ok(match arg {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&masked, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(masked),
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! The test mesh: the sample mesh as committed, plus a `lab` domain of deliberately broken
+//! products (tests/fixtures/lab) whose data is written here.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{Field, Schema};
+use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_policy::{HashKey, MeshSession, Policy, Principal, SessionOptions};
+use parquet::arrow::ArrowWriter;
+use tempfile::TempDir;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The key every test session hashes with, so expected outputs are stable.
+pub const TEST_KEY: &[u8] = b"meshgate-test-key-0123456789";
+
+pub fn key() -> Arc<HashKey> {
+    Arc::new(HashKey::new(TEST_KEY).unwrap())
+}
+
+/// The principal a test role folder stands for (see tests/slt/README.md).
+pub fn principal(role_dir: &str) -> Principal {
+    match role_dir {
+        "analyst" => Principal::new("analyst", ["data_analyst"]),
+        "marketer" => Principal::new("marketer", ["marketing"]),
+        "guest" => Principal::new("guest", Vec::<String>::new()),
+        "eu_support" => Principal::new("support", ["eu_support"]),
+        "analyst_marketer" => Principal::new("lead", ["data_analyst", "marketing"]),
+        other => panic!("no principal for role folder {other}"),
+    }
+}
+
+pub struct TestMesh {
+    pub mesh: Mesh,
+    pub dir: TempDir,
+}
+
+impl TestMesh {
+    pub async fn load() -> TestMesh {
+        let dir = tempfile::tempdir().unwrap();
+        let contracts = dir.path().join("contracts");
+        copy_yaml(&repo().join("contracts"), &contracts);
+        copy_yaml(&repo().join("tests/fixtures/lab"), &contracts.join("lab"));
+        let lab = dir.path().join("lab-data");
+        write_lab_data(&lab);
+        let mut config = MeshConfig::at(repo());
+        config.contracts = contracts;
+        config.domain_roots.insert("lab".into(), lab);
+        let mesh = Mesh::load(config).await.unwrap();
+        TestMesh { mesh, dir }
+    }
+
+    pub fn session(&self, role_dir: &str) -> MeshSession {
+        // Fixed partitioning, so that plans read the same on every machine.
+        let mut options = SessionOptions::default();
+        options.config = options.config.with_target_partitions(2);
+        MeshSession::with_options(&self.mesh, Policy::new(principal(role_dir), key()), options)
+    }
+}
+
+fn copy_yaml(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let p = entry.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_yaml(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+fn write_parquet(path: &Path, cols: Vec<(&str, ArrayRef)>) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch =
+        RecordBatch::try_new(Arc::clone(&schema), cols.into_iter().map(|c| c.1).collect()).unwrap();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// `accounts`: 100 rows; account 424242 is the only US row with an even id below 10.
+pub fn write_lab_data(root: &Path) {
+    let ids: Vec<i64> = (0..100)
+        .map(|i| if i == 7 { 424242 } else { 1000 + i })
+        .collect();
+    let regions: Vec<&str> = (0..100)
+        .map(|i| if i == 7 || i % 3 == 0 { "US" } else { "EU" })
+        .collect();
+    write_parquet(
+        &root.join("accounts/v1/part-0.parquet"),
+        vec![
+            ("account_id", Arc::new(Int64Array::from(ids.clone()))),
+            (
+                "holder_name",
+                Arc::new(StringArray::from_iter_values(
+                    ids.iter().map(|i| format!("Holder {i}")),
+                )),
+            ),
+            (
+                "balance",
+                Arc::new(Float64Array::from_iter_values(
+                    (0..100).map(|i| i as f64 * 10.5),
+                )),
+            ),
+            ("region", Arc::new(StringArray::from(regions))),
+        ],
+    );
+    write_parquet(
+        &root.join("missing_column/v1/part-0.parquet"),
+        vec![("id", Arc::new(Int64Array::from(vec![1, 2])))],
+    );
+    write_parquet(
+        &root.join("wrong_type/v1/part-0.parquet"),
+        vec![
+            ("id", Arc::new(Int64Array::from(vec![1]))),
+            ("amount", Arc::new(StringArray::from(vec!["12.50"]))),
+        ],
+    );
+    let corrupt = root.join("corrupt/v1/part-0.parquet");
+    std::fs::create_dir_all(corrupt.parent().unwrap()).unwrap();
+    std::fs::write(&corrupt, b"PAR1 this is not a parquet file at all PAR1").unwrap();
+}
