@@ -102,7 +102,7 @@ pub(crate) async fn bind(
         .iter()
         .zip(seen)
         .map(|(col, seen)| {
-            let ty = col.data_type.arrow_type().unwrap_or_else(|| match seen {
+            let ty = col.data_type.arrow_type().unwrap_or(match seen {
                 Some(DataType::Decimal256(p, s)) => DataType::Decimal256(p, s),
                 Some(DataType::Decimal128(p, s)) => DataType::Decimal128(p, s),
                 // No file yet: the widest decimal that Decimal128 holds.

@@ -60,7 +60,7 @@ impl Mesh {
         for file in files {
             match candidate(&config, &dir, &file) {
                 Ok(c) => candidates.push(c),
-                Err(q) => quarantined.push(q),
+                Err(q) => quarantined.push(*q),
             }
         }
         refuse_conflicts(&mut candidates, &mut quarantined);
@@ -181,7 +181,7 @@ fn contract_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if path.is_dir() {
-                if !(top && name == "alerts") && !name.starts_with('.') {
+                if (!top || name != "alerts") && !name.starts_with('.') {
                     walk(&path, false, out)?;
                 }
             } else if (name.ends_with(".yaml") || name.ends_with(".yml"))
@@ -202,7 +202,7 @@ fn candidate(
     config: &MeshConfig,
     dir: &Path,
     file: &Path,
-) -> std::result::Result<Candidate, Quarantine> {
+) -> std::result::Result<Candidate, Box<Quarantine>> {
     let folder = file.strip_prefix(dir).ok().and_then(|rel| {
         let mut parts = rel.components();
         let first = parts.next()?;
@@ -215,7 +215,7 @@ fn candidate(
             let hint = std::fs::read_to_string(file)
                 .map(|t| peek_identity(&t))
                 .unwrap_or_default();
-            return Err(Quarantine {
+            return Err(Box::new(Quarantine {
                 domain: folder
                     .or(hint.domain.map(|d| d.to_string()))
                     .unwrap_or_else(|| "unknown".into()),
@@ -231,17 +231,19 @@ fn candidate(
                     .iter()
                     .map(|d| format!("invalid contract: {d}"))
                     .collect(),
-            });
+            }));
         }
     };
     let declared = contract.domain.as_ref().map(|d| d.as_str().to_string());
-    let reject = |reason: String, domain: String| Quarantine {
-        domain,
-        dataset: contract.dataset.as_str().to_string(),
-        version: Some(contract.version.0),
-        owner: Some(contract.owner.as_str().to_string()),
-        contract_file: file.to_path_buf(),
-        reasons: vec![reason],
+    let reject = |reason: String, domain: String| {
+        Box::new(Quarantine {
+            domain,
+            dataset: contract.dataset.as_str().to_string(),
+            version: Some(contract.version.0),
+            owner: Some(contract.owner.as_str().to_string()),
+            contract_file: file.to_path_buf(),
+            reasons: vec![reason],
+        })
     };
     let domain = match (folder, declared) {
         (Some(f), Some(d)) if f != d => {
@@ -324,7 +326,7 @@ fn refuse_conflicts(candidates: &mut Vec<Candidate>, quarantined: &mut Vec<Quara
                 continue;
             };
             let overlap = pa.starts_with(pb) || pb.starts_with(pa);
-            if overlap && !same_product && !(a.is_default_location && !b.is_default_location) {
+            if overlap && !same_product && (!a.is_default_location || b.is_default_location) {
                 reasons[i].push(format!(
                     "location {} overlaps the location of {}.{} ({})",
                     a.location.as_url(),

@@ -344,4 +344,83 @@ mod tests {
         assert!(!shown.contains("super-secret"), "{shown}");
         assert_eq!(HashKey::new(b"short").unwrap_err(), KeyTooShort(5));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn apply_one(kind: MaskKind, k: &HashKey, v: Option<&str>) -> Option<String> {
+            let a: ArrayRef = Arc::new(StringArray::from(vec![v]));
+            let out = apply(kind, k, &a).unwrap();
+            let out = cast(&out, &DataType::Utf8).unwrap();
+            out.as_string::<i32>()
+                .iter()
+                .next()
+                .unwrap()
+                .map(str::to_string)
+        }
+
+        const STRING_MASKS: [MaskKind; 5] = [
+            MaskKind::Hash,
+            MaskKind::Redact,
+            MaskKind::Null,
+            MaskKind::Email,
+            MaskKind::Last4,
+        ];
+
+        proptest! {
+            #[test]
+            fn deterministic_and_null_preserving(v in ".{0,40}", which in 0usize..5) {
+                let kind = STRING_MASKS[which];
+                let k = key();
+                prop_assert_eq!(apply_one(kind, &k, Some(&v)), apply_one(kind, &k, Some(&v)));
+                prop_assert_eq!(apply_one(kind, &k, None), None);
+            }
+
+            #[test]
+            fn never_returns_its_input(v in "[^*]{1,40}") {
+                let k = key();
+                for kind in STRING_MASKS {
+                    let out = apply_one(kind, &k, Some(&v));
+                    prop_assert_ne!(out.as_deref(), Some(v.as_str()), "{} returned its input", kind);
+                }
+            }
+
+            #[test]
+            fn hash_is_keyed_and_distinguishes_values(a in ".{1,40}", b in ".{1,40}") {
+                let k1 = key();
+                let k2 = HashKey::new(b"another-key-of-sufficient-length").unwrap();
+                let h = |k: &HashKey, v: &str| apply_one(MaskKind::Hash, k, Some(v)).unwrap();
+                prop_assert_ne!(h(&k1, &a), h(&k2, &a));
+                prop_assert_eq!(h(&k1, &a).len(), 64);
+                if a != b {
+                    prop_assert_ne!(h(&k1, &a), h(&k1, &b));
+                }
+            }
+
+            #[test]
+            fn email_keeps_only_the_domain(local in "[a-z0-9.]{1,20}", domain in "[a-z]{1,10}\\.[a-z]{2,3}") {
+                let out = apply_one(MaskKind::Email, &key(), Some(&format!("{local}@{domain}"))).unwrap();
+                prop_assert_eq!(out, format!("****@{domain}"));
+            }
+
+            #[test]
+            fn last4_keeps_length_and_at_most_four_characters(v in ".{0,30}") {
+                let out = apply_one(MaskKind::Last4, &key(), Some(&v)).unwrap();
+                prop_assert_eq!(out.chars().count(), v.chars().count());
+                let shown = out.chars().zip(v.chars()).filter(|(o, i)| o == i && *o != '*').count();
+                prop_assert!(shown <= 4);
+            }
+
+            #[test]
+            fn year_is_january_first_of_the_same_year(d in -30_000i32..60_000) {
+                let a: ArrayRef = Arc::new(Date32Array::from(vec![d]));
+                let y = apply(MaskKind::Year, &key(), &a).unwrap();
+                let out = y.as_primitive::<Date32Type>().value(0);
+                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+                let (i, o) = (epoch + chrono::Duration::days(d as i64), epoch + chrono::Duration::days(out as i64));
+                prop_assert_eq!((o.year(), o.month(), o.day()), (i.year(), 1, 1));
+            }
+        }
+    }
 }

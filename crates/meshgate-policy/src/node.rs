@@ -29,7 +29,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 
 /// `MeshPolicy: checkout.orders v1 read_masked masks=[user_email:hash] row_filter`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PolicyScope {
+pub(crate) struct PolicyScope {
     /// What EXPLAIN shows after the node name.
     pub(crate) label: String,
     /// True when a row filter hides rows: the node is then a predicate barrier.
@@ -120,7 +120,7 @@ impl UserDefinedLogicalNodeCore for PolicyScope {
 
 /// Plans `MeshPolicy` nodes: nothing at all without a row filter, a barrier with one.
 #[derive(Debug, Default)]
-pub struct PolicyPlanner;
+pub(crate) struct PolicyPlanner;
 
 #[async_trait]
 impl ExtensionPlanner for PolicyPlanner {

@@ -18,7 +18,7 @@ use crate::HashKey;
 use crate::masks::{apply, output_type};
 
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct MaskUdf {
+pub(crate) struct MaskUdf {
     kind: MaskKind,
     name: String,
     key: Arc<HashKey>,
@@ -26,7 +26,7 @@ pub struct MaskUdf {
 }
 
 impl MaskUdf {
-    pub fn new(kind: MaskKind, key: Arc<HashKey>) -> Self {
+    pub(crate) fn new(kind: MaskKind, key: Arc<HashKey>) -> Self {
         MaskUdf {
             kind,
             name: format!("mask_{kind}"),
@@ -35,12 +35,8 @@ impl MaskUdf {
         }
     }
 
-    pub fn kind(&self) -> MaskKind {
-        self.kind
-    }
-
     /// `mask(column)` as an expression.
-    pub fn call(kind: MaskKind, key: &Arc<HashKey>, arg: Expr) -> Expr {
+    pub(crate) fn call(kind: MaskKind, key: &Arc<HashKey>, arg: Expr) -> Expr {
         ScalarUDF::new_from_impl(MaskUdf::new(kind, Arc::clone(key))).call(vec![arg])
     }
 }
