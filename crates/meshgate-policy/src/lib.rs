@@ -14,7 +14,7 @@ mod udf;
 
 pub use access::{Access, Policy, Principal};
 pub use masks::{HashKey, KeyTooShort};
-pub use node::{MeshQueryPlanner, PolicyBarrierExec};
+pub use node::{AppliedPolicy, MeshQueryPlanner, PolicyBarrierExec, applied_policies};
 pub use rule::{MeshPolicyRule, VerifyPolicy};
 pub use session::{MeshSession, SessionOptions};
 

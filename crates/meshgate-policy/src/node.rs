@@ -26,24 +26,47 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use meshgate_contract::Permission;
 
+/// What the policy did to one scan; EXPLAIN shows it as
 /// `MeshPolicy: checkout.orders v1 read_masked masks=[user_email:hash] row_filter`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub struct AppliedPolicy {
+    /// `domain.dataset vN`.
+    pub product: String,
+    pub permission: Permission,
+    /// `column:mask` for every masked column.
+    pub masks: Vec<String>,
+    /// True when a row filter hides rows: the node is then a predicate barrier.
+    pub row_filter: bool,
+}
+
+impl fmt::Display for AppliedPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.product, self.permission)?;
+        if self.row_filter {
+            write!(f, " row_filter")?;
+        }
+        if !self.masks.is_empty() {
+            write!(f, " masks=[{}]", self.masks.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PolicyScope {
-    /// What EXPLAIN shows after the node name.
-    pub(crate) label: String,
-    /// True when a row filter hides rows: the node is then a predicate barrier.
-    pub(crate) barrier: bool,
+    pub(crate) applied: AppliedPolicy,
     pub(crate) input: LogicalPlan,
 }
 
 impl PolicyScope {
-    pub(crate) fn new(label: String, barrier: bool, input: LogicalPlan) -> Self {
-        PolicyScope {
-            label,
-            barrier,
-            input,
-        }
+    pub(crate) fn new(applied: AppliedPolicy, input: LogicalPlan) -> Self {
+        PolicyScope { applied, input }
+    }
+
+    fn barrier(&self) -> bool {
+        self.applied.row_filter
     }
 
     pub(crate) fn from_node(node: &dyn UserDefinedLogicalNode) -> Option<&PolicyScope> {
@@ -53,7 +76,7 @@ impl PolicyScope {
 
 impl PartialOrd for PolicyScope {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        (&self.label, self.barrier).partial_cmp(&(&other.label, other.barrier))
+        self.applied.partial_cmp(&other.applied)
     }
 }
 
@@ -75,7 +98,7 @@ impl UserDefinedLogicalNodeCore for PolicyScope {
     }
 
     fn prevent_predicate_push_down_columns(&self) -> HashSet<String> {
-        if self.barrier {
+        if self.barrier() {
             UserDefinedLogicalNodeCore::schema(self)
                 .columns()
                 .into_iter()
@@ -93,7 +116,7 @@ impl UserDefinedLogicalNodeCore for PolicyScope {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "MeshPolicy: {}", self.label)
+        write!(f, "MeshPolicy: {}", self.applied)
     }
 
     fn with_exprs_and_inputs(
@@ -104,7 +127,7 @@ impl UserDefinedLogicalNodeCore for PolicyScope {
         let Some(input) = inputs.pop() else {
             return internal_err!("MeshPolicy takes one input");
         };
-        Ok(PolicyScope::new(self.label.clone(), self.barrier, input))
+        Ok(PolicyScope::new(self.applied.clone(), input))
     }
 
     /// Projection pushdown passes through: the node outputs its input's columns as they are.
@@ -139,10 +162,10 @@ impl ExtensionPlanner for PolicyPlanner {
         let [input] = physical_inputs else {
             return internal_err!("MeshPolicy takes one input");
         };
-        Ok(Some(if scope.barrier {
+        Ok(Some(if scope.barrier() {
             Arc::new(PolicyBarrierExec::new(
                 Arc::clone(input),
-                scope.label.clone(),
+                scope.applied.to_string(),
             ))
         } else {
             Arc::clone(input)
@@ -246,4 +269,18 @@ impl ExecutionPlan for PolicyBarrierExec {
     fn cardinality_effect(&self) -> CardinalityEffect {
         CardinalityEffect::Equal
     }
+}
+
+/// The policies applied in an analyzed plan, subqueries included: for audit and EXPLAIN.
+pub fn applied_policies(plan: &LogicalPlan) -> Vec<AppliedPolicy> {
+    let mut out = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Extension(ext) = node
+            && let Some(scope) = PolicyScope::from_node(ext.node.as_ref())
+        {
+            out.push(scope.applied.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
 }

@@ -16,7 +16,7 @@ use datafusion::optimizer::AnalyzerRule;
 use meshgate_catalog::{ContractTable, Product};
 use meshgate_contract::Permission;
 
-use crate::node::PolicyScope;
+use crate::node::{AppliedPolicy, PolicyScope};
 use crate::udf::MaskUdf;
 use crate::{Access, Policy, PolicyError};
 
@@ -85,12 +85,16 @@ impl MeshPolicyRule {
         let qualifier = scan.table_name.clone();
         let scan_schema = Arc::clone(&scan.projected_schema);
         let mut plan = LogicalPlan::TableScan(scan);
-        let mut label = format!("{} {permission}", product.display_name());
+        let mut applied = AppliedPolicy {
+            product: product.display_name(),
+            permission,
+            masks: vec![],
+            row_filter: row_filter.is_some(),
+        };
 
         if let Some(filter) = &row_filter {
             let filter = qualify(filter.clone(), &qualifier)?;
             plan = LogicalPlan::Filter(Filter::try_new(filter, Arc::new(plan))?);
-            label.push_str(" row_filter");
         }
 
         let mut types_changed = false;
@@ -114,11 +118,10 @@ impl MeshPolicyRule {
                     })
                     .collect::<Vec<_>>();
                 plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
-                let shown: Vec<_> = masks.iter().map(|(c, k)| format!("{c}:{k}")).collect();
-                label.push_str(&format!(" masks=[{}]", shown.join(", ")));
+                applied.masks = masks.iter().map(|(c, k)| format!("{c}:{k}")).collect();
             }
         }
-        let scope = PolicyScope::new(label, row_filter.is_some(), plan);
+        let scope = PolicyScope::new(applied, plan);
         Ok((
             LogicalPlan::Extension(Extension {
                 node: Arc::new(scope),
