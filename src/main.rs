@@ -1,1 +1,5 @@
-fn main() {}
+//! `meshgate`: see `meshgate --help`.
+
+fn main() -> std::process::ExitCode {
+    meshgate_cli::main()
+}

@@ -1,1 +1,94 @@
-//! meshgate-cli
+//! The `meshgate` command line: one binary, one verb per job (DESIGN §7).
+
+mod lint;
+mod serve;
+mod sql;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "meshgate",
+    version,
+    about = "Contract-enforcing Flight SQL gateway for a data mesh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway on the contracts and data of meshgate.yaml.
+    Serve(serve::ServeArgs),
+    /// Query the gateway: one statement, or an interactive shell.
+    Sql(sql::SqlArgs),
+    /// Check contracts against the contract format.
+    Lint(lint::LintArgs),
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print an argon2 hash of a password, for meshgate.yaml.
+    Passwd {
+        /// Read from MESHGATE_PASSWORD, else asked for.
+        #[arg(long, env = "MESHGATE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that no line of an audit file was removed or edited.
+    Verify { file: PathBuf },
+}
+
+/// Runs the command line; `main` is only this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Sql(args) => sql::run(args).await,
+            Command::Lint(args) => lint::run(args),
+            Command::Audit {
+                command: AuditCommand::Verify { file },
+            } => match meshgate_server::audit::verify(&file) {
+                Ok(n) => {
+                    println!("{}: {n} lines, chain intact", file.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            },
+            Command::Passwd { password } => {
+                let password = match password {
+                    Some(p) => p,
+                    None => rpassword::prompt_password("password: ")?,
+                };
+                println!("{}", meshgate_server::auth::hash_password(&password));
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

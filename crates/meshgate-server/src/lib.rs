@@ -1,1 +1,114 @@
-//! meshgate-server
+//! The gateway: Flight SQL over the policy-enforcing session, authentication, audit, and
+//! the HTTP endpoints. This is the only crate that knows gRPC.
+
+pub mod audit;
+pub mod auth;
+pub mod client;
+pub mod config;
+mod flight;
+mod gateway;
+mod http;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use meshgate_catalog::Mesh;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+pub use config::{Secrets, ServerConfig};
+pub use flight::MeshFlightSql;
+pub use gateway::Gateway;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the audit file: {0}")]
+    Audit(std::io::Error),
+    #[error("the Flight server stopped: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A running gateway. Both listeners are bound before it is returned, so a test can
+/// connect at once (no sleeps); dropping the handle does not stop it, `shutdown` does.
+pub struct RunningServer {
+    pub flight_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    flight: JoinHandle<Result<(), ServerError>>,
+    http: JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub async fn start(
+        mesh: Arc<Mesh>,
+        config: ServerConfig,
+        secrets: Secrets,
+    ) -> Result<RunningServer, ServerError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        let flight_listener = bind(config.flight_addr).await?;
+        let http_listener = bind(config.http_addr).await?;
+        let flight_addr = flight_listener.local_addr().expect("bound");
+        let http_addr = http_listener.local_addr().expect("bound");
+
+        let gateway = Arc::new(Gateway::new(mesh, config, secrets).map_err(ServerError::Audit)?);
+        let (tx, rx) = oneshot::channel::<()>();
+        let (http_tx, http_rx) = tokio::sync::watch::channel(false);
+        let service = FlightServiceServer::new(MeshFlightSql::new(Arc::clone(&gateway)))
+            .max_decoding_message_size(16 << 20);
+        let flight = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(flight_listener), async {
+                    let _ = rx.await;
+                    let _ = http_tx.send(true);
+                })
+                .await
+                .map_err(ServerError::from)
+        });
+        let http = tokio::spawn(http::serve(http_listener, gateway, http_rx));
+        info!(%flight_addr, %http_addr, "meshgate is serving");
+        Ok(RunningServer {
+            flight_addr,
+            http_addr,
+            shutdown: Some(tx),
+            flight,
+            http,
+        })
+    }
+
+    /// Stops accepting, lets running calls finish, and waits.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.http.await;
+        self.flight.await.unwrap_or(Ok(()))
+    }
+
+    /// Runs until the Flight server stops (or `signal` fires).
+    pub async fn wait(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        signal.await;
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.http.await;
+        self.flight.await.unwrap_or(Ok(()))
+    }
+}

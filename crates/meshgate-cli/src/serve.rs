@@ -1,0 +1,94 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use meshgate_catalog::Mesh;
+use meshgate_policy::HashKey;
+use meshgate_server::{RunningServer, Secrets, ServerConfig};
+use tracing::warn;
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The deployment's configuration.
+    #[arg(long, env = "MESHGATE_CONFIG", default_value = "meshgate.yaml")]
+    config: PathBuf,
+    /// Overrides `flight_addr`.
+    #[arg(long, env = "MESHGATE_FLIGHT_ADDR")]
+    flight_addr: Option<SocketAddr>,
+    /// Overrides `http_addr`.
+    #[arg(long, env = "MESHGATE_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// The key of the `hash` mask: its bytes as given, at least 16.
+    #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
+    hash_key: Option<String>,
+    /// Signs tokens and tickets; replicas that share it accept each other's.
+    #[arg(long, env = "MESHGATE_TOKEN_KEY", hide_env_values = true)]
+    token_key: Option<String>,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    let mut config = ServerConfig::load(&args.config)?;
+    if let Some(a) = args.flight_addr {
+        config.flight_addr = a;
+    }
+    if let Some(a) = args.http_addr {
+        config.http_addr = a;
+    }
+    let secrets = secrets(args.hash_key, args.token_key)?;
+    let mesh = Mesh::load(config.mesh.clone())
+        .await
+        .context("cannot load the mesh")?;
+    let server = RunningServer::start(Arc::new(mesh), config, secrets).await?;
+    println!(
+        "meshgate: Flight SQL on grpc://{}, HTTP on http://{}",
+        server.flight_addr, server.http_addr
+    );
+    server
+        .wait(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn secrets(hash_key: Option<String>, token_key: Option<String>) -> anyhow::Result<Secrets> {
+    let hash_key = match hash_key {
+        Some(k) => match HashKey::new(k.as_bytes()) {
+            Ok(k) => k,
+            Err(e) => bail!("MESHGATE_HASH_KEY is refused: {e}"),
+        },
+        None => {
+            warn!(
+                "!!! MESHGATE_HASH_KEY is not set: using the fixed DEVELOPMENT hash key. \
+                 Anyone can recompute masked values. Never use this in production. !!!"
+            );
+            HashKey::development()
+        }
+    };
+    let token_key = match token_key {
+        Some(k) if k.len() >= 16 => k.into_bytes(),
+        Some(_) => bail!("MESHGATE_TOKEN_KEY must be at least 16 bytes"),
+        None => {
+            warn!(
+                "MESHGATE_TOKEN_KEY is not set: tokens are signed with a random key and \
+                 are valid on this process only"
+            );
+            uuid::Uuid::new_v4().as_bytes().repeat(2)
+        }
+    };
+    Ok(Secrets {
+        hash_key,
+        token_key,
+    })
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MESHGATE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,meshgate::audit=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}

@@ -1,0 +1,274 @@
+//! Who is calling: Basic credentials at the handshake, then signed bearer tokens; and the
+//! signed envelopes (tickets, prepared-statement handles) bound to the principal that
+//! made them.
+//!
+//! Everything a replica needs to verify a token or ticket is in it (subject, roles in
+//! effect, expiry) and signed with the shared token key, so no session state lives in a
+//! gateway's memory.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
+use meshgate_policy::Principal;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::config::UserConfig;
+
+/// The header that narrows a session to one of the principal's roles.
+pub const ROLE_HEADER: &str = "x-meshgate-role";
+
+/// The configured principals. Unknown users and wrong passwords are refused alike.
+pub struct Users {
+    users: HashMap<String, UserConfig>,
+}
+
+impl Users {
+    pub fn new(users: &[UserConfig]) -> Self {
+        Users {
+            users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
+        }
+    }
+
+    /// Checks `authorization: Basic …` and returns the principal with all its roles.
+    pub fn verify_basic(&self, header: &str) -> Result<Principal, Status> {
+        let encoded = strip_scheme(header, "basic")
+            .ok_or_else(|| Status::unauthenticated("expected Basic credentials"))?;
+        let decoded = STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
+        let (name, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
+        let refused = || Status::unauthenticated("invalid user name or password");
+        let user = self.users.get(name).ok_or_else(refused)?;
+        let hash = PasswordHash::new(&user.password_hash).map_err(|_| refused())?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .map_err(|_| refused())?;
+        Ok(Principal::new(name, user.roles.iter().cloned()))
+    }
+}
+
+/// `Scheme value` with a case-insensitive scheme.
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = header.trim().split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest.trim())
+}
+
+/// What a bearer token says.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    pub sub: String,
+    pub roles: Vec<String>,
+    /// Seconds since the epoch.
+    pub exp: u64,
+}
+
+impl Claims {
+    pub fn principal(&self) -> Principal {
+        Principal::new(self.sub.clone(), self.roles.iter().cloned())
+    }
+}
+
+/// What a ticket or prepared-statement handle carries: the statement, its bound parameters,
+/// and whom it was made for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub sub: String,
+    /// The roles in effect when it was made; redeeming it under other roles re-checks.
+    pub roles: Vec<String>,
+    pub sql: String,
+    /// Bound parameters as one Arrow IPC row, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<String>,
+    pub exp: u64,
+}
+
+/// Signs and verifies tokens and envelopes with HMAC-SHA256.
+#[derive(Clone)]
+pub struct Signer {
+    mac: Hmac<Sha256>,
+}
+
+const TOKEN_PREFIX: &str = "mg1.";
+const ENVELOPE_PREFIX: &str = "mge1.";
+
+impl Signer {
+    pub fn new(key: &[u8]) -> Self {
+        Signer {
+            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length"),
+        }
+    }
+
+    fn seal<T: Serialize>(&self, prefix: &str, value: &T) -> String {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("serializable"));
+        let mut mac = self.mac.clone();
+        mac.update(prefix.as_bytes());
+        mac.update(body.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{prefix}{body}.{sig}")
+    }
+
+    fn open<T: DeserializeOwned>(&self, prefix: &str, sealed: &str) -> Option<T> {
+        let (body, sig) = sealed.strip_prefix(prefix)?.split_once('.')?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
+        let mut mac = self.mac.clone();
+        mac.update(prefix.as_bytes());
+        mac.update(body.as_bytes());
+        mac.verify_slice(&sig).ok()?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
+    }
+
+    pub fn mint_token(&self, principal: &Principal, ttl_secs: u64) -> String {
+        self.seal(
+            TOKEN_PREFIX,
+            &Claims {
+                sub: principal.name.clone(),
+                roles: principal.roles.iter().cloned().collect(),
+                exp: now() + ttl_secs,
+            },
+        )
+    }
+
+    /// Refuses a missing, forged, malformed or expired token alike.
+    pub fn verify_token(&self, token: &str) -> Result<Claims, Status> {
+        let claims: Claims = self
+            .open(TOKEN_PREFIX, token)
+            .ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
+        if claims.exp <= now() {
+            return Err(Status::unauthenticated(
+                "bearer token expired: authenticate again",
+            ));
+        }
+        Ok(claims)
+    }
+
+    pub fn seal_envelope(&self, envelope: &Envelope) -> Vec<u8> {
+        self.seal(ENVELOPE_PREFIX, envelope).into_bytes()
+    }
+
+    /// Opens an envelope for `caller`. One made for another principal or other roles is
+    /// refused: tickets and handles are useless to anyone but their maker.
+    pub fn open_envelope(&self, sealed: &[u8], caller: &Principal) -> Result<Envelope, Status> {
+        let text = std::str::from_utf8(sealed)
+            .map_err(|_| Status::invalid_argument("malformed ticket or handle"))?;
+        let envelope: Envelope = self
+            .open(ENVELOPE_PREFIX, text)
+            .ok_or_else(|| Status::unauthenticated("invalid ticket or handle signature"))?;
+        if envelope.exp <= now() {
+            return Err(Status::unauthenticated("ticket or handle expired"));
+        }
+        let roles: Vec<String> = caller.roles.iter().cloned().collect();
+        if envelope.sub != caller.name || envelope.roles != roles {
+            return Err(Status::permission_denied(
+                "this ticket or handle was issued to another principal or role",
+            ));
+        }
+        Ok(envelope)
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The caller of an RPC: a valid bearer token, narrowed by `x-meshgate-role` if present.
+pub fn caller(signer: &Signer, metadata: &MetadataMap) -> Result<Principal, Status> {
+    let header = metadata
+        .get("authorization")
+        .ok_or_else(|| Status::unauthenticated("no authorization header: authenticate first"))?
+        .to_str()
+        .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+    let token = strip_scheme(header, "bearer")
+        .ok_or_else(|| Status::unauthenticated("expected a Bearer token"))?;
+    let principal = signer.verify_token(token)?.principal();
+    match metadata.get(ROLE_HEADER) {
+        None => Ok(principal),
+        Some(role) => {
+            let role = role
+                .to_str()
+                .map_err(|_| Status::invalid_argument("malformed x-meshgate-role header"))?;
+            principal.narrowed_to(role).ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "{} does not hold role {role}; x-meshgate-role can only narrow",
+                    principal.name
+                ))
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Signer {
+        Signer::new(b"test-token-key-0123456789abcdef")
+    }
+
+    #[test]
+    fn tokens_round_trip_and_refuse_tampering() {
+        let p = Principal::new("analyst", ["data_analyst"]);
+        let t = signer().mint_token(&p, 60);
+        assert_eq!(signer().verify_token(&t).unwrap().principal(), p);
+        // Another key, a flipped character, an expired token: all UNAUTHENTICATED.
+        assert!(
+            Signer::new(b"another-key-entirely-0123456789")
+                .verify_token(&t)
+                .is_err()
+        );
+        let mut forged = t.clone().into_bytes();
+        let i = forged.len() / 2;
+        forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert_eq!(
+            signer().verify_token(&forged).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let expired = signer().mint_token(&p, 0);
+        assert_eq!(
+            signer().verify_token(&expired).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    #[test]
+    fn envelopes_are_bound_to_their_principal() {
+        let analyst = Principal::new("analyst", ["data_analyst"]);
+        let marketer = Principal::new("marketer", ["marketing"]);
+        let e = Envelope {
+            sub: "analyst".into(),
+            roles: vec!["data_analyst".into()],
+            sql: "SELECT 1".into(),
+            params: None,
+            exp: now() + 60,
+        };
+        let sealed = signer().seal_envelope(&e);
+        assert_eq!(signer().open_envelope(&sealed, &analyst).unwrap(), e);
+        let err = signer().open_envelope(&sealed, &marketer).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+}
+
+/// An argon2id hash in PHC format, for `users[].password_hash` in meshgate.yaml.
+pub fn hash_password(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    Argon2::default()
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .expect("argon2 with default parameters")
+        .to_string()
+}

@@ -1,0 +1,119 @@
+//! A Flight SQL client for meshgate, so that the command line needs no gRPC of its own.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::auth::ROLE_HEADER;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The server's own words (status message), without transport noise.
+    #[error("{0}")]
+    Server(String),
+}
+
+impl From<FlightError> for ClientError {
+    fn from(e: FlightError) -> Self {
+        ClientError::Server(match e {
+            FlightError::Tonic(s) => {
+                let name = code_name(s.code());
+                if s.message().to_lowercase().starts_with(name) {
+                    s.message().to_string()
+                } else {
+                    format!("{name}: {}", s.message())
+                }
+            }
+            other => other.to_string(),
+        })
+    }
+}
+
+impl From<arrow::error::ArrowError> for ClientError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        ClientError::Server(e.to_string())
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unauthenticated => "unauthenticated",
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::InvalidArgument => "invalid query",
+        tonic::Code::FailedPrecondition => "unavailable product",
+        tonic::Code::ResourceExhausted => "server busy",
+        tonic::Code::DeadlineExceeded => "timeout",
+        tonic::Code::Unavailable => "server unavailable",
+        _ => "error",
+    }
+}
+
+pub struct MeshClient {
+    inner: FlightSqlServiceClient<Channel>,
+}
+
+impl MeshClient {
+    /// Connects and authenticates; `role` narrows the session to one of the user's roles.
+    pub async fn connect(
+        url: &str,
+        user: &str,
+        password: &str,
+        role: Option<&str>,
+    ) -> Result<MeshClient, ClientError> {
+        let connect_err = |message: String| ClientError::Connect {
+            url: url.to_string(),
+            message,
+        };
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| connect_err(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let mut inner = FlightSqlServiceClient::new(channel);
+        if let Some(role) = role {
+            inner.set_header(ROLE_HEADER, role);
+        }
+        inner.handshake(user, password).await.map_err(|e| match e {
+            FlightError::Arrow(arrow::error::ArrowError::IpcError(m))
+                if m.contains("handshake") =>
+            {
+                ClientError::Server(format!(
+                    "authentication failed for {user}: invalid user name or password"
+                ))
+            }
+            other => ClientError::from(other),
+        })?;
+        Ok(MeshClient { inner })
+    }
+
+    /// Runs one statement; the schema comes first, then the batches as they stream.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+    ) -> Result<
+        (
+            SchemaRef,
+            impl Stream<Item = Result<RecordBatch, ClientError>> + use<>,
+        ),
+        ClientError,
+    > {
+        let info = self.inner.execute(sql.to_string(), None).await?;
+        let schema = info.clone().try_decode_schema()?;
+        let mut streams = Vec::new();
+        for endpoint in info.endpoint {
+            let ticket = endpoint
+                .ticket
+                .ok_or_else(|| ClientError::Server("endpoint without a ticket".into()))?;
+            streams.push(self.inner.do_get(ticket).await?);
+        }
+        let batches = futures::stream::iter(streams)
+            .flatten()
+            .map_err(ClientError::from);
+        Ok((std::sync::Arc::new(schema), batches))
+    }
+}

@@ -1,0 +1,141 @@
+//! `meshgate.yaml`: everything a deployment sets, resolved before the server is built.
+//! Secrets (hash key, token key) never live here: they come from the environment, read by
+//! the command line, and are passed in as [`Secrets`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meshgate_catalog::MeshConfig;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Flight SQL and meshgate's own gRPC services.
+    pub flight_addr: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub http_addr: SocketAddr,
+    pub mesh: MeshConfig,
+    pub users: Vec<UserConfig>,
+    /// How long a bearer token (and the tickets it mints) stays valid.
+    pub token_ttl_secs: u64,
+    pub limits: Limits,
+    /// Where the audit trail is appended; `None` keeps it in the log only.
+    pub audit_file: Option<PathBuf>,
+    pub tls: Option<TlsConfig>,
+    /// Send view types (`Utf8View`…) as they are instead of their classic forms; older
+    /// JDBC drivers and flightsql-dbapi cannot read them.
+    pub view_types: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            flight_addr: ([127, 0, 0, 1], 50051).into(),
+            http_addr: ([127, 0, 0, 1], 8080).into(),
+            mesh: MeshConfig::default(),
+            users: vec![],
+            token_ttl_secs: 3600,
+            limits: Limits::default(),
+            audit_file: None,
+            tls: None,
+            view_types: false,
+        }
+    }
+}
+
+/// A principal: who it is, how it proves it, which roles it holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// An argon2 hash in PHC format (`meshgate passwd` makes one).
+    pub password_hash: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Protection for the gateway and the machine it runs on; defaults suit a laptop.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub query_timeout_secs: u64,
+    /// DataFusion's memory pool; operators that can spill do so beyond it.
+    pub memory_limit_mb: usize,
+    pub max_concurrent_queries: usize,
+    /// How long a query waits for a slot before RESOURCE_EXHAUSTED.
+    pub queue_timeout_secs: u64,
+    pub target_partitions: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            query_timeout_secs: 300,
+            memory_limit_mb: 1024,
+            max_concurrent_queries: 8,
+            queue_timeout_secs: 30,
+            target_partitions: None,
+        }
+    }
+}
+
+impl Limits {
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_secs(self.query_timeout_secs)
+    }
+
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_secs(self.queue_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Keys that must not be written in a file that is committed.
+#[derive(Clone)]
+pub struct Secrets {
+    pub hash_key: meshgate_policy::HashKey,
+    /// Signs tokens and tickets; replicas that share it accept each other's.
+    pub token_key: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+}
+
+impl ServerConfig {
+    /// Reads `meshgate.yaml`; relative paths in it are relative to the file's folder.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: ServerConfig =
+            serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        config.mesh.root = base.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        if let (Some(base), Some(audit)) = (base, &config.audit_file)
+            && audit.is_relative()
+        {
+            config.audit_file = Some(base.join(audit));
+        }
+        Ok(config)
+    }
+}

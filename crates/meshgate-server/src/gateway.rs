@@ -1,0 +1,514 @@
+//! The gateway's shared state and the query path every protocol route goes through:
+//! plan as the caller, check, execute, stream, audit.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
+use datafusion::prelude::SessionConfig;
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+use meshgate_catalog::Mesh;
+use meshgate_policy::{
+    AppliedPolicy, ErrorClass, HashKey, MeshSession, Policy, Principal, SessionOptions,
+    applied_policies, classify,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+use tracing::{error, warn};
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::auth::{Envelope, Signer, Users, now};
+use crate::config::{Secrets, ServerConfig};
+use crate::metrics::{CodeLabel, KindLabel, Metrics};
+
+pub struct Gateway {
+    pub(crate) mesh: Arc<Mesh>,
+    pub(crate) config: ServerConfig,
+    pub(crate) key: Arc<HashKey>,
+    pub(crate) signer: Signer,
+    pub(crate) users: Users,
+    runtime: Arc<RuntimeEnv>,
+    slots: Arc<Semaphore>,
+    pub(crate) audit: AuditLog,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Parameters bound through DoPut, by the hash of the handle they were bound to, for
+    /// clients that keep using the old handle (flightsql-dbapi). Bounded; clients that use
+    /// the updated handle never need it.
+    bound: Mutex<BoundParams>,
+}
+
+/// A statement planned as its caller, ready to execute.
+pub(crate) struct Planned {
+    pub(crate) physical: Arc<dyn ExecutionPlan>,
+    /// What the client is told and sent (view types replaced unless configured).
+    pub(crate) wire_schema: SchemaRef,
+    pub(crate) applied: Vec<AppliedPolicy>,
+    pub(crate) task: Arc<datafusion::execution::TaskContext>,
+}
+
+impl Gateway {
+    pub fn new(
+        mesh: Arc<Mesh>,
+        config: ServerConfig,
+        secrets: Secrets,
+    ) -> std::io::Result<Gateway> {
+        let limits = &config.limits;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_limit_mb << 20)))
+            .build_arc()
+            .map_err(std::io::Error::other)?;
+        Ok(Gateway {
+            signer: Signer::new(&secrets.token_key),
+            users: Users::new(&config.users),
+            key: Arc::new(secrets.hash_key),
+            slots: Arc::new(Semaphore::new(limits.max_concurrent_queries.max(1))),
+            audit: AuditLog::open(config.audit_file.as_deref())?,
+            metrics: Arc::new(Metrics::default()),
+            bound: Mutex::new(BoundParams::default()),
+            runtime,
+            mesh,
+            config,
+        })
+    }
+
+    pub(crate) fn session(&self, principal: &Principal) -> MeshSession {
+        let mut config = SessionConfig::new();
+        if let Some(n) = self.config.limits.target_partitions {
+            config = config.with_target_partitions(n);
+        }
+        let options = SessionOptions {
+            config,
+            runtime: Arc::clone(&self.runtime),
+        };
+        MeshSession::with_options(
+            &self.mesh,
+            Policy::new(principal.clone(), Arc::clone(&self.key)),
+            options,
+        )
+    }
+
+    /// Plans `sql` as `principal`, parameters bound, and builds the physical plan it will
+    /// run: the schema announced is the schema of the plan that executes.
+    pub(crate) async fn plan(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<Planned, Status> {
+        let session = self.session(principal);
+        let mut df = session.sql(sql).await.map_err(|e| self.status(&e))?;
+        if let Some(params) = params {
+            df = df
+                .with_param_values(param_values(params)?)
+                .map_err(|e| self.status(&e))?;
+        }
+        let (state, plan) = df.into_parts();
+        let optimized = state.optimize(&plan).map_err(|e| self.status(&e))?;
+        let applied = applied_policies(&optimized);
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await
+            .map_err(|e| self.status(&e))?;
+        let wire_schema = self.wire_schema(&physical.schema());
+        Ok(Planned {
+            physical,
+            wire_schema,
+            applied,
+            task: state.task_ctx(),
+        })
+    }
+
+    /// The schema a prepared statement announces before its parameters are bound.
+    pub(crate) async fn describe(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<(SchemaRef, Schema), Status> {
+        let session = self.session(principal);
+        let df = session.sql(sql).await.map_err(|e| self.status(&e))?;
+        let params = df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| self.status(&e))?;
+        if params.is_empty() {
+            let planned = self.plan(principal, sql, None).await?;
+            return Ok((planned.wire_schema, Schema::empty()));
+        }
+        let (state, plan) = df.into_parts();
+        let analyzed = state.optimize(&plan).map_err(|e| self.status(&e))?;
+        let schema = self.wire_schema(&Arc::new(analyzed.schema().as_arrow().clone()));
+        let mut names: Vec<_> = params.into_iter().collect();
+        // $1, $2, … in order.
+        names.sort_by_key(|(n, _)| {
+            n.trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        let fields: Vec<Field> = names
+            .into_iter()
+            .map(|(n, t)| Field::new(n, t.unwrap_or(DataType::Utf8), true))
+            .collect();
+        Ok((schema, Schema::new(fields)))
+    }
+
+    fn wire_schema(&self, schema: &SchemaRef) -> SchemaRef {
+        if self.config.view_types {
+            return Arc::clone(schema);
+        }
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_data_type(classic(f.data_type())))
+            .collect();
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    }
+
+    /// A gRPC status for a query error. Internal errors are logged with an id and reach
+    /// the caller as that id only.
+    pub(crate) fn status(&self, e: &DataFusionError) -> Status {
+        let (class, message) = classify(e);
+        match class {
+            ErrorClass::PermissionDenied | ErrorClass::Refused => {
+                Status::permission_denied(message)
+            }
+            ErrorClass::Quarantined => Status::failed_precondition(message),
+            ErrorClass::InvalidQuery => Status::invalid_argument(message),
+            ErrorClass::ResourcesExhausted => Status::resource_exhausted(message),
+            ErrorClass::Internal => {
+                let id = uuid::Uuid::new_v4();
+                error!(error_id = %id, "internal error: {message}");
+                Status::internal(format!("internal error (id {id})"))
+            }
+        }
+    }
+
+    pub(crate) fn envelope(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: Option<String>,
+    ) -> Vec<u8> {
+        self.signer.seal_envelope(&Envelope {
+            sub: principal.name.clone(),
+            roles: principal.roles.iter().cloned().collect(),
+            sql: sql.to_string(),
+            params,
+            exp: now() + self.config.token_ttl_secs,
+        })
+    }
+
+    pub(crate) fn remember_params(&self, handle: &[u8], params: &str) {
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        bound.insert(handle, params.to_string());
+    }
+
+    pub(crate) fn recall_params(&self, handle: &[u8]) -> Option<String> {
+        let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        bound.get(handle)
+    }
+
+    pub(crate) fn forget_params(&self, handle: &[u8]) {
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        bound.remove(handle);
+    }
+
+    /// Waits for a query slot; RESOURCE_EXHAUSTED when none frees up in time.
+    pub(crate) async fn slot(&self) -> Result<OwnedSemaphorePermit, Status> {
+        let wait = self.config.limits.queue_timeout();
+        match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Status::resource_exhausted(format!(
+                "too many concurrent queries: no slot freed up within {}s",
+                wait.as_secs()
+            ))),
+        }
+    }
+
+    /// Executes a planned query as a stream of batches in the wire schema, under the
+    /// query timeout; the audit record is written when the stream ends or is dropped
+    /// (client gone: the query is cancelled with it).
+    pub(crate) fn execute(
+        self: &Arc<Self>,
+        planned: Planned,
+        permit: OwnedSemaphorePermit,
+        mut record: AuditRecord,
+        started: Instant,
+    ) -> Result<impl futures::Stream<Item = Result<RecordBatch, Status>> + Send + 'static, Status>
+    {
+        let stream: SendableRecordBatchStream =
+            execute_stream(Arc::clone(&planned.physical), planned.task)
+                .map_err(|e| self.status(&e))?;
+        fill_policies(&mut record, &planned.applied);
+        self.metrics.active_queries.inc();
+        let guard = QueryGuard {
+            gateway: Arc::clone(self),
+            record,
+            started,
+            outcome: None,
+            _permit: permit,
+        };
+        let deadline = tokio::time::Instant::now() + self.config.limits.query_timeout();
+        let wire = planned.wire_schema;
+        let state = (stream, guard, false);
+        Ok(futures::stream::unfold(
+            state,
+            move |(mut stream, mut guard, done)| {
+                let wire = Arc::clone(&wire);
+                async move {
+                    if done {
+                        return None;
+                    }
+                    let next = tokio::select! {
+                        next = stream.next() => next,
+                        _ = tokio::time::sleep_until(deadline) => {
+                            let s = Status::deadline_exceeded("query timeout reached");
+                            guard.finish(Err(&s));
+                            return Some((Err(s), (stream, guard, true)));
+                        }
+                    };
+                    match next {
+                        None => {
+                            guard.finish(Ok(()));
+                            None
+                        }
+                        Some(Ok(batch)) => match to_wire(&batch, &wire) {
+                            Ok(batch) => {
+                                guard.record.rows += batch.num_rows() as u64;
+                                guard.record.bytes += batch.get_array_memory_size() as u64;
+                                Some((Ok(batch), (stream, guard, false)))
+                            }
+                            Err(e) => {
+                                let s = guard.gateway.status(&e);
+                                guard.finish(Err(&s));
+                                Some((Err(s), (stream, guard, true)))
+                            }
+                        },
+                        Some(Err(e)) => {
+                            let s = guard.gateway.status(&e);
+                            guard.finish(Err(&s));
+                            Some((Err(s), (stream, guard, true)))
+                        }
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Audits and counts a request that ended before streaming.
+    pub(crate) fn audit_now(
+        &self,
+        mut record: AuditRecord,
+        started: Instant,
+        result: Result<(), &Status>,
+    ) {
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        self.count(&record.kind, started, result);
+        set_outcome(&mut record, result);
+        self.audit.record(&record);
+    }
+
+    fn count(&self, kind: &str, started: Instant, result: Result<(), &Status>) {
+        let kind = KindLabel {
+            kind: kind.to_string(),
+        };
+        self.metrics.requests.get_or_create(&kind).inc();
+        self.metrics
+            .latency
+            .get_or_create(&kind)
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(s) = result {
+            self.metrics
+                .errors
+                .get_or_create(&CodeLabel {
+                    code: format!("{:?}", s.code()),
+                })
+                .inc();
+        }
+    }
+}
+
+fn set_outcome(record: &mut AuditRecord, result: Result<(), &Status>) {
+    match result {
+        Ok(()) => record.outcome = "ok".into(),
+        Err(s) => {
+            record.outcome = format!("{:?}", s.code());
+            record.error = Some(s.message().to_string());
+        }
+    }
+}
+
+pub(crate) fn fill_policies(record: &mut AuditRecord, applied: &[AppliedPolicy]) {
+    for a in applied {
+        record
+            .datasets
+            .push(format!("{} {}", a.product, a.permission));
+        record
+            .masked_columns
+            .extend(a.masks.iter().map(|m| format!("{}:{m}", a.product)));
+    }
+    record.datasets.sort();
+    record.datasets.dedup();
+    record.masked_columns.sort();
+    record.masked_columns.dedup();
+}
+
+/// Writes the audit record once, however the stream ends.
+struct QueryGuard {
+    gateway: Arc<Gateway>,
+    record: AuditRecord,
+    started: Instant,
+    outcome: Option<Result<(), Status>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl QueryGuard {
+    fn finish(&mut self, result: Result<(), &Status>) {
+        self.outcome = Some(result.map_err(Clone::clone));
+    }
+}
+
+impl Drop for QueryGuard {
+    fn drop(&mut self) {
+        let gw = &self.gateway;
+        gw.metrics.active_queries.dec();
+        gw.metrics.rows.inc_by(self.record.rows);
+        gw.metrics.bytes.inc_by(self.record.bytes);
+        let cancelled = Status::cancelled("the client went away before the end of the result");
+        let outcome = match &self.outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(s)) => Err(s),
+            None => {
+                warn!(principal = %self.record.principal, "query cancelled by the client");
+                Err(&cancelled)
+            }
+        };
+        gw.audit_now(std::mem::take(&mut self.record), self.started, outcome);
+    }
+}
+
+/// View types become their classic forms on the wire (FLIGHT-SQL.md: older drivers).
+fn classic(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    }
+}
+
+fn to_wire(batch: &RecordBatch, wire: &SchemaRef) -> Result<RecordBatch, DataFusionError> {
+    if batch.schema().fields() == wire.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(wire.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(wire), columns)?)
+}
+
+fn param_values(params: &RecordBatch) -> Result<ParamValues, Status> {
+    if params.num_rows() != 1 {
+        return Err(Status::invalid_argument(format!(
+            "bind exactly one row of parameters, got {}",
+            params.num_rows()
+        )));
+    }
+    let values = params
+        .columns()
+        .iter()
+        .map(|c| ScalarValue::try_from_array(c, 0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Status::invalid_argument(format!("unreadable parameter: {e}")))?;
+    Ok(values.into())
+}
+
+/// One row of parameters as base64 Arrow IPC, to travel in a handle or ticket.
+pub(crate) fn encode_params(batch: &RecordBatch) -> Result<String, Status> {
+    let mut buf = Vec::new();
+    {
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        w.write(batch)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        w.finish()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    }
+    Ok(STANDARD.encode(buf))
+}
+
+pub(crate) fn decode_params(text: &str) -> Result<RecordBatch, Status> {
+    let bytes = STANDARD
+        .decode(text)
+        .map_err(|_| Status::invalid_argument("malformed parameters"))?;
+    let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|_| Status::invalid_argument("malformed parameters"))?;
+    reader
+        .next()
+        .transpose()
+        .map_err(|_| Status::invalid_argument("malformed parameters"))?
+        .ok_or_else(|| Status::invalid_argument("no parameter row"))
+}
+
+pub(crate) fn client(addr: Option<SocketAddr>) -> String {
+    addr.map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A bounded map from handle digest to bound parameters, oldest evicted first.
+#[derive(Default)]
+struct BoundParams {
+    map: HashMap<[u8; 32], String>,
+    order: VecDeque<[u8; 32]>,
+}
+
+const MAX_BOUND: usize = 10_000;
+
+impl BoundParams {
+    fn key(handle: &[u8]) -> [u8; 32] {
+        Sha256::digest(handle).into()
+    }
+
+    fn insert(&mut self, handle: &[u8], params: String) {
+        let k = Self::key(handle);
+        if self.map.insert(k, params).is_none() {
+            self.order.push_back(k);
+        }
+        while self.order.len() > MAX_BOUND {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, handle: &[u8]) -> Option<String> {
+        self.map.get(&Self::key(handle)).cloned()
+    }
+
+    fn remove(&mut self, handle: &[u8]) {
+        self.map.remove(&Self::key(handle));
+    }
+}
