@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -103,7 +104,7 @@ fn write(schema: &SchemaRef, batches: &[RecordBatch], args: &SqlArgs) -> anyhow:
         Format::Table => {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if batches.is_empty() {
-                let empty = RecordBatch::new_empty(schema.clone());
+                let empty = RecordBatch::new_empty(Arc::clone(schema));
                 writeln!(
                     out,
                     "{}",
@@ -134,7 +135,7 @@ fn write(schema: &SchemaRef, batches: &[RecordBatch], args: &SqlArgs) -> anyhow:
             w.finish()?;
         }
         Format::Parquet => {
-            let mut w = parquet::arrow::ArrowWriter::try_new(out, schema.clone(), None)?;
+            let mut w = parquet::arrow::ArrowWriter::try_new(out, Arc::clone(schema), None)?;
             for b in batches {
                 w.write(b)?;
             }
