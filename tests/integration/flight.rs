@@ -1,0 +1,653 @@
+//! End to end over Flight SQL: a gateway on port 0, the arrow-flight client, every RPC and
+//! every authentication outcome.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{
+    CommandGetDbSchemas, CommandGetTables, CommandPreparedStatementQuery, ProstMessageExt, SqlInfo,
+};
+use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
+use futures::TryStreamExt;
+use meshgate_server::config::{Limits, UserConfig};
+use meshgate_server::{RunningServer, Secrets, ServerConfig};
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::common::{TEST_KEY, TestMesh};
+
+type Client = FlightSqlServiceClient<Channel>;
+
+pub(crate) struct TestServer {
+    pub(crate) server: RunningServer,
+    pub(crate) audit: std::path::PathBuf,
+    _mesh: TestMesh,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub(crate) async fn start() -> TestServer {
+        Self::with_limits(Limits::default()).await
+    }
+
+    pub(crate) async fn with_limits(limits: Limits) -> TestServer {
+        let mesh = TestMesh::load().await;
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let user = |name: &str, roles: &[&str]| UserConfig {
+            name: name.into(),
+            password_hash: meshgate_server::auth::hash_password(name),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let config = ServerConfig {
+            flight_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            users: vec![
+                user("analyst", &["data_analyst"]),
+                user("marketer", &["marketing"]),
+                user("guest", &[]),
+                user("support", &["eu_support"]),
+                user("lead", &["data_analyst", "marketing"]),
+            ],
+            limits,
+            audit_file: Some(audit.clone()),
+            ..Default::default()
+        };
+        let secrets = Secrets {
+            hash_key: meshgate_policy::HashKey::new(TEST_KEY).unwrap(),
+            token_key: b"test-token-key-0123456789".to_vec(),
+        };
+        // The mesh is shared with the server; the TestMesh keeps the temp data alive.
+        let shared = Arc::new(
+            meshgate_catalog::Mesh::load(mesh.mesh.config().clone())
+                .await
+                .unwrap(),
+        );
+        let server = RunningServer::start(shared, config, secrets).await.unwrap();
+        TestServer {
+            server,
+            audit,
+            _mesh: mesh,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.server.flight_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn client(&self, user: &str) -> Client {
+        let mut c = FlightSqlServiceClient::new(self.channel().await);
+        c.handshake(user, user).await.unwrap();
+        c
+    }
+}
+
+/// The gRPC code inside a client error, however the client wrapped it.
+trait HasCode {
+    fn code(&self) -> Code;
+}
+
+impl HasCode for arrow_flight::error::FlightError {
+    fn code(&self) -> Code {
+        match self {
+            arrow_flight::error::FlightError::Tonic(s) => s.code(),
+            arrow_flight::error::FlightError::Arrow(e) => e.code(),
+            other => panic!("unexpected error {other}"),
+        }
+    }
+}
+
+impl HasCode for arrow::error::ArrowError {
+    fn code(&self) -> Code {
+        // The handshake wraps its status in an IPC error: recover the code from the text.
+        let t = self.to_string();
+        for (name, c) in [
+            ("valid authentication", Code::Unauthenticated),
+            ("Unauthenticated", Code::Unauthenticated),
+            ("PermissionDenied", Code::PermissionDenied),
+        ] {
+            if t.contains(name) {
+                return c;
+            }
+        }
+        panic!("unrecognised error: {t}")
+    }
+}
+
+fn code<T: std::fmt::Debug, E: HasCode>(r: Result<T, E>) -> Code {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+/// Runs every endpoint of a FlightInfo and checks that each stream's schema is the one
+/// announced, nullability included (what ADBC checks).
+async fn fetch(client: &mut Client, info: FlightInfo) -> (Schema, Vec<RecordBatch>) {
+    let announced = info.clone().try_decode_schema().unwrap();
+    let mut batches = Vec::new();
+    for ep in info.endpoint {
+        let mut stream = client.do_get(ep.ticket.unwrap()).await.unwrap();
+        while let Some(b) = stream.try_next().await.unwrap() {
+            batches.push(b);
+        }
+        if let Some(s) = stream.schema() {
+            assert_eq!(
+                s.as_ref(),
+                &announced,
+                "streamed schema differs from FlightInfo's"
+            );
+        }
+    }
+    for b in &batches {
+        assert_eq!(b.schema().as_ref(), &announced);
+    }
+    (announced, batches)
+}
+
+async fn query(client: &mut Client, sql: &str) -> (Schema, Vec<RecordBatch>) {
+    let info = client.execute(sql.into(), None).await.unwrap();
+    fetch(client, info).await
+}
+
+fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = arrow::compute::cast(b.column(col), &DataType::Utf8).unwrap();
+            c.as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or("NULL").to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+const EMAIL_OF_C0: &str =
+    "SELECT email FROM customers.customer_profiles WHERE customer_id = 'C000000'";
+
+#[tokio::test]
+async fn handshake_outcomes() {
+    let s = TestServer::start().await;
+    let mut c = FlightSqlServiceClient::new(s.channel().await);
+    let token = c.handshake("analyst", "analyst").await;
+    assert!(token.is_ok());
+    let bearer = c.token().unwrap().clone();
+
+    let mut c = FlightSqlServiceClient::new(s.channel().await);
+    assert_eq!(
+        code(c.handshake("analyst", "wrong").await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code(c.handshake("nobody", "nobody").await),
+        Code::Unauthenticated
+    );
+
+    // The JDBC driver's `token=` mode: Handshake with the bearer token it has.
+    let mut raw = arrow_flight::flight_service_client::FlightServiceClient::new(s.channel().await);
+    let mut req = tonic::Request::new(futures::stream::iter(vec![
+        arrow_flight::HandshakeRequest::default(),
+    ]));
+    req.metadata_mut()
+        .insert("authorization", format!("bearer {bearer}").parse().unwrap());
+    let resp = raw.handshake(req).await.unwrap();
+    assert!(resp.metadata().get("authorization").is_some());
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_rpc_refuses_missing_or_forged_tokens() {
+    let s = TestServer::start().await;
+    for token in [
+        None,
+        Some("mg1.eyJzdWIiOiJhbmFseXN0In0.Zm9yZ2Vk".to_string()),
+    ] {
+        let mut c = FlightSqlServiceClient::new(s.channel().await);
+        if let Some(t) = &token {
+            c.set_token(t.clone());
+        }
+        assert_eq!(code(c.get_catalogs().await), Code::Unauthenticated);
+        assert_eq!(
+            code(c.get_db_schemas(CommandGetDbSchemas::default()).await),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            code(c.get_tables(CommandGetTables::default()).await),
+            Code::Unauthenticated
+        );
+        assert_eq!(code(c.get_table_types().await), Code::Unauthenticated);
+        assert_eq!(
+            code(c.get_sql_info(vec![SqlInfo::FlightSqlServerName]).await),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            code(c.execute("SELECT 1".into(), None).await),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            code(c.prepare("SELECT 1".into(), None).await),
+            Code::Unauthenticated
+        );
+        let ticket = Ticket::new(
+            arrow_flight::sql::TicketStatementQuery::default()
+                .as_any()
+                .encode_to_vec(),
+        );
+        assert_eq!(code(c.do_get(ticket).await), Code::Unauthenticated);
+    }
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_role_gets_what_its_contract_grants() {
+    let s = TestServer::start().await;
+    let (_, b) = query(&mut s.client("analyst").await, EMAIL_OF_C0).await;
+    assert_eq!(strings(&b, 0), ["priya.smith0@example.com"]);
+
+    let (_, b) = query(&mut s.client("marketer").await, EMAIL_OF_C0).await;
+    let masked = &strings(&b, 0)[0];
+    assert_eq!(masked.len(), 64);
+    assert!(masked.chars().all(|c| c.is_ascii_hexdigit()), "{masked}");
+
+    let mut guest = s.client("guest").await;
+    assert_eq!(
+        code(guest.execute(EMAIL_OF_C0.into(), None).await),
+        Code::PermissionDenied
+    );
+
+    let (_, b) = query(
+        &mut s.client("support").await,
+        "SELECT DISTINCT region FROM customers.customer_profiles",
+    )
+    .await;
+    assert_eq!(strings(&b, 0), ["EU"]);
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn refusals_map_to_status_codes() {
+    let s = TestServer::start().await;
+    let mut c = s.client("analyst").await;
+    assert_eq!(
+        code(c.execute("SELEC 1".into(), None).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            c.execute("DROP TABLE checkout.checkout_orders_summary".into(), None)
+                .await
+        ),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(
+            c.execute("SELECT * FROM lab.missing_column".into(), None)
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            c.execute_update("DELETE FROM checkout.checkout_orders_summary".into(), None)
+                .await
+        ),
+        Code::PermissionDenied
+    );
+    assert_eq!(code(c.begin_transaction().await), Code::Unimplemented);
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn announced_schema_is_the_streamed_one() {
+    let s = TestServer::start().await;
+    let mut c = s.client("marketer").await;
+    for sql in [
+        "SELECT count(*) FROM checkout.checkout_orders_summary",
+        "SELECT max(user_email), count(*) FROM checkout.checkout_orders_summary",
+        "SELECT * FROM checkout.checkout_orders_summary WHERE order_id = 'none'",
+        "SELECT * FROM customers.customer_profiles LIMIT 5",
+        "SELECT upper(email) AS e FROM customers.customer_profiles LIMIT 5",
+    ] {
+        let (schema, batches) = query(&mut c, sql).await;
+        assert!(!schema.fields().is_empty(), "{sql}");
+        for f in schema.fields() {
+            assert!(
+                !matches!(f.data_type(), DataType::Utf8View | DataType::BinaryView),
+                "view type on the wire in {sql}"
+            );
+        }
+        if sql.contains("'none'") {
+            assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+        }
+    }
+    let (schema, _) = query(
+        &mut c,
+        "SELECT count(*) AS n FROM checkout.checkout_orders_summary",
+    )
+    .await;
+    assert!(!schema.field(0).is_nullable());
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn prepared_statements_bind_for_both_kinds_of_clients() {
+    let s = TestServer::start().await;
+    let sql = "SELECT email FROM customers.customer_profiles WHERE customer_id = $1";
+    let params = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("$1", DataType::Utf8, true)])),
+        vec![Arc::new(StringArray::from(vec!["C000000"]))],
+    )
+    .unwrap();
+    for (user, expect_raw) in [("analyst", true), ("marketer", false)] {
+        // Clients that take the new handle from DoPut (arrow-rs, ADBC).
+        let mut c = s.client(user).await;
+        let mut stmt = c.prepare(sql.into(), None).await.unwrap();
+        assert_eq!(stmt.dataset_schema().unwrap().fields().len(), 1);
+        assert_eq!(stmt.parameter_schema().unwrap().fields().len(), 1);
+        stmt.set_parameters(params.clone()).unwrap();
+        let info = stmt.execute().await.unwrap();
+        let (_, b) = fetch(&mut c, info).await;
+        let got = strings(&b, 0);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0] == "priya.smith0@example.com",
+            expect_raw,
+            "{user}: {got:?}"
+        );
+
+        // Clients that ignore it and reuse the first handle (flightsql-dbapi): bind through
+        // DoPut by hand, then execute the original handle.
+        let created = s.client(user).await;
+        let mut c = created;
+        let stmt = c.prepare(sql.into(), None).await.unwrap();
+        let handle = prepared_handle(&stmt);
+        let cmd = CommandPreparedStatementQuery {
+            prepared_statement_handle: handle.clone().into(),
+        };
+        let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+        let flight_data = arrow_flight::encode::FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(descriptor.clone()))
+            .build(futures::stream::iter(vec![Ok(params.clone())]))
+            .map_err(|e| tonic::Status::internal(e.to_string()));
+        let flight_data: Vec<_> = flight_data.try_collect().await.unwrap();
+        let mut put = c.do_put(futures::stream::iter(flight_data)).await.unwrap();
+        while put.try_next().await.unwrap().is_some() {}
+        let mut req = tonic::Request::new(descriptor);
+        let bearer = format!("Bearer {}", c.token().unwrap());
+        req.metadata_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        let info = c
+            .inner_mut()
+            .get_flight_info(req)
+            .await
+            .unwrap()
+            .into_inner();
+        let (_, b) = fetch(&mut c, info).await;
+        assert_eq!(
+            strings(&b, 0).len(),
+            1,
+            "{user}: old handle lost its parameters"
+        );
+        assert_eq!(strings(&b, 0)[0] == "priya.smith0@example.com", expect_raw);
+    }
+    s.server.shutdown().await.unwrap();
+}
+
+fn prepared_handle(stmt: &arrow_flight::sql::client::PreparedStatement<Channel>) -> Vec<u8> {
+    // The handle is not exposed; Debug shows it as bytes, so take it from there.
+    let dbg = format!("{stmt:?}");
+    let start = dbg
+        .find("handle: b\"")
+        .map(|i| i + "handle: b\"".len())
+        .unwrap();
+    let end = start + dbg[start..].find('"').unwrap();
+    dbg[start..end].as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn tickets_are_useless_to_anyone_else() {
+    let s = TestServer::start().await;
+    let mut analyst = s.client("analyst").await;
+    let info = analyst.execute(EMAIL_OF_C0.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+
+    let mut marketer = s.client("marketer").await;
+    assert_eq!(
+        code(marketer.do_get(ticket.clone()).await),
+        Code::PermissionDenied
+    );
+
+    // A ticket edited to say something else no longer verifies.
+    let mut cmd = arrow_flight::sql::TicketStatementQuery::decode(
+        arrow_flight::sql::Any::decode(ticket.ticket.clone())
+            .unwrap()
+            .value,
+    )
+    .unwrap();
+    let mut h = cmd.statement_handle.to_vec();
+    let i = h.len() / 3;
+    h[i] ^= 1;
+    cmd.statement_handle = h.into();
+    let forged = Ticket::new(cmd.as_any().encode_to_vec());
+    assert_eq!(code(analyst.do_get(forged).await), Code::Unauthenticated);
+
+    // The rightful owner still gets the rows.
+    let (_, b) = fetch(&mut analyst, info).await;
+    assert_eq!(strings(&b, 0), ["priya.smith0@example.com"]);
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn role_header_narrows_and_never_widens() {
+    let s = TestServer::start().await;
+    let mut lead = FlightSqlServiceClient::new(s.channel().await);
+    lead.set_header("x-meshgate-role", "marketing");
+    lead.handshake("lead", "lead").await.unwrap();
+    let (_, b) = query(&mut lead, EMAIL_OF_C0).await;
+    assert_eq!(strings(&b, 0)[0].len(), 64, "narrowed to marketing: masked");
+
+    let mut marketer = FlightSqlServiceClient::new(s.channel().await);
+    marketer.handshake("marketer", "marketer").await.unwrap();
+    marketer.set_header("x-meshgate-role", "data_analyst");
+    assert_eq!(
+        code(marketer.execute(EMAIL_OF_C0.into(), None).await),
+        Code::PermissionDenied
+    );
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn metadata_rpcs_list_the_mesh() {
+    let s = TestServer::start().await;
+    let mut c = s.client("guest").await;
+    let info = c.get_catalogs().await.unwrap();
+    let (_, b) = fetch(&mut c, info).await;
+    assert_eq!(strings(&b, 0), ["mesh"]);
+
+    // No catalog means no filter (ADBC's get_objects).
+    let info = c
+        .get_db_schemas(CommandGetDbSchemas::default())
+        .await
+        .unwrap();
+    let (_, b) = fetch(&mut c, info).await;
+    assert_eq!(
+        strings(&b, 1),
+        ["checkout", "customers", "inventory", "lab", "web"]
+    );
+
+    let info = c
+        .get_tables(CommandGetTables {
+            db_schema_filter_pattern: Some("cust%".into()),
+            include_schema: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, b) = fetch(&mut c, info).await;
+    assert_eq!(
+        strings(&b, 2),
+        [
+            "customer_profiles",
+            "customer_profiles_v1",
+            "customer_profiles_v2"
+        ]
+    );
+    // include_schema: valid IPC carrying the contract's columns and descriptions.
+    let ipc = b[0].column(4).as_binary::<i32>().value(0).to_vec();
+    let schema = arrow::ipc::convert::try_schema_from_ipc_buffer(&ipc)
+        .unwrap_or_else(|e| panic!("bad IPC schema: {e}"));
+    assert_eq!(schema.field(0).name(), "customer_id");
+    assert!(
+        schema
+            .field(0)
+            .metadata()
+            .contains_key("ARROW:FLIGHT:SQL:REMARKS")
+    );
+
+    let info = c
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerArrowVersion,
+            SqlInfo::FlightSqlServerReadOnly,
+            SqlInfo::SqlIdentifierQuoteChar,
+        ])
+        .await
+        .unwrap();
+    let (_, b) = fetch(&mut c, info).await;
+    assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+
+    for info in [
+        c.get_table_types().await.unwrap(),
+        c.get_xdbc_type_info(Default::default()).await.unwrap(),
+        c.get_primary_keys(Default::default()).await.unwrap(),
+        c.get_imported_keys(Default::default()).await.unwrap(),
+        c.get_exported_keys(Default::default()).await.unwrap(),
+    ] {
+        fetch(&mut c, info).await;
+    }
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_gateway_says_so() {
+    let s = TestServer::with_limits(Limits {
+        max_concurrent_queries: 1,
+        queue_timeout_secs: 0,
+        ..Default::default()
+    })
+    .await;
+    let mut a = s.client("analyst").await;
+    let info = a
+        .execute(
+            "SELECT * FROM checkout.checkout_orders_summary".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    // Holding the stream open holds the only slot.
+    let held = a
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    let mut b = s.client("analyst").await;
+    let info = b.execute("SELECT 1".into(), None).await.unwrap();
+    assert_eq!(
+        code(b.do_get(info.endpoint[0].ticket.clone().unwrap()).await),
+        Code::ResourceExhausted
+    );
+    drop(held);
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn audit_records_every_request_without_secrets() {
+    let s = TestServer::start().await;
+    let mut m = s.client("marketer").await;
+    query(&mut m, "SELECT user_email FROM checkout.checkout_orders_summary WHERE user_email = 'alice@example.com'").await;
+    let mut g = s.client("guest").await;
+    let _ = g.execute(EMAIL_OF_C0.into(), None).await;
+    let token = m.token().unwrap().clone();
+    let http = s.server.http_addr;
+    s.server.shutdown().await.unwrap();
+
+    let text = std::fs::read_to_string(&s.audit).unwrap();
+    assert_eq!(
+        meshgate_server::audit::verify(&s.audit).unwrap(),
+        text.lines().count()
+    );
+    assert!(!text.contains("alice@example.com"), "literal not redacted");
+    assert!(!text.contains(&token[4..40]), "token in the audit");
+    assert!(!text.contains("marketer:"), "password-ish content");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statement = lines
+        .iter()
+        .find(|l| l["kind"] == "statement" && l["principal"] == "marketer")
+        .unwrap();
+    assert_eq!(statement["outcome"], "ok");
+    assert_eq!(
+        statement["masked_columns"][0],
+        "checkout.checkout_orders_summary v1:user_email:hash"
+    );
+    assert_eq!(
+        statement["datasets"][0],
+        "checkout.checkout_orders_summary v1 read_masked"
+    );
+    let denied = lines
+        .iter()
+        .find(|l| l["principal"] == "guest" && l["kind"] == "statement")
+        .unwrap();
+    assert_eq!(denied["outcome"], "PermissionDenied");
+    let _ = http;
+}
+
+#[tokio::test]
+async fn http_endpoints_answer() {
+    let s = TestServer::start().await;
+    let mut c = s.client("analyst").await;
+    query(&mut c, "SELECT 1").await;
+    let get = |path: &str| {
+        let addr = s.server.http_addr;
+        let path = path.to_string();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+            sock.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = String::new();
+            sock.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    let ready = get("/readyz").await;
+    assert!(
+        ready.contains("\"quarantined\":[\"data product lab."),
+        "{ready}"
+    );
+    let metrics = get("/metrics").await;
+    assert!(
+        metrics.contains("meshgate_requests_total{kind=\"statement\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("meshgate_rows_total 1"), "{metrics}");
+    s.server.shutdown().await.unwrap();
+}
+
+#[allow(dead_code)]
+fn unused(_: Int64Array, _: FlightRecordBatchStream) {}
