@@ -411,7 +411,7 @@ fn prepared_handle(stmt: &arrow_flight::sql::client::PreparedStatement<Channel>)
         .map(|i| i + "handle: b\"".len())
         .unwrap();
     let end = start + dbg[start..].find('"').unwrap();
-    dbg[start..end].as_bytes().to_vec()
+    dbg.as_bytes()[start..end].to_vec()
 }
 
 #[tokio::test]
