@@ -12,7 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use meshgate_policy::Principal;
 use serde::de::DeserializeOwned;
@@ -22,6 +23,11 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::config::UserConfig;
+
+const BASIC: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// The header that narrows a session to one of the principal's roles.
 pub const ROLE_HEADER: &str = "x-meshgate-role";
@@ -42,7 +48,8 @@ impl Users {
     pub fn verify_basic(&self, header: &str) -> Result<Principal, Status> {
         let encoded = strip_scheme(header, "basic")
             .ok_or_else(|| Status::unauthenticated("expected Basic credentials"))?;
-        let decoded = STANDARD
+        // Some clients (Go's, hence ADBC) leave out the base64 padding.
+        let decoded = BASIC
             .decode(encoded.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())

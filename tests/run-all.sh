@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test of meshgate: Rust (unit, SQL logic, end to end) and the real Python clients.
+# Installs what it needs itself: a virtualenv under .venv (or $MESHGATE_VENV).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test"
+cargo test --workspace --all-targets
+
+echo "== Python client tests (ADBC, pyarrow.flight, SQLAlchemy/flightsql-dbapi)"
+venv="${MESHGATE_VENV:-.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+cargo build --bin meshgate
+MESHGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/meshgate" "$venv/bin/python" -m pytest -q tests/clients
