@@ -92,13 +92,12 @@ async fn hashing_a_number_retypes_the_plan_above_it() {
 }
 
 #[tokio::test]
-async fn analyst_gets_policy_node_without_masks() {
+async fn a_plain_read_plans_as_without_meshgate() {
     let mesh = TestMesh::load().await;
     let plan = analyzed(&mesh, "analyst", "SELECT sku FROM inventory.stock_levels").await;
     insta::assert_snapshot!(plan, @r#"
     Projection: inventory.stock_levels.sku [sku:Utf8;N]
-      MeshPolicy: inventory.stock_levels v1 read [sku:Utf8;N, warehouse_id:Utf8;N, quantity:Int64;N, updated_at:Timestamp(µs, "UTC");N]
-        TableScan: inventory.stock_levels [sku:Utf8;N, warehouse_id:Utf8;N, quantity:Int64;N, updated_at:Timestamp(µs, "UTC");N]
+      TableScan: inventory.stock_levels [sku:Utf8;N, warehouse_id:Utf8;N, quantity:Int64;N, updated_at:Timestamp(µs, "UTC");N]
     "#);
 }
 

@@ -197,6 +197,27 @@ impl fmt::Display for Scalar {
     }
 }
 
+/// Serde through `FromStr` and `Display`, so that a bad value is refused while parsing,
+/// with the parser's location.
+macro_rules! serde_via_str {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    };
+}
+pub(crate) use serde_via_str;
+
 /// Defines a string newtype that checks its value while deserializing.
 macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, $check:expr, $expected:literal) => {
@@ -228,18 +249,7 @@ macro_rules! checked_string {
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
+        serde_via_str!($name);
     };
 }
 
@@ -344,19 +354,7 @@ impl fmt::Display for Freshness {
     }
 }
 
-impl<'de> Deserialize<'de> for Freshness {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Freshness {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+serde_via_str!(Freshness);
 
 /// A share of rows, written `99.9%`.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -386,16 +384,4 @@ impl fmt::Display for Percent {
     }
 }
 
-impl<'de> Deserialize<'de> for Percent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Percent {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+serde_via_str!(Percent);

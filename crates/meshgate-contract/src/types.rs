@@ -152,19 +152,7 @@ impl fmt::Display for ColumnType {
     }
 }
 
-impl<'de> Deserialize<'de> for ColumnType {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for ColumnType {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+crate::model::serde_via_str!(ColumnType);
 
 #[cfg(test)]
 mod tests {

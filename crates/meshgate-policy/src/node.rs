@@ -271,14 +271,32 @@ impl ExecutionPlan for PolicyBarrierExec {
     }
 }
 
-/// The policies applied in an analyzed plan, subqueries included: for audit and EXPLAIN.
+/// The policies applied in an analyzed plan, subqueries included, for the audit. A bare
+/// contract scan (the verifier has checked it needs no policy) counts as a plain read.
 pub fn applied_policies(plan: &LogicalPlan) -> Vec<AppliedPolicy> {
     let mut out = Vec::new();
     let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::Extension(ext) = node
-            && let Some(scope) = PolicyScope::from_node(ext.node.as_ref())
-        {
-            out.push(scope.applied.clone());
+        match node {
+            LogicalPlan::Extension(ext) => {
+                if let Some(scope) = PolicyScope::from_node(ext.node.as_ref()) {
+                    out.push(scope.applied.clone());
+                    return Ok(TreeNodeRecursion::Jump);
+                }
+            }
+            LogicalPlan::TableScan(scan) => {
+                if let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
+                    && let Some(t) =
+                        meshgate_catalog::ContractTable::from_provider(provider.as_ref())
+                {
+                    out.push(AppliedPolicy {
+                        product: t.product().display_name(),
+                        permission: Permission::Read,
+                        masks: vec![],
+                        row_filter: false,
+                    });
+                }
+            }
+            _ => {}
         }
         Ok(TreeNodeRecursion::Continue)
     });

@@ -82,6 +82,11 @@ impl MeshPolicyRule {
                 row_filter,
             } => (permission, row_filter),
         };
+        if !needs_policy(product, permission, row_filter.is_some()) {
+            // Nothing to hide: the scan stays as DataFusion planned it, so plain reads
+            // plan exactly as they would without meshgate. The verifier re-derives this.
+            return Ok((LogicalPlan::TableScan(scan), false));
+        }
         let qualifier = scan.table_name.clone();
         let scan_schema = Arc::clone(&scan.projected_schema);
         let mut plan = LogicalPlan::TableScan(scan);
@@ -143,6 +148,11 @@ impl AnalyzerRule for MeshPolicyRule {
     }
 }
 
+/// Whether a scan needs a policy subtree: masks to apply or rows to hide.
+fn needs_policy(product: &Product, permission: Permission, row_filter: bool) -> bool {
+    row_filter || (permission == Permission::ReadMasked && Policy::masks(product).next().is_some())
+}
+
 /// Reading metadata and a recursive CTE's own rows is not reading data.
 fn allowed_non_product(scan: &TableScan, provider: &dyn TableProvider) -> bool {
     let any: &dyn std::any::Any = provider;
@@ -166,11 +176,20 @@ fn qualify(
 }
 
 /// Runs after every other analyzer rule and checks the result independently of how it was
-/// produced: each contract scan sits under its `MeshPolicy` node, directly or under the
-/// node's own projection and filter; nothing reads a table that is not a product; and the
-/// plan is a query.
-#[derive(Debug, Default)]
-pub struct VerifyPolicy;
+/// produced: each contract scan either sits under its `MeshPolicy` node (directly or under
+/// the node's own projection and filter), or stands bare and the principal's access to it,
+/// resolved again here, has nothing to mask or hide; nothing reads a table that is not a
+/// product; and the plan is a query.
+#[derive(Debug)]
+pub struct VerifyPolicy {
+    policy: Arc<Policy>,
+}
+
+impl VerifyPolicy {
+    pub fn new(policy: Arc<Policy>) -> Self {
+        VerifyPolicy { policy }
+    }
+}
 
 impl AnalyzerRule for VerifyPolicy {
     fn name(&self) -> &str {
@@ -189,10 +208,19 @@ impl AnalyzerRule for VerifyPolicy {
                 }
                 LogicalPlan::TableScan(scan) => {
                     let provider = source_as_provider(&scan.source)?;
-                    if ContractTable::from_provider(provider.as_ref()).is_some() {
-                        return Err(PolicyError::Unenforced(scan.table_name.to_string()).into());
-                    }
-                    if !allowed_non_product(scan, provider.as_ref()) {
+                    if let Some(table) = ContractTable::from_provider(provider.as_ref()) {
+                        let product = table.product();
+                        let bare_ok = match Access::resolve(product, &self.policy.principal) {
+                            Access::Denied => false,
+                            Access::Granted {
+                                permission,
+                                row_filter,
+                            } => !needs_policy(product, permission, row_filter.is_some()),
+                        };
+                        if !bare_ok || !scan.filters.is_empty() {
+                            return Err(PolicyError::Unenforced(scan.table_name.to_string()).into());
+                        }
+                    } else if !allowed_non_product(scan, provider.as_ref()) {
                         return Err(PolicyError::NotAProduct(scan.table_name.to_string()).into());
                     }
                 }

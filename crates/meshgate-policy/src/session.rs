@@ -55,7 +55,7 @@ impl MeshSession {
         let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
             vec![Arc::new(MeshPolicyRule::new(Arc::clone(&policy)))];
         rules.extend(Analyzer::new().rules);
-        rules.push(Arc::new(VerifyPolicy));
+        rules.push(Arc::new(VerifyPolicy::new(Arc::clone(&policy))));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(options.runtime)

@@ -219,6 +219,15 @@ pub fn caller(signer: &Signer, metadata: &MetadataMap) -> Result<Principal, Stat
     }
 }
 
+/// An argon2id hash in PHC format, for `users[].password_hash` in meshgate.yaml.
+pub fn hash_password(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    Argon2::default()
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .expect("argon2 with default parameters")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,13 +278,4 @@ mod tests {
         let err = signer().open_envelope(&sealed, &marketer).unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
     }
-}
-
-/// An argon2id hash in PHC format, for `users[].password_hash` in meshgate.yaml.
-pub fn hash_password(password: &str) -> String {
-    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-    Argon2::default()
-        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-        .expect("argon2 with default parameters")
-        .to_string()
 }

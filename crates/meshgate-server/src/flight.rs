@@ -191,6 +191,18 @@ impl MeshFlightSql {
         )))
     }
 
+    /// Keys are not part of a contract: every key RPC answers empty but well-formed.
+    fn no_keys<T>(
+        &self,
+        request: &Request<T>,
+        kind: &str,
+        primary: bool,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let principal = self.caller(request)?;
+        let batch = RecordBatch::new_empty(Arc::new(keys_schema(primary)));
+        self.metadata_batch(request, &principal, kind, Ok::<_, Status>(batch))
+    }
+
     /// Every table of the mesh as (domain, name, schema), in name order.
     async fn tables(&self) -> Vec<(String, String, SchemaRef)> {
         use datafusion::catalog::CatalogProvider;
@@ -648,14 +660,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let principal = self.caller(&request)?;
-        let batch = RecordBatch::new_empty(Arc::new(keys_schema(true)));
-        self.metadata_batch(
-            &request,
-            &principal,
-            "get_primary_keys",
-            Ok::<_, Status>(batch),
-        )
+        self.no_keys(&request, "get_primary_keys", true)
     }
 
     async fn get_flight_info_imported_keys(
@@ -672,14 +677,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let principal = self.caller(&request)?;
-        let batch = RecordBatch::new_empty(Arc::new(keys_schema(false)));
-        self.metadata_batch(
-            &request,
-            &principal,
-            "get_imported_keys",
-            Ok::<_, Status>(batch),
-        )
+        self.no_keys(&request, "get_imported_keys", false)
     }
 
     async fn get_flight_info_exported_keys(
@@ -696,14 +694,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let principal = self.caller(&request)?;
-        let batch = RecordBatch::new_empty(Arc::new(keys_schema(false)));
-        self.metadata_batch(
-            &request,
-            &principal,
-            "get_exported_keys",
-            Ok::<_, Status>(batch),
-        )
+        self.no_keys(&request, "get_exported_keys", false)
     }
 
     async fn get_flight_info_cross_reference(
@@ -720,14 +711,7 @@ impl FlightSqlService for MeshFlightSql {
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let principal = self.caller(&request)?;
-        let batch = RecordBatch::new_empty(Arc::new(keys_schema(false)));
-        self.metadata_batch(
-            &request,
-            &principal,
-            "get_cross_reference",
-            Ok::<_, Status>(batch),
-        )
+        self.no_keys(&request, "get_cross_reference", false)
     }
 
     async fn do_put_statement_update(

@@ -34,6 +34,8 @@ pub enum ServerError {
     },
     #[error("cannot open the audit file: {0}")]
     Audit(std::io::Error),
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("the Flight server stopped: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -54,6 +56,14 @@ impl RunningServer {
         config: ServerConfig,
         secrets: Secrets,
     ) -> Result<RunningServer, ServerError> {
+        if config.tls.is_some() {
+            // Refused rather than ignored: a configured TLS that is silently off is worse
+            // than a gateway that does not start.
+            return Err(ServerError::Unsupported(
+                "tls is configured but this build of meshgate does not serve TLS yet; \
+                 terminate TLS in front of it (e.g. nginx grpc_pass) and remove `tls:`",
+            ));
+        }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
