@@ -13,5 +13,6 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
-cargo build --bin meshgate
+# `cargo test` above built target/debug/meshgate with the same features (a separate
+# `cargo build` would resolve features without dev-dependencies and rebuild DataFusion).
 MESHGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/meshgate" "$venv/bin/python" -m pytest -q tests/clients
