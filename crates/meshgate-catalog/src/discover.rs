@@ -175,7 +175,7 @@ fn names(
 }
 
 /// Every `*.yaml`/`*.yml` under `dir`, sorted, except the governance rules and alert rules.
-fn contract_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn contract_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     fn walk(dir: &Path, top: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();

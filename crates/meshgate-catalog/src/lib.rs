@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::MeshConfig;
-pub use discover::Mesh;
+pub use discover::{Mesh, contract_files};
 pub use provider::{CATALOG, MeshCatalogProvider};
 pub use table::{ContractTable, Product};
 

@@ -53,19 +53,10 @@ pub(crate) fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A folder is linted the way the server discovers it; a file is linted as named.
 fn collect(p: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     if p.is_dir() {
-        for e in std::fs::read_dir(p)? {
-            let path = e?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if path.is_dir() && name != "alerts" {
-                collect(&path, out)?;
-            } else if (name.ends_with(".yaml") || name.ends_with(".yml"))
-                && !name.starts_with("governance.")
-            {
-                out.push(path);
-            }
-        }
+        out.extend(meshgate_catalog::contract_files(p)?);
     } else {
         out.push(p.to_path_buf());
     }

@@ -139,7 +139,7 @@ access_policy:
         let text = SEED.replace("type: decimal", "type: decimol");
         let d = errors(&text);
         assert_eq!(d.len(), 1);
-        assert_eq!(d[0].line, 14, "{}", d[0]);
+        assert_eq!((d[0].line, d[0].column), (14, 5), "{}", d[0]);
         assert_eq!(d[0].field, "schema[1].type");
         assert!(
             d[0].message.contains("unknown type \"decimol\""),

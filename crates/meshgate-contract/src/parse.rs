@@ -165,7 +165,8 @@ struct Indexer {
 impl Indexer {
     /// The path of the node that starts now, or `None` when it is a mapping key.
     fn node_path(&mut self, scalar: Option<&str>, mark: Marker) -> Option<String> {
-        let pos = (mark.line(), mark.col().max(1));
+        // yaml-rust2 columns are 0-based; diagnostics are 1-based like lines.
+        let pos = (mark.line(), mark.col() + 1);
         match self.stack.last_mut() {
             None => Some(String::new()),
             Some(Frame::Seq { path, next }) => {
