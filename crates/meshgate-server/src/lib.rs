@@ -18,7 +18,7 @@ use meshgate_catalog::Mesh;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 pub use config::{Secrets, ServerConfig};
@@ -82,10 +82,14 @@ impl RunningServer {
         let flight = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(flight_listener), async {
-                    let _ = rx.await;
-                    let _ = http_tx.send(true);
-                })
+                // Without TCP_NODELAY, small gRPC frames wait on delayed ACKs (~40 ms each).
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(flight_listener).with_nodelay(Some(true)),
+                    async {
+                        let _ = rx.await;
+                        let _ = http_tx.send(true);
+                    },
+                )
                 .await
                 .map_err(ServerError::from)
         });

@@ -1,0 +1,216 @@
+//! The gateway against embedded DataFusion on the same files, measured in one run and
+//! printed as ratios (issue 4): the same queries through Flight SQL (local client) and in
+//! a plain DataFusion session, and the Flight throughput of a wide result.
+//!
+//! `cargo bench --bench gateway [-- --scale N]` (default scale 20: 1M orders). Under
+//! `cargo test` it only checks that it builds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use meshgate_catalog::{CATALOG, Mesh, MeshConfig};
+use meshgate_server::config::UserConfig;
+use meshgate_server::{RunningServer, Secrets, ServerConfig};
+use tonic::transport::Channel;
+
+const QUERIES: &[(&str, &str)] = &[
+    (
+        "count",
+        "SELECT count(*) FROM checkout.checkout_orders_summary",
+    ),
+    (
+        "group_by_email",
+        "SELECT user_email, sum(total_amount) FROM checkout.checkout_orders_summary GROUP BY user_email ORDER BY 2 DESC LIMIT 10",
+    ),
+    (
+        "filter",
+        "SELECT order_id, total_amount FROM checkout.checkout_orders_summary WHERE total_amount > 2000",
+    ),
+    (
+        "join",
+        "SELECT c.region, count(*) FROM checkout.checkout_orders_summary o JOIN customers.customer_profiles c ON o.user_email = c.email GROUP BY c.region",
+    ),
+];
+const WIDE: &str = "SELECT * FROM web.web_sessions";
+const RUNS: usize = 5;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn embedded(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+async fn flight(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
+    let info = client.execute(sql.into(), None).await.unwrap();
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let stream = client.do_get(ep.ticket.unwrap()).await.unwrap();
+        out.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    }
+    out
+}
+
+/// Bytes of the values themselves (slices count their slice, not the buffer they share).
+fn bytes(b: &[RecordBatch]) -> usize {
+    b.iter()
+        .flat_map(|b| b.columns())
+        .map(|c| c.to_data().get_slice_memory_size().unwrap())
+        .sum()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        return;
+    }
+    let scale = args
+        .iter()
+        .position(|a| a == "--scale")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(run(scale));
+}
+
+async fn run(scale: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    meshgate_sample::write_sample_mesh(&dir.path().join("sample-data"), scale).unwrap();
+    let mut mesh_config = MeshConfig::at(dir.path());
+    mesh_config.contracts = repo.join("contracts");
+    let mesh = Arc::new(Mesh::load(mesh_config).await.unwrap());
+    assert!(mesh.quarantined().is_empty());
+
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new().with_default_catalog_and_schema(CATALOG, "default"),
+    );
+    ctx.register_catalog(CATALOG, mesh.catalog());
+
+    let user = |name: &str, role: &str| UserConfig {
+        name: name.into(),
+        password_hash: meshgate_server::auth::hash_password(name),
+        roles: vec![role.into()],
+    };
+    let config = ServerConfig {
+        flight_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        users: vec![
+            user("analyst", "data_analyst"),
+            user("marketer", "marketing"),
+        ],
+        ..Default::default()
+    };
+    let secrets = Secrets {
+        hash_key: meshgate_policy::HashKey::new(b"benchmark-hash-key-0123456789").unwrap(),
+        token_key: b"benchmark-token-key-0123456789".to_vec(),
+    };
+    let server = RunningServer::start(Arc::clone(&mesh), config, secrets)
+        .await
+        .unwrap();
+    let channel = Channel::from_shared(format!("http://{}", server.flight_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut clients = Vec::new();
+    for u in ["analyst", "marketer"] {
+        let mut c = FlightSqlServiceClient::new(channel.clone());
+        c.handshake(u, u).await.unwrap();
+        clients.push(c);
+    }
+
+    println!(
+        "scale {scale}; median of {RUNS} runs after one warm-up; ratios to embedded DataFusion"
+    );
+    println!(
+        "{:<16} {:>12} {:>14} {:>8} {:>14} {:>8}",
+        "query", "embedded", "gw analyst", "ratio", "gw marketer", "ratio"
+    );
+    let mut totals = [Duration::ZERO; 3];
+    for (name, sql) in QUERIES {
+        let mut t = [Vec::new(), Vec::new(), Vec::new()];
+        for run in 0..=RUNS {
+            let s = Instant::now();
+            let e = embedded(&ctx, sql).await;
+            let d0 = s.elapsed();
+            let s = Instant::now();
+            let a = flight(&mut clients[0], sql).await;
+            let d1 = s.elapsed();
+            let s = Instant::now();
+            flight(&mut clients[1], sql).await;
+            let d2 = s.elapsed();
+            let rows = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows()).sum::<usize>();
+            assert_eq!(
+                rows(&e),
+                rows(&a),
+                "{name}: the analyst must see what DataFusion sees"
+            );
+            if run > 0 {
+                t[0].push(d0);
+                t[1].push(d1);
+                t[2].push(d2);
+            }
+        }
+        let m: Vec<Duration> = t.into_iter().map(median).collect();
+        for i in 0..3 {
+            totals[i] += m[i];
+        }
+        println!(
+            "{:<16} {:>10.1}ms {:>12.1}ms {:>8.2} {:>12.1}ms {:>8.2}",
+            name,
+            m[0].as_secs_f64() * 1e3,
+            m[1].as_secs_f64() * 1e3,
+            m[1].as_secs_f64() / m[0].as_secs_f64(),
+            m[2].as_secs_f64() * 1e3,
+            m[2].as_secs_f64() / m[0].as_secs_f64()
+        );
+    }
+    println!(
+        "{:<16} {:>10.1}ms {:>12.1}ms {:>8.2} {:>12.1}ms {:>8.2}",
+        "total",
+        totals[0].as_secs_f64() * 1e3,
+        totals[1].as_secs_f64() * 1e3,
+        totals[1].as_secs_f64() / totals[0].as_secs_f64(),
+        totals[2].as_secs_f64() * 1e3,
+        totals[2].as_secs_f64() / totals[0].as_secs_f64()
+    );
+
+    // Throughput of a wide result: Arrow bytes received per second.
+    let mut te = Vec::new();
+    let mut tf = Vec::new();
+    let mut size = 0;
+    for run in 0..=RUNS {
+        let s = Instant::now();
+        let e = embedded(&ctx, WIDE).await;
+        let d0 = s.elapsed();
+        let s = Instant::now();
+        let f = flight(&mut clients[0], WIDE).await;
+        let d1 = s.elapsed();
+        size = bytes(&f);
+        assert_eq!(
+            e.iter().map(|b| b.num_rows()).sum::<usize>(),
+            f.iter().map(|b| b.num_rows()).sum::<usize>()
+        );
+        if run > 0 {
+            te.push(d0);
+            tf.push(d1);
+        }
+    }
+    let (de, df) = (median(te), median(tf));
+    let mb = size as f64 / 1e6;
+    println!(
+        "wide result ({WIDE}, {mb:.0} MB of Arrow): embedded collect {:.0} MB/s, Flight {:.0} MB/s, ratio {:.2}",
+        mb / de.as_secs_f64(),
+        mb / df.as_secs_f64(),
+        df.as_secs_f64() / de.as_secs_f64()
+    );
+    server.shutdown().await.unwrap();
+}
