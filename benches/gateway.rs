@@ -58,6 +58,20 @@ async fn flight(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<
 }
 
 /// Bytes of the values themselves (slices count their slice, not the buffer they share).
+/// One line: embedded time, then each gateway time with its ratio to embedded.
+fn print_row(name: &str, t: &[Duration]) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ratio = |d: Duration| d.as_secs_f64() / t[0].as_secs_f64();
+    println!(
+        "{name:<16} {:>10.1}ms {:>12.1}ms {:>8.2} {:>12.1}ms {:>8.2}",
+        ms(t[0]),
+        ms(t[1]),
+        ratio(t[1]),
+        ms(t[2]),
+        ratio(t[2])
+    );
+}
+
 fn bytes(b: &[RecordBatch]) -> usize {
     b.iter()
         .flat_map(|b| b.columns())
@@ -163,25 +177,9 @@ async fn run(scale: usize) {
         for i in 0..3 {
             totals[i] += m[i];
         }
-        println!(
-            "{:<16} {:>10.1}ms {:>12.1}ms {:>8.2} {:>12.1}ms {:>8.2}",
-            name,
-            m[0].as_secs_f64() * 1e3,
-            m[1].as_secs_f64() * 1e3,
-            m[1].as_secs_f64() / m[0].as_secs_f64(),
-            m[2].as_secs_f64() * 1e3,
-            m[2].as_secs_f64() / m[0].as_secs_f64()
-        );
+        print_row(name, &m);
     }
-    println!(
-        "{:<16} {:>10.1}ms {:>12.1}ms {:>8.2} {:>12.1}ms {:>8.2}",
-        "total",
-        totals[0].as_secs_f64() * 1e3,
-        totals[1].as_secs_f64() * 1e3,
-        totals[1].as_secs_f64() / totals[0].as_secs_f64(),
-        totals[2].as_secs_f64() * 1e3,
-        totals[2].as_secs_f64() / totals[0].as_secs_f64()
-    );
+    print_row("total", &totals);
 
     // Throughput of a wide result: Arrow bytes received per second.
     let mut te = Vec::new();

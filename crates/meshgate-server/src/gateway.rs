@@ -117,6 +117,11 @@ impl Gateway {
                 .with_param_values(param_values(params)?)
                 .map_err(|e| self.status(&e))?;
         }
+        self.build(df).await
+    }
+
+    /// Analyzes, optimizes and physically plans a parsed statement.
+    async fn build(&self, df: datafusion::dataframe::DataFrame) -> Result<Planned, Status> {
         let (state, plan) = df.into_parts();
         let optimized = state.optimize(&plan).map_err(|e| self.status(&e))?;
         let applied = applied_policies(&optimized);
@@ -147,7 +152,8 @@ impl Gateway {
             .get_parameter_types()
             .map_err(|e| self.status(&e))?;
         if params.is_empty() {
-            let planned = self.plan(principal, sql, None).await?;
+            // Parsed once: the same statement is planned through to its physical schema.
+            let planned = self.build(df).await?;
             return Ok((planned.wire_schema, Schema::empty()));
         }
         let (state, plan) = df.into_parts();
