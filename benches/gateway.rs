@@ -90,11 +90,13 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
+    // `--wide-only` skips the query table, for profiling the throughput part alone.
+    let wide_only = args.iter().any(|a| a == "--wide-only");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(run(scale));
+    rt.block_on(run(scale, wide_only));
 }
 
-async fn run(scale: usize) {
+async fn run(scale: usize, wide_only: bool) {
     let dir = tempfile::tempdir().unwrap();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     meshgate_sample::write_sample_mesh(&dir.path().join("sample-data"), scale).unwrap();
@@ -129,11 +131,12 @@ async fn run(scale: usize) {
     let server = RunningServer::start(Arc::clone(&mesh), config, secrets)
         .await
         .unwrap();
-    let channel = Channel::from_shared(format!("http://{}", server.flight_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        meshgate_server::client::endpoint(&format!("grpc://{}", server.flight_addr), None)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let mut clients = Vec::new();
     for u in ["analyst", "marketer"] {
         let mut c = FlightSqlServiceClient::new(channel.clone());
@@ -149,7 +152,7 @@ async fn run(scale: usize) {
         "query", "embedded", "gw analyst", "ratio", "gw marketer", "ratio"
     );
     let mut totals = [Duration::ZERO; 3];
-    for (name, sql) in QUERIES {
+    for (name, sql) in QUERIES.iter().filter(|_| !wide_only) {
         let mut t = [Vec::new(), Vec::new(), Vec::new()];
         for run in 0..=RUNS {
             let s = Instant::now();
@@ -185,7 +188,7 @@ async fn run(scale: usize) {
     let mut te = Vec::new();
     let mut tf = Vec::new();
     let mut size = 0;
-    for run in 0..=RUNS {
+    for run in 0..=if wide_only { 20 } else { RUNS } {
         let s = Instant::now();
         let e = embedded(&ctx, WIDE).await;
         let d0 = s.elapsed();

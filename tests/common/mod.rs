@@ -133,3 +133,17 @@ pub fn write_lab_data(root: &Path) {
     std::fs::create_dir_all(corrupt.parent().unwrap()).unwrap();
     std::fs::write(&corrupt, b"PAR1 this is not a parquet file at all PAR1").unwrap();
 }
+
+/// A minimal HTTP/1 GET, enough for the gateway's own endpoints (status line included).
+pub(crate) async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    sock.read_to_string(&mut out).await.unwrap();
+    out
+}

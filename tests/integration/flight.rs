@@ -35,6 +35,11 @@ impl TestServer {
     }
 
     pub(crate) async fn with_limits(limits: Limits) -> TestServer {
+        Self::with(|c| c.limits = limits).await
+    }
+
+    /// A server whose configuration the test adjusts before it starts.
+    pub(crate) async fn with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let mesh = TestMesh::load().await;
         let dir = tempfile::tempdir().unwrap();
         let audit = dir.path().join("audit.log");
@@ -43,7 +48,7 @@ impl TestServer {
             password_hash: meshgate_server::auth::hash_password(name),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         };
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             flight_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             users: vec![
@@ -53,10 +58,10 @@ impl TestServer {
                 user("support", &["eu_support"]),
                 user("lead", &["data_analyst", "marketing"]),
             ],
-            limits,
             audit_file: Some(audit.clone()),
             ..Default::default()
         };
+        adjust(&mut config);
         let secrets = Secrets {
             hash_key: meshgate_policy::HashKey::new(TEST_KEY).unwrap(),
             token_key: b"test-token-key-0123456789".to_vec(),
@@ -513,6 +518,15 @@ async fn metadata_rpcs_list_the_mesh() {
             .metadata()
             .contains_key("ARROW:FLIGHT:SQL:REMARKS")
     );
+    // The table's own description, owner and version ride on the schema.
+    let md = schema.metadata();
+    assert!(
+        md.get("ARROW:FLIGHT:SQL:REMARKS")
+            .is_some_and(|d| !d.is_empty()),
+        "{md:?}"
+    );
+    assert!(md["meshgate:owner"].contains('@'), "{md:?}");
+    assert_eq!(md["meshgate:version"], "v2", "{md:?}");
 
     let info = c
         .get_sql_info(vec![
@@ -618,22 +632,7 @@ async fn http_endpoints_answer() {
     let s = TestServer::start().await;
     let mut c = s.client("analyst").await;
     query(&mut c, "SELECT 1").await;
-    let get = |path: &str| {
-        let addr = s.server.http_addr;
-        let path = path.to_string();
-        async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-            sock.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
-            let mut out = String::new();
-            sock.read_to_string(&mut out).await.unwrap();
-            out
-        }
-    };
+    let get = |path: &'static str| crate::common::http_get(s.server.http_addr, path);
     assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
     let ready = get("/readyz").await;
     assert!(

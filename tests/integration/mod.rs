@@ -1,3 +1,5 @@
 mod catalog;
+mod cli;
 mod flight;
 mod plans;
+mod transport;

@@ -18,8 +18,12 @@ use meshgate_server::client::MeshClient;
 pub(crate) struct SqlArgs {
     /// The statement to run; without it, an interactive shell starts.
     query: Option<String>,
-    #[arg(long, env = "MESHGATE_URL", default_value = "http://127.0.0.1:50051")]
+    /// `grpc://` (plaintext) or `grpc+tls://` (TLS).
+    #[arg(long, env = "MESHGATE_URL", default_value = "grpc://127.0.0.1:50051")]
     url: String,
+    /// PEM certificate of the CA that signed the gateway's (TLS); system roots otherwise.
+    #[arg(long, env = "MESHGATE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     #[arg(long, short, env = "MESHGATE_USER")]
     user: String,
     /// Read from MESHGATE_PASSWORD, else asked for.
@@ -48,9 +52,22 @@ pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         Some(p) => p.clone(),
         None => rpassword::prompt_password(format!("password for {}: ", args.user))?,
     };
-    let mut client = MeshClient::connect(&args.url, &args.user, &password, args.role.as_deref())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ca = match &args.tls_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut client = MeshClient::connect(
+        &args.url,
+        ca.as_deref(),
+        &args.user,
+        &password,
+        args.role.as_deref(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(q) = &args.query {
         return Ok(match one(&mut client, q, &args).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -94,7 +94,9 @@ impl Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// PEM certificate chain the gateway presents on the Flight port.
     pub cert: PathBuf,
+    /// PEM private key of that certificate.
     pub key: PathBuf,
 }
 

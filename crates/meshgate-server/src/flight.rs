@@ -30,8 +30,8 @@ use arrow_flight::sql::{
     SqlSupportedTransaction, TicketStatementQuery, XdbcDataType,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket,
+    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use futures::{Stream, TryStreamExt};
 use meshgate_policy::Principal;
@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::{AuditRecord, redact_sql};
 use crate::auth::caller;
 use crate::gateway::{Gateway, client, decode_params, encode_params};
+use crate::session_options;
 
 /// The Flight SQL service; cheap to clone.
 #[derive(Clone)]
@@ -224,7 +225,9 @@ impl MeshFlightSql {
     }
 }
 
-/// Column descriptions from the contract, as Flight SQL column remarks.
+/// Descriptions from the contract, as Flight SQL remarks: on each column (the key JDBC's
+/// `getColumns` reads), and on the schema itself for the table, with its owner and version,
+/// since `GetTables` has no column of its own for them.
 fn with_remarks(table: &dyn datafusion::catalog::TableProvider) -> SchemaRef {
     let schema = table.schema();
     let Some(ct) = meshgate_catalog::ContractTable::from_provider(table) else {
@@ -248,7 +251,15 @@ fn with_remarks(table: &dyn datafusion::catalog::TableProvider) -> SchemaRef {
             f
         })
         .collect();
-    Arc::new(Schema::new(fields))
+    let contract = &ct.product().contract;
+    let mut md = std::collections::HashMap::from([
+        ("meshgate:owner".to_string(), contract.owner.to_string()),
+        ("meshgate:version".to_string(), contract.version.to_string()),
+    ]);
+    if let Some(d) = &contract.description {
+        md.insert("ARROW:FLIGHT:SQL:REMARKS".into(), d.clone());
+    }
+    Arc::new(Schema::new_with_metadata(fields, md))
 }
 
 type DoGetStream =
@@ -784,6 +795,36 @@ impl FlightSqlService for MeshFlightSql {
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(new_handle.into()),
         })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        self.caller(&request)?;
+        let action = request.into_inner();
+        let body = session_options::answer(&action.r#type, &action.body).unwrap_or_else(|| {
+            Err(Status::invalid_argument(format!(
+                "unknown action {:?}",
+                action.r#type
+            )))
+        })?;
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(
+            session_options::ACTIONS
+                .iter()
+                .map(|(kind, description)| {
+                    Ok(ActionType {
+                        r#type: kind.to_string(),
+                        description: description.to_string(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     async fn do_action_create_prepared_statement(

@@ -9,6 +9,7 @@ mod flight;
 mod gateway;
 mod http;
 mod metrics;
+mod session_options;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,9 +20,10 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tracing::info;
 
-pub use config::{Secrets, ServerConfig};
+pub use config::{Secrets, ServerConfig, TlsConfig};
 pub use flight::MeshFlightSql;
 pub use gateway::Gateway;
 
@@ -34,8 +36,14 @@ pub enum ServerError {
     },
     #[error("cannot open the audit file: {0}")]
     Audit(std::io::Error),
-    #[error("{0}")]
-    Unsupported(&'static str),
+    #[error("cannot read the TLS {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid TLS configuration: {0}")]
+    Tls(tonic::transport::Error),
     #[error("the Flight server stopped: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -56,13 +64,11 @@ impl RunningServer {
         config: ServerConfig,
         secrets: Secrets,
     ) -> Result<RunningServer, ServerError> {
-        if config.tls.is_some() {
-            // Refused rather than ignored: a configured TLS that is silently off is worse
-            // than a gateway that does not start.
-            return Err(ServerError::Unsupported(
-                "tls is configured but this build of meshgate does not serve TLS yet; \
-                 terminate TLS in front of it (e.g. nginx grpc_pass) and remove `tls:`",
-            ));
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder
+                .tls_config(tls_identity(tls)?)
+                .map_err(ServerError::Tls)?;
         }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -74,13 +80,17 @@ impl RunningServer {
         let flight_addr = flight_listener.local_addr().expect("bound");
         let http_addr = http_listener.local_addr().expect("bound");
 
+        let config_tls = config.tls.is_some();
         let gateway = Arc::new(Gateway::new(mesh, config, secrets).map_err(ServerError::Audit)?);
         let (tx, rx) = oneshot::channel::<()>();
         let (http_tx, http_rx) = tokio::sync::watch::channel(false);
         let service = FlightServiceServer::new(MeshFlightSql::new(Arc::clone(&gateway)))
             .max_decoding_message_size(16 << 20);
         let flight = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
+                .initial_stream_window_size(client::STREAM_WINDOW)
+                .initial_connection_window_size(client::CONNECTION_WINDOW)
+                .max_frame_size(client::MAX_FRAME)
                 .add_service(service)
                 // Without TCP_NODELAY, small gRPC frames wait on delayed ACKs (~40 ms each).
                 .serve_with_incoming_shutdown(
@@ -94,7 +104,7 @@ impl RunningServer {
                 .map_err(ServerError::from)
         });
         let http = tokio::spawn(http::serve(http_listener, gateway, http_rx));
-        info!(%flight_addr, %http_addr, "meshgate is serving");
+        info!(%flight_addr, %http_addr, tls = config_tls, "meshgate is serving");
         Ok(RunningServer {
             flight_addr,
             http_addr,
@@ -125,4 +135,19 @@ impl RunningServer {
         let _ = self.http.await;
         self.flight.await.unwrap_or(Ok(()))
     }
+}
+
+/// Reads the certificate and key up front, so a wrong path stops `serve` with the path in
+/// the message instead of failing every handshake later.
+fn tls_identity(tls: &TlsConfig) -> Result<ServerTlsConfig, ServerError> {
+    let read = |what, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServerError::TlsFile {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let cert = read("certificate", &tls.cert)?;
+    let key = read("key", &tls.key)?;
+    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
 }

@@ -1,0 +1,98 @@
+//! `meshgate sql` as an analyst sees it: the real binary against a gateway on port 0, its
+//! output pinned by snapshots (tables, CSV, JSON lines, one-line errors).
+
+use std::process::Output;
+
+use super::flight::TestServer;
+
+async fn sql(s: &TestServer, user: &str, password: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .arg("sql")
+        .args(["--url", &format!("grpc://{}", s.server.flight_addr)])
+        .args(["--user", user])
+        .args(args)
+        .env("MESHGATE_PASSWORD", password)
+        .env_remove("MESHGATE_ROLE")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const PROFILES: &str = "SELECT customer_id, email, phone, region \
+    FROM customers.customer_profiles ORDER BY customer_id LIMIT 3";
+
+#[tokio::test]
+async fn sql_prints_aligned_tables_masked_for_the_marketer_and_raw_for_the_analyst() {
+    let s = TestServer::start().await;
+    insta::assert_snapshot!(
+        "sql_table_marketer",
+        text(&sql(&s, "marketer", "marketer", &[PROFILES]).await)
+    );
+    insta::assert_snapshot!(
+        "sql_table_analyst",
+        text(&sql(&s, "analyst", "analyst", &[PROFILES]).await)
+    );
+    // An empty result still shows its header.
+    insta::assert_snapshot!(
+        "sql_table_empty",
+        text(
+            &sql(
+                &s,
+                "analyst",
+                "analyst",
+                &["SELECT order_id FROM checkout.checkout_orders_summary WHERE false"]
+            )
+            .await
+        )
+    );
+}
+
+#[tokio::test]
+async fn sql_writes_csv_and_json_lines() {
+    let s = TestServer::start().await;
+    let q = "SELECT order_id, user_email, total_amount FROM checkout.checkout_orders_summary \
+             ORDER BY order_id LIMIT 2";
+    insta::assert_snapshot!(
+        "sql_csv_marketer",
+        text(&sql(&s, "marketer", "marketer", &["--format", "csv", q]).await)
+    );
+    insta::assert_snapshot!(
+        "sql_json_analyst",
+        text(&sql(&s, "analyst", "analyst", &["--format", "json", q]).await)
+    );
+}
+
+#[tokio::test]
+async fn sql_errors_are_one_readable_line_with_a_failing_exit() {
+    let s = TestServer::start().await;
+    let wrong_password = sql(&s, "analyst", "nope", &["SELECT 1"]).await;
+    let bad_sql = sql(&s, "analyst", "analyst", &["SELEC 1"]).await;
+    let denied = sql(&s, "guest", "guest", &[PROFILES]).await;
+    let parquet_without_file = sql(&s, "analyst", "analyst", &["-f", "parquet", "SELECT 1"]).await;
+    for out in [&wrong_password, &bad_sql, &denied, &parquet_without_file] {
+        assert_eq!(out.status.code(), Some(1), "{}", text(out));
+        assert!(out.stdout.is_empty(), "{}", text(out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr)
+                .trim_end()
+                .lines()
+                .count(),
+            1,
+            "{}",
+            text(out)
+        );
+    }
+    insta::assert_snapshot!("sql_error_password", text(&wrong_password));
+    insta::assert_snapshot!("sql_error_syntax", text(&bad_sql));
+    insta::assert_snapshot!("sql_error_denied", text(&denied));
+    insta::assert_snapshot!("sql_error_parquet", text(&parquet_without_file));
+}
