@@ -47,5 +47,41 @@ async fn every_broken_product_is_quarantined_with_a_diagnosis() {
     );
     assert!(q("no_data").contains("does not exist"));
     assert!(q("escape").contains("outside the data root"));
-    assert_eq!(mesh.mesh.quarantined().len(), 6);
+    let ungoverned = q("ungoverned");
+    assert!(
+        ungoverned.contains("ungoverned.yaml:16:")
+            && ungoverned.contains("contact_phone looks like PII")
+            && ungoverned.contains("governance: pii_name_patterns"),
+        "{ungoverned}"
+    );
+    assert_eq!(mesh.mesh.quarantined().len(), 7);
+}
+
+/// Rules that cannot be read cannot be enforced: the mesh refuses to load at all, naming
+/// the line, rather than serve contracts nobody checked.
+#[tokio::test]
+async fn invalid_governance_rules_stop_the_mesh_from_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let contracts = dir.path().join("contracts");
+    std::fs::create_dir_all(contracts.join("checkout")).unwrap();
+    std::fs::copy(
+        crate::common::repo().join("contracts/checkout/checkout_orders_summary.yaml"),
+        contracts.join("checkout/checkout_orders_summary.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        contracts.join("governance.yaml"),
+        "explicit_pii: true\nallowed_masks: [hash, sparkle]\n",
+    )
+    .unwrap();
+    let mut config = meshgate_catalog::MeshConfig::at(crate::common::repo());
+    config.contracts = contracts;
+    let err = meshgate_catalog::Mesh::load(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("governance rules are invalid") && err.contains("governance.yaml:2:"),
+        "{err}"
+    );
 }

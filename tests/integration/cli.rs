@@ -96,3 +96,50 @@ async fn sql_errors_are_one_readable_line_with_a_failing_exit() {
     insta::assert_snapshot!("sql_error_denied", text(&denied));
     insta::assert_snapshot!("sql_error_parquet", text(&parquet_without_file));
 }
+
+async fn meshgate(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(args)
+        .current_dir(crate::common::repo())
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn lint_passes_the_sample_contracts_and_locates_format_and_governance_errors() {
+    let clean = meshgate(&["lint"]).await;
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+    insta::assert_snapshot!("lint_clean", text(&clean));
+
+    // tests/ has no governance.yaml of its own: name the mesh's.
+    let lab = meshgate(&[
+        "lint",
+        "tests/fixtures/lab",
+        "--governance",
+        "contracts/governance.yaml",
+    ])
+    .await;
+    assert_eq!(lab.status.code(), Some(1), "{}", text(&lab));
+    insta::assert_snapshot!("lint_lab", text(&lab));
+
+    let json = meshgate(&[
+        "lint",
+        "--json",
+        "tests/fixtures/lab/ungoverned.yaml",
+        "--governance",
+        "contracts/governance.yaml",
+    ])
+    .await;
+    assert_eq!(json.status.code(), Some(1));
+    let line: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(line["rule"], "pii_name_patterns", "{line}");
+    assert_eq!(
+        (line["line"].as_u64(), line["column"].as_u64()),
+        (Some(16), Some(5))
+    );
+
+    let missing = meshgate(&["lint", "tests/fixtures/lab/nope.yaml"]).await;
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    insta::assert_snapshot!("lint_missing_file", text(&missing));
+}

@@ -15,6 +15,8 @@ pub struct MeshConfig {
     pub data: PathBuf,
     /// Per-domain data roots that override the default (DESIGN §4.7).
     pub domain_roots: BTreeMap<String, PathBuf>,
+    /// The mesh-wide rules; default `<contracts>/governance.yaml` when that file exists.
+    pub governance: Option<PathBuf>,
 }
 
 impl Default for MeshConfig {
@@ -24,6 +26,7 @@ impl Default for MeshConfig {
             contracts: PathBuf::from("contracts"),
             data: PathBuf::from("sample-data"),
             domain_roots: BTreeMap::new(),
+            governance: None,
         }
     }
 }
@@ -47,6 +50,14 @@ impl MeshConfig {
 
     pub fn contracts_dir(&self) -> PathBuf {
         self.resolve(&self.contracts)
+    }
+
+    /// The governance file in force, if any.
+    pub fn governance_file(&self) -> Option<PathBuf> {
+        match &self.governance {
+            Some(p) => Some(self.resolve(p)),
+            None => Some(self.contracts_dir().join("governance.yaml")).filter(|p| p.is_file()),
+        }
     }
 
     /// The only folder a domain's products may read from.

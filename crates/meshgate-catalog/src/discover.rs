@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
-use meshgate_contract::{Contract, load_contract, peek_identity};
+use meshgate_contract::{Contract, Governance, load_governed_contract, peek_identity};
 use tracing::{info, warn};
 
 use crate::conformance::bind;
@@ -55,10 +55,15 @@ impl Mesh {
             source,
         })?;
 
+        let governance = match config.governance_file() {
+            Some(path) => Some(Governance::load(&path).map_err(CatalogError::Governance)?),
+            None => None,
+        };
+
         let mut quarantined = Vec::new();
         let mut candidates = Vec::new();
         for file in files {
-            match candidate(&config, &dir, &file) {
+            match candidate(&config, &dir, &file, governance.as_ref()) {
                 Ok(c) => candidates.push(c),
                 Err(q) => quarantined.push(*q),
             }
@@ -202,6 +207,7 @@ fn candidate(
     config: &MeshConfig,
     dir: &Path,
     file: &Path,
+    governance: Option<&Governance>,
 ) -> std::result::Result<Candidate, Box<Quarantine>> {
     let folder = file.strip_prefix(dir).ok().and_then(|rel| {
         let mut parts = rel.components();
@@ -209,7 +215,7 @@ fn candidate(
         parts.next()?; // a file directly under contracts/ has no folder domain
         first.as_os_str().to_str().map(str::to_string)
     });
-    let contract = match load_contract(file) {
+    let contract = match load_governed_contract(file, governance) {
         Ok(c) => c,
         Err(e) => {
             let hint = std::fs::read_to_string(file)

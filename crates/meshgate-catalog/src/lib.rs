@@ -59,6 +59,9 @@ pub enum CatalogError {
         #[source]
         source: std::io::Error,
     },
+    /// Without valid rules nothing can be checked, so nothing is served (fail closed).
+    #[error("the governance rules are invalid, so no product can be served:\n{0}")]
+    Governance(meshgate_contract::ContractError),
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
 }

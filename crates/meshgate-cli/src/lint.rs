@@ -1,15 +1,20 @@
-//! `meshgate lint`: the contract format, with editor-friendly `file:line:column` output.
+//! `meshgate lint`: the contract format and the mesh's governance rules, with
+//! editor-friendly `file:line:column` output (or JSON lines for CI annotations).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use meshgate_contract::load_contract;
+use meshgate_contract::{Diagnostic, Governance, load_governed_contract};
 
 #[derive(Args)]
 pub(crate) struct LintArgs {
     /// Contract files or folders (default: contracts/).
     paths: Vec<PathBuf>,
+    /// The governance rules; default: the nearest governance.yaml in a contract's folder
+    /// or above it.
+    #[arg(long)]
+    governance: Option<PathBuf>,
     /// Print diagnostics as JSON lines.
     #[arg(long)]
     json: bool,
@@ -26,31 +31,77 @@ pub(crate) fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
         collect(p, &mut files)?;
     }
     files.sort();
-    let mut errors = 0;
+    let mut diagnostics = Vec::new();
+    let mut rules: Vec<(PathBuf, Option<Governance>)> = Vec::new();
     for f in &files {
-        if let Err(e) = load_contract(f) {
-            for d in e.diagnostics() {
-                errors += 1;
-                if args.json {
-                    let v = serde_json::json!({
-                        "file": d.file, "line": d.line, "column": d.column,
-                        "field": d.field, "message": d.message, "severity": "error",
-                    });
-                    println!("{v}");
-                } else {
-                    println!("{d}");
+        let gov_file = match &args.governance {
+            Some(g) => Some(g.clone()),
+            None => nearest_governance(f),
+        };
+        let governance = match &gov_file {
+            None => None,
+            Some(g) => match rules.iter().find(|(p, _)| p == g) {
+                Some((_, loaded)) => loaded.clone(),
+                None => {
+                    // A broken rule file is reported once; its contracts are then only
+                    // checked against the format.
+                    let loaded = Governance::load(g)
+                        .map_err(|e| diagnostics.extend(e.diagnostics()))
+                        .ok();
+                    rules.push((g.clone(), loaded.clone()));
+                    loaded
                 }
-            }
+            },
+        };
+        if let Err(e) = load_governed_contract(f, governance.as_ref()) {
+            diagnostics.extend(e.diagnostics());
+        }
+    }
+    for d in &diagnostics {
+        if args.json {
+            println!("{}", json(d));
+        } else {
+            println!("{d}");
         }
     }
     if !args.json {
-        eprintln!("{} contract(s) checked, {errors} error(s)", files.len());
+        let governed = rules.iter().filter(|(_, g)| g.is_some()).count();
+        eprintln!(
+            "{} contract(s) checked{}, {} error(s)",
+            files.len(),
+            match governed {
+                0 => " against the format only (no governance.yaml)".to_string(),
+                _ => " against the format and governance".to_string(),
+            },
+            diagnostics.len()
+        );
     }
-    Ok(if errors == 0 {
+    Ok(if diagnostics.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn json(d: &Diagnostic) -> serde_json::Value {
+    let rule = d
+        .message
+        .rsplit_once("(governance: ")
+        .and_then(|(_, r)| r.strip_suffix(')'));
+    serde_json::json!({
+        "file": d.file, "line": d.line, "column": d.column, "field": d.field,
+        "message": d.message, "severity": "error", "rule": rule,
+    })
+}
+
+/// `governance.yaml` in the contract's folder or the closest folder above it.
+fn nearest_governance(contract: &Path) -> Option<PathBuf> {
+    let start = std::path::absolute(contract).ok()?;
+    start
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("governance.yaml"))
+        .find(|g| g.is_file())
 }
 
 /// A folder is linted the way the server discovers it; a file is linted as named.

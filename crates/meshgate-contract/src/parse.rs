@@ -74,7 +74,7 @@ pub fn load_contract(path: &Path) -> Result<Contract, ContractError> {
     parse_contract(path, &text)
 }
 
-fn syntax_error(
+pub(crate) fn syntax_error(
     file: &Path,
     map: &SourceMap,
     e: serde_path_to_error::Error<serde_yaml::Error>,
