@@ -143,3 +143,52 @@ async fn lint_passes_the_sample_contracts_and_locates_format_and_governance_erro
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
     insta::assert_snapshot!("lint_missing_file", text(&missing));
 }
+
+#[tokio::test]
+async fn diff_classifies_changes_and_refuses_a_breaking_change_without_a_new_major() {
+    let v1 = "contracts/customers/customer_profiles_v1.yaml";
+    let v2 = "contracts/customers/customer_profiles_v2.yaml";
+    let ok = meshgate(&["diff", v1, v2]).await;
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    insta::assert_snapshot!("diff_v1_v2", text(&ok));
+
+    // The same change published under the old major.
+    let dir = tempfile::tempdir().unwrap();
+    let same_major = dir.path().join("profiles.yaml");
+    let text_v2 = std::fs::read_to_string(crate::common::repo().join(v2)).unwrap();
+    std::fs::write(&same_major, text_v2.replace("version: v2", "version: v1")).unwrap();
+    let refused = meshgate(&["diff", v1, same_major.to_str().unwrap()]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("breaking changes need a new major"),
+        "{}",
+        text(&refused)
+    );
+
+    // A security-relevant change passes by default, fails with --fail-on security.
+    let loosened = dir.path().join("loosened.yaml");
+    std::fs::write(
+        &loosened,
+        text_v2.replace("    row_filter: \"region = 'EU'\"\n", ""),
+    )
+    .unwrap();
+    let args = ["diff", v2, loosened.to_str().unwrap(), "--json"];
+    let json = meshgate(&args).await;
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["changes"][0]["impact"], "security", "{v}");
+    assert_eq!(
+        v["changes"][0]["field"],
+        "access_policy.eu_support.row_filter"
+    );
+    let strict = meshgate(&[&args[..3], &["--fail-on", "security"]].concat()).await;
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict));
+
+    // Against a git revision: the committed file equals itself.
+    let git = meshgate(&["diff", &format!("HEAD:{v2}"), v2]).await;
+    assert_eq!(git.status.code(), Some(0), "{}", text(&git));
+    assert!(String::from_utf8_lossy(&git.stdout).contains("no change"));
+    let bad_rev = meshgate(&["diff", "no-such-rev:contracts/x.yaml", v2]).await;
+    assert_eq!(bad_rev.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_rev.stderr).contains("cannot read no-such-rev:"));
+}

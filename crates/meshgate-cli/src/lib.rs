@@ -1,5 +1,6 @@
 //! The `meshgate` command line: one binary, one verb per job (DESIGN §7).
 
+mod diff;
 mod lint;
 mod serve;
 mod sql;
@@ -26,8 +27,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Query the gateway: one statement, or an interactive shell.
     Sql(sql::SqlArgs),
-    /// Check contracts against the contract format.
+    /// Check contracts against the contract format and governance.yaml.
     Lint(lint::LintArgs),
+    /// Classify the changes between two contract versions; breaking ones need a new major.
+    Diff(diff::DiffArgs),
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Sql(args) => sql::run(args).await,
             Command::Lint(args) => lint::run(args),
+            Command::Diff(args) => diff::run(args),
             Command::Audit {
                 command: AuditCommand::Verify { file },
             } => match meshgate_server::audit::verify(&file) {

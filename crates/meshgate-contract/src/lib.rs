@@ -3,6 +3,7 @@
 //! This crate knows nothing about query engines or networks: it turns contract text into
 //! a validated [`Contract`], or into [`Diagnostic`]s that name the file, line and field.
 
+mod diff;
 mod governance;
 mod model;
 mod parse;
@@ -12,6 +13,7 @@ mod validate;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use diff::{Change, Diff, Impact, diff};
 pub use governance::{Governance, NamePattern, Violation, load_governed_contract};
 pub use model::{
     Column, ColumnName, Contract, Freshness, Grant, Identifier, MaskKind, Owner, Percent,
