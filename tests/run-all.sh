@@ -16,3 +16,15 @@ fi
 # `cargo test` above built target/debug/meshgate with the same features (a separate
 # `cargo build` would resolve features without dev-dependencies and rebuild DataFusion).
 MESHGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/meshgate" "$venv/bin/python" -m pytest -q tests/clients
+
+echo "== Alert rules (promtool check + unit tests)"
+if ! command -v promtool >/dev/null; then
+  # Debian's prometheus package ships promtool; this machine's CI runs as root.
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+fi
+promtool check rules contracts/alerts/*.yaml
+promtool test rules tests/alerts/*.test.yaml

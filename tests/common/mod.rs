@@ -77,7 +77,7 @@ fn copy_yaml(from: &Path, to: &Path) {
     }
 }
 
-fn write_parquet(path: &Path, cols: Vec<(&str, ArrayRef)>) {
+pub fn write_parquet(path: &Path, cols: Vec<(&str, ArrayRef)>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let schema = Arc::new(Schema::new(
         cols.iter()

@@ -192,3 +192,35 @@ async fn diff_classifies_changes_and_refuses_a_breaking_change_without_a_new_maj
     assert_eq!(bad_rev.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad_rev.stderr).contains("cannot read no-such-rev:"));
 }
+
+#[tokio::test]
+async fn check_reports_breaches_and_fails_and_names_what_it_cannot_find() {
+    let dir = tempfile::tempdir().unwrap();
+    super::checks::shop_mesh(dir.path());
+    let config = dir.path().join("meshgate.yaml");
+    std::fs::write(&config, "mesh:\n  contracts: contracts\n  data: data\n").unwrap();
+    let config = config.to_str().unwrap();
+
+    let human = meshgate(&["check", "--config", config]).await;
+    assert_eq!(human.status.code(), Some(1), "{}", text(&human));
+    let out = String::from_utf8_lossy(&human.stdout);
+    for expected in [
+        "shop.orders v1 (owner team-shop@company.com): 10 rows",
+        "quality    30.000% of rows pass every check (SLA 90.00%) BREACHED",
+        "by column updated_at (SLA 1h) BREACHED",
+        "check      id unique: 2 failing rows",
+        "governance note is not PII but 1 rows look like e-mail",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+    }
+    assert!(!out.contains("x@y.com"), "a report never shows values");
+
+    let json = meshgate(&["check", "--config", config, "--json", "shop.orders_v1"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["quality_ok"], false);
+    assert_eq!(v["rows"], 10);
+
+    let none = meshgate(&["check", "--config", config, "shop.nothing"]).await;
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no product matches shop.nothing"));
+}

@@ -31,11 +31,17 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) async fn start() -> TestServer {
-        Self::with_limits(Limits::default()).await
+        Self::with(|_| {}).await
     }
 
     pub(crate) async fn with_limits(limits: Limits) -> TestServer {
-        Self::with(|c| c.limits = limits).await
+        Self::with(|c| {
+            c.limits = Limits {
+                sla_check_interval_secs: 0,
+                ..limits
+            }
+        })
+        .await
     }
 
     /// A server whose configuration the test adjusts before it starts.
@@ -59,6 +65,11 @@ impl TestServer {
                 user("lead", &["data_analyst", "marketing"]),
             ],
             audit_file: Some(audit.clone()),
+            // SLA evaluation scans every product; only the tests of it turn it on.
+            limits: Limits {
+                sla_check_interval_secs: 0,
+                ..Limits::default()
+            },
             ..Default::default()
         };
         adjust(&mut config);

@@ -1,4 +1,5 @@
 mod catalog;
+mod checks;
 mod cli;
 mod flight;
 mod plans;

@@ -17,6 +17,7 @@ use crate::{CatalogError, ContractTable, MeshConfig, Product, Quarantine, Result
 pub struct Mesh {
     config: MeshConfig,
     products: Vec<Arc<Product>>,
+    tables: Vec<Arc<ContractTable>>,
     quarantined: Vec<Arc<Quarantine>>,
     catalog: Arc<MeshCatalogProvider>,
 }
@@ -109,6 +110,7 @@ impl Mesh {
         Ok(Mesh {
             config,
             products,
+            tables,
             quarantined,
             catalog,
         })
@@ -120,6 +122,12 @@ impl Mesh {
 
     pub fn products(&self) -> &[Arc<Product>] {
         &self.products
+    }
+
+    /// The served products' tables, unmasked: for the platform's own checks, never for
+    /// callers (they go through the policy-enforcing session).
+    pub fn tables(&self) -> &[Arc<ContractTable>] {
+        &self.tables
     }
 
     pub fn quarantined(&self) -> &[Arc<Quarantine>] {

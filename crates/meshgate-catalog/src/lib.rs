@@ -6,6 +6,7 @@
 //! the contract's columns with the contract's types. Everything else is quarantined with a
 //! diagnosis, and a query that names it is told why; the rest of the mesh is unaffected.
 
+pub mod checks;
 mod config;
 mod conformance;
 mod discover;

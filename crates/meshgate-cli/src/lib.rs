@@ -1,5 +1,6 @@
 //! The `meshgate` command line: one binary, one verb per job (DESIGN §7).
 
+mod check;
 mod diff;
 mod lint;
 mod serve;
@@ -29,6 +30,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Check contracts against the contract format and governance.yaml.
     Lint(lint::LintArgs),
+    /// Check products' data against their contracts: column checks, quality, freshness.
+    Check(check::CheckArgs),
     /// Classify the changes between two contract versions; breaking ones need a new major.
     Diff(diff::DiffArgs),
     /// Audit trail tools.
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
             Command::Sql(args) => sql::run(args).await,
             Command::Lint(args) => lint::run(args),
             Command::Diff(args) => diff::run(args),
+            Command::Check(args) => check::run(args).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },
             } => match meshgate_server::audit::verify(&file) {

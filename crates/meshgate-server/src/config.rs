@@ -67,6 +67,8 @@ pub struct Limits {
     /// How long a query waits for a slot before RESOURCE_EXHAUSTED.
     pub queue_timeout_secs: u64,
     pub target_partitions: Option<usize>,
+    /// How often data checks and SLAs are evaluated for /metrics; 0 turns it off.
+    pub sla_check_interval_secs: u64,
 }
 
 impl Default for Limits {
@@ -77,6 +79,7 @@ impl Default for Limits {
             max_concurrent_queries: 8,
             queue_timeout_secs: 30,
             target_partitions: None,
+            sla_check_interval_secs: 300,
         }
     }
 }

@@ -10,6 +10,7 @@ mod gateway;
 mod http;
 mod metrics;
 mod session_options;
+mod sla;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     flight: JoinHandle<Result<(), ServerError>>,
     http: JoinHandle<()>,
+    sla: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -103,6 +105,13 @@ impl RunningServer {
                 .await
                 .map_err(ServerError::from)
         });
+        let interval = gateway.config.limits.sla_check_interval_secs;
+        let sla = (interval > 0).then(|| {
+            tokio::spawn(sla::run(
+                Arc::clone(&gateway),
+                std::time::Duration::from_secs(interval),
+            ))
+        });
         let http = tokio::spawn(http::serve(http_listener, gateway, http_rx));
         info!(%flight_addr, %http_addr, tls = config_tls, "meshgate is serving");
         Ok(RunningServer {
@@ -111,11 +120,15 @@ impl RunningServer {
             shutdown: Some(tx),
             flight,
             http,
+            sla,
         })
     }
 
     /// Stops accepting, lets running calls finish, and waits.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(sla) = self.sla.take() {
+            sla.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -129,6 +142,9 @@ impl RunningServer {
         signal: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
         signal.await;
+        if let Some(sla) = self.sla.take() {
+            sla.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -1,5 +1,7 @@
 //! Prometheus metrics of the gateway, served on `/metrics`.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,6 +19,72 @@ pub(crate) struct CodeLabel {
     pub(crate) code: String,
 }
 
+/// Who a product's series page: the alert rules in contracts/alerts/ route on `owner`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ProductLabels {
+    pub(crate) product: String,
+    pub(crate) version: String,
+    pub(crate) domain: String,
+    pub(crate) owner: String,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// The data products' service levels, as the last evaluation measured them.
+#[derive(Default)]
+pub(crate) struct ProductMetrics {
+    pub(crate) freshness_age: Family<ProductLabels, F64Gauge>,
+    pub(crate) freshness_sla: Family<ProductLabels, F64Gauge>,
+    pub(crate) quality: Family<ProductLabels, F64Gauge>,
+    pub(crate) quality_sla: Family<ProductLabels, F64Gauge>,
+    pub(crate) conformant: Family<ProductLabels, Gauge>,
+    pub(crate) rows: Family<ProductLabels, Gauge>,
+    pub(crate) pii_findings: Family<ProductLabels, Gauge>,
+    pub(crate) checked_at: Family<ProductLabels, F64Gauge>,
+}
+
+impl ProductMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("product");
+        r.register(
+            "freshness_age_seconds",
+            "Age of the product's newest data",
+            self.freshness_age.clone(),
+        );
+        r.register(
+            "freshness_sla_seconds",
+            "The contract's sla.freshness",
+            self.freshness_sla.clone(),
+        );
+        r.register(
+            "quality_ratio",
+            "Share of rows passing every column check of the contract",
+            self.quality.clone(),
+        );
+        r.register(
+            "quality_sla_ratio",
+            "The contract's sla.quality",
+            self.quality_sla.clone(),
+        );
+        r.register(
+            "conformant",
+            "1 when the product is served, 0 when it is quarantined",
+            self.conformant.clone(),
+        );
+        r.register("rows", "Rows in the product", self.rows.clone());
+        r.register(
+            "pii_findings",
+            "Non-PII columns whose values look like PII",
+            self.pii_findings.clone(),
+        );
+        r.register(
+            "checked_timestamp_seconds",
+            "When the product was last evaluated (Unix time)",
+            self.checked_at.clone(),
+        );
+    }
+}
+
 pub(crate) struct Metrics {
     registry: Registry,
     pub(crate) requests: Family<KindLabel, Counter>,
@@ -25,6 +93,7 @@ pub(crate) struct Metrics {
     pub(crate) rows: Counter,
     pub(crate) bytes: Counter,
     pub(crate) active_queries: Gauge,
+    pub(crate) products: ProductMetrics,
 }
 
 impl Default for Metrics {
@@ -60,8 +129,11 @@ impl Default for Metrics {
             "Queries executing now",
             active_queries.clone(),
         );
+        let products = ProductMetrics::default();
+        products.register(&mut registry);
         Metrics {
             registry,
+            products,
             requests,
             errors,
             latency,
