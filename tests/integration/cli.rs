@@ -224,3 +224,31 @@ async fn check_reports_breaches_and_fails_and_names_what_it_cannot_find() {
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no product matches shop.nothing"));
 }
+
+#[tokio::test]
+async fn init_writes_a_contract_that_passes_lint_and_governance() {
+    let dir = tempfile::tempdir().unwrap();
+    let contracts = dir.path().join("contracts");
+    std::fs::create_dir_all(&contracts).unwrap();
+    std::fs::copy(
+        crate::common::repo().join("contracts/governance.yaml"),
+        contracts.join("governance.yaml"),
+    )
+    .unwrap();
+    let c = contracts.to_str().unwrap();
+    let init = meshgate(&["init", "shop", "orders", "--contracts", c]).await;
+    assert_eq!(init.status.code(), Some(0), "{}", text(&init));
+    let lint = meshgate(&["lint", c]).await;
+    assert_eq!(lint.status.code(), Some(0), "{}", text(&lint));
+    assert!(String::from_utf8_lossy(&lint.stderr).contains("format and governance, 0 error"));
+    let again = meshgate(&["init", "shop", "orders", "--contracts", c]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let bad = meshgate(&["init", "Shop!", "orders", "--contracts", c]).await;
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "clap refuses a bad name: {}",
+        text(&bad)
+    );
+}

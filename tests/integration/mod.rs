@@ -3,4 +3,5 @@ mod checks;
 mod cli;
 mod flight;
 mod plans;
+mod publish;
 mod transport;

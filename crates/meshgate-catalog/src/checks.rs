@@ -11,12 +11,14 @@ use std::time::{Duration, SystemTime};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::catalog::TableProvider;
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
-use meshgate_contract::{Column, ColumnType, Scalar};
+use meshgate_contract::{Column, ColumnType, Contract, Scalar};
 use serde::Serialize;
+use std::path::Path;
 
-use crate::{ContractTable, Product};
+use crate::ContractTable;
 
 /// One column check and how many rows break it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,9 +90,21 @@ const PII_LOOKS: [(&str, &str); 4] = [
 /// Checks one served product. `now` is a parameter so that tests can fix it.
 pub async fn check_product(table: Arc<ContractTable>, now: SystemTime) -> Result<ProductReport> {
     let product = Arc::clone(table.product());
+    let dir = std::path::PathBuf::from(product.location.trim_end_matches('/'));
+    check_data(table, &product.contract, &product.domain, &dir, now).await
+}
+
+/// Checks data that is not served yet (a publish being staged) the same way; `files` is
+/// the folder whose modification times tell freshness when there is no freshness column.
+pub(crate) async fn check_data(
+    table: Arc<dyn TableProvider>,
+    c: &Contract,
+    domain: &str,
+    files: &Path,
+    now: SystemTime,
+) -> Result<ProductReport> {
     let ctx = SessionContext::new();
     ctx.register_table("product", table)?;
-    let c = &product.contract;
 
     // One pass: per-check failure counts, rows passing all, newest freshness value, and
     // PII-looking values in non-PII text. Unique checks need the count of each value.
@@ -176,7 +190,7 @@ pub async fn check_product(table: Arc<ContractTable>, now: SystemTime) -> Result
             format!("column {col}"),
         ),
         None => (
-            newest_file(&product).map(|t| {
+            newest_file(files).map(|t| {
                 now.duration_since(t)
                     .unwrap_or(Duration::ZERO)
                     .as_secs_f64()
@@ -206,11 +220,11 @@ pub async fn check_product(table: Arc<ContractTable>, now: SystemTime) -> Result
         .collect();
     let sla = c.sla.as_ref();
     Ok(ProductReport {
-        product: product.display_name(),
-        domain: product.domain.clone(),
-        dataset: product.dataset().to_string(),
-        version: product.version(),
-        owner: product.owner().to_string(),
+        product: format!("{domain}.{} {}", c.dataset.as_str(), c.version),
+        domain: domain.to_string(),
+        dataset: c.dataset.as_str().to_string(),
+        version: c.version.0,
+        owner: c.owner.as_str().to_string(),
         rows,
         checks,
         quality: if rows == 0 {
@@ -267,8 +281,8 @@ fn literal(s: &Scalar) -> String {
     }
 }
 
-/// The newest modification time of the product's files (local locations only).
-fn newest_file(product: &Product) -> Option<SystemTime> {
+/// The newest modification time of the files under `dir` (local locations only).
+fn newest_file(dir: &Path) -> Option<SystemTime> {
     fn walk(dir: &std::path::Path, newest: &mut Option<SystemTime>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -282,7 +296,6 @@ fn newest_file(product: &Product) -> Option<SystemTime> {
             }
         }
     }
-    let dir = std::path::Path::new(product.location.trim_end_matches('/'));
     if !dir.is_absolute() {
         return None;
     }

@@ -420,3 +420,23 @@ fn stem(file: &Path) -> String {
         .unwrap_or("unknown")
         .to_string()
 }
+
+/// The contract at `file` checked as `Mesh::load` would (format, governance, domain,
+/// location inside the domain's root), with its domain and local location. For publishing.
+pub(crate) fn resolve_local(
+    config: &MeshConfig,
+    file: &Path,
+) -> std::result::Result<(Contract, String, PathBuf), String> {
+    let governance = match config.governance_file() {
+        Some(path) => Some(Governance::load(&path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let dir = config.contracts_dir();
+    let file = std::path::absolute(file).map_err(|e| e.to_string())?;
+    let dir = std::path::absolute(&dir).map_err(|e| e.to_string())?;
+    let c = candidate(config, &dir, &file, governance.as_ref()).map_err(|q| q.to_string())?;
+    match c.location {
+        Location::Local(p) => Ok((c.contract, c.domain, p)),
+        Location::Url(u) => Err(format!("publishing to {u} is not supported yet")),
+    }
+}

@@ -11,6 +11,7 @@ mod config;
 mod conformance;
 mod discover;
 mod provider;
+pub mod publish;
 mod table;
 
 use std::fmt;

@@ -3,6 +3,7 @@
 mod check;
 mod diff;
 mod lint;
+mod publish;
 mod serve;
 mod sql;
 
@@ -32,6 +33,10 @@ enum Command {
     Lint(lint::LintArgs),
     /// Check products' data against their contracts: column checks, quality, freshness.
     Check(check::CheckArgs),
+    /// Write a lint-clean contract to start a new data product from.
+    Init(publish::InitArgs),
+    /// Check data against its contract, then publish it atomically.
+    Publish(publish::PublishArgs),
     /// Classify the changes between two contract versions; breaking ones need a new major.
     Diff(diff::DiffArgs),
     /// Audit trail tools.
@@ -70,6 +75,8 @@ pub fn main() -> ExitCode {
             Command::Lint(args) => lint::run(args),
             Command::Diff(args) => diff::run(args),
             Command::Check(args) => check::run(args).await,
+            Command::Init(args) => publish::init(args),
+            Command::Publish(args) => publish::publish_cmd(args).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },
             } => match meshgate_server::audit::verify(&file) {

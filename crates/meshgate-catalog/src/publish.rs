@@ -1,0 +1,311 @@
+//! Self-serve publishing: data checked against its contract (schema, column checks,
+//! governance) before it replaces a product's files, atomically.
+//!
+//! A product's location is a symbolic link to a hidden folder beside it
+//! (`orders/v1 -> orders/.v1.<stamp>`). A publish writes and checks a staging folder, then
+//! renames a new link over the old one: a reader lists either the old folder or the new
+//! one, never a mix, and a crash at any point leaves the old data served. The first publish
+//! over a plain folder swaps it for the link in one `renameat2(RENAME_EXCHANGE)`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{cast, col};
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use meshgate_contract::Contract;
+use tracing::info;
+
+use crate::MeshConfig;
+use crate::checks::{ProductReport, check_data};
+use crate::discover::resolve_local;
+
+/// Where the new data comes from.
+pub enum Source {
+    /// A Parquet or CSV file (by extension), as table `input`.
+    File(PathBuf),
+    /// A query over the file, e.g. `SELECT … FROM input WHERE …`.
+    Query { from: PathBuf, sql: String },
+}
+
+#[derive(Debug)]
+pub struct Published {
+    pub product: String,
+    /// The folder now served.
+    pub folder: PathBuf,
+    pub report: ProductReport,
+    /// Input columns the contract does not declare: not published.
+    pub dropped_columns: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot publish: {0}")]
+    Contract(String),
+    #[error("cannot read the input {path}: {message}")]
+    Input { path: PathBuf, message: String },
+    #[error("the input does not fit the contract: {0}")]
+    Schema(String),
+    #[error("the data breaks its contract, nothing was published:\n{0}")]
+    Rejected(String),
+    #[error("publishing failed, the old data is still served: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("publishing failed, the old data is still served: {0}")]
+    DataFusion(#[from] DataFusionError),
+}
+
+/// Set to `before-swap` to abort the process after staging (tests of crash safety).
+pub const FAILPOINT_ENV: &str = "MESHGATE_FAILPOINT";
+
+pub async fn publish(
+    config: &MeshConfig,
+    contract_file: &Path,
+    source: Source,
+) -> Result<Published, PublishError> {
+    let (contract, domain, location) =
+        resolve_local(config, contract_file).map_err(PublishError::Contract)?;
+    let product = format!(
+        "{domain}.{} {}",
+        contract.dataset.as_str(),
+        contract.version
+    );
+    let ctx = SessionContext::new();
+    let (input, sql) = match source {
+        Source::File(p) => (p, None),
+        Source::Query { from, sql } => (from, Some(sql)),
+    };
+    register_input(&ctx, &input).await?;
+    let df = match sql {
+        Some(sql) => ctx.sql(&sql).await?,
+        None => ctx.table("input").await?,
+    };
+    let (df, dropped_columns) = conform(df, &contract)?;
+
+    let dataset_dir = location
+        .parent()
+        .ok_or_else(|| PublishError::Contract(format!("bad location {}", location.display())))?
+        .to_path_buf();
+    std::fs::create_dir_all(&dataset_dir)?;
+    let version = contract.version.to_string();
+    clean_stale_staging(&dataset_dir, &version);
+    let staging = dataset_dir.join(format!(".{version}.staging-{}", uuid::Uuid::new_v4()));
+    let result = stage_and_check(&ctx, df, &staging, &contract, &domain).await;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if std::env::var(FAILPOINT_ENV).as_deref() == Ok("before-swap") {
+        std::process::abort();
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
+    let folder = dataset_dir.join(format!(".{version}.{stamp}"));
+    std::fs::rename(&staging, &folder)?;
+    let previous = swap(&location, &folder)?;
+    remove_older_than(&dataset_dir, &version, &folder, previous.as_deref());
+    info!(%product, folder = %folder.display(), rows = report.rows, "published");
+    Ok(Published {
+        product,
+        folder,
+        report,
+        dropped_columns,
+    })
+}
+
+async fn register_input(ctx: &SessionContext, path: &Path) -> Result<(), PublishError> {
+    let bad = |message: String| PublishError::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    if !path.exists() {
+        return Err(bad("no such file".into()));
+    }
+    let name = path.to_string_lossy();
+    let registered = match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => {
+            ctx.register_parquet("input", name.as_ref(), ParquetReadOptions::default())
+                .await
+        }
+        Some("csv") => {
+            ctx.register_csv(
+                "input",
+                name.as_ref(),
+                CsvReadOptions::new().has_header(true),
+            )
+            .await
+        }
+        _ => return Err(bad("expected a .parquet or .csv file".into())),
+    };
+    registered.map_err(|e| bad(e.to_string()))
+}
+
+/// The input as the contract's columns, in its order, cast to its types.
+fn conform(
+    df: datafusion::dataframe::DataFrame,
+    contract: &Contract,
+) -> Result<(datafusion::dataframe::DataFrame, Vec<String>), PublishError> {
+    let fields = df.schema().fields().clone();
+    let has = |n: &str| fields.iter().any(|f| f.name() == n);
+    let missing: Vec<&str> = contract
+        .schema
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !has(n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PublishError::Schema(format!(
+            "missing column(s) {}",
+            missing.join(", ")
+        )));
+    }
+    let dropped = fields
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| contract.column(n).is_none())
+        .collect();
+    let exprs = contract
+        .schema
+        .iter()
+        .map(|c| {
+            let name = c.name.as_str();
+            let e = col(format!("\"{name}\""));
+            match c.data_type.arrow_type() {
+                Some(t) => cast(e, t).alias(name),
+                None => e.alias(name),
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok((df.select(exprs)?, dropped))
+}
+
+async fn stage_and_check(
+    ctx: &SessionContext,
+    df: datafusion::dataframe::DataFrame,
+    staging: &Path,
+    contract: &Contract,
+    domain: &str,
+) -> Result<ProductReport, PublishError> {
+    std::fs::create_dir_all(staging)?;
+    let url = format!("{}/", staging.display());
+    df.write_parquet(&url, DataFrameWriteOptions::new(), None)
+        .await
+        .map_err(|e| PublishError::Schema(e.to_string()))?;
+    let table_url = ListingTableUrl::parse(&url)?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()));
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    let table = Arc::new(ListingTable::try_new(config)?);
+    let report = check_data(table, contract, domain, staging, SystemTime::now()).await?;
+    let mut problems = Vec::new();
+    // Without an SLA, every row must pass every check.
+    let required = report.quality_sla.unwrap_or(1.0);
+    if report.quality < required {
+        problems.push(format!(
+            "  quality {:.3}% is below {:.3}%",
+            report.quality * 100.0,
+            required * 100.0
+        ));
+        for c in report.checks.iter().filter(|c| c.failing_rows > 0) {
+            problems.push(format!(
+                "  {} {}: {} failing rows",
+                c.column, c.check, c.failing_rows
+            ));
+        }
+    }
+    for f in &report.pii_findings {
+        problems.push(format!(
+            "  governance: {} is not PII but {} rows look like {}",
+            f.column, f.rows, f.looks_like
+        ));
+    }
+    if problems.is_empty() {
+        Ok(report)
+    } else {
+        Err(PublishError::Rejected(problems.join("\n")))
+    }
+}
+
+/// Points `location` at `folder` atomically; returns the folder it pointed at before.
+fn swap(location: &Path, folder: &Path) -> std::io::Result<Option<PathBuf>> {
+    let dataset_dir = folder.parent().expect("folder has a parent");
+    let target = folder.file_name().expect("folder has a name");
+    let link = dataset_dir.join(format!(".link-{}", uuid::Uuid::new_v4()));
+    std::os::unix::fs::symlink(target, &link)?;
+    match std::fs::symlink_metadata(location) {
+        Ok(m) if m.is_dir() => {
+            // A plain folder (the first publish): exchange it with the link in one step,
+            // then keep it under a hidden name like any previous version.
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &link,
+                rustix::fs::CWD,
+                location,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )?;
+            let name = location
+                .file_name()
+                .expect("location has a name")
+                .to_string_lossy();
+            let kept = dataset_dir.join(format!(".{name}.original"));
+            std::fs::rename(&link, &kept)?;
+            Ok(Some(kept))
+        }
+        Ok(_) => {
+            let previous = std::fs::read_link(location)
+                .ok()
+                .map(|p| dataset_dir.join(p));
+            std::fs::rename(&link, location)?;
+            Ok(previous)
+        }
+        Err(_) => {
+            std::fs::rename(&link, location)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Keeps the new folder and the one before it (queries that listed it may still read it);
+/// removes older versions' folders.
+fn remove_older_than(dir: &Path, version: &str, current: &Path, previous: Option<&Path>) {
+    let prefix = format!(".{version}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        let keep = p == current || Some(p.as_path()) == previous || name.contains(".staging-");
+        if name.starts_with(&prefix) && !keep && p.is_dir() {
+            let _ = std::fs::remove_dir_all(&p);
+        }
+    }
+}
+
+/// Staging folders of publishes that died more than an hour ago.
+fn clean_stale_staging(dir: &Path, version: &str) {
+    let prefix = format!(".{version}.staging-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if e.file_name().to_string_lossy().starts_with(&prefix) && old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `meshgate init` and `meshgate publish`: a producer's first contract, and data published
+//! only once it keeps that contract.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use meshgate_catalog::publish::{Source, publish};
+use meshgate_contract::Identifier;
+use meshgate_server::ServerConfig;
+
+#[derive(Args)]
+pub(crate) struct InitArgs {
+    domain: Identifier,
+    dataset: Identifier,
+    /// The owning team's address.
+    #[arg(long, default_value = "team-DOMAIN@company.com")]
+    owner: String,
+    /// Where contracts live.
+    #[arg(long, default_value = "contracts")]
+    contracts: PathBuf,
+}
+
+pub(crate) fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let owner = args.owner.replace("DOMAIN", args.domain.as_str());
+    let dir = args.contracts.join(args.domain.as_str());
+    let file = dir.join(format!("{}.yaml", args.dataset.as_str()));
+    if file.exists() {
+        bail!(
+            "{} exists already; edit it, or diff a new version against it",
+            file.display()
+        );
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = format!(
+        r#"# The contract of {domain}.{dataset}: what consumers may rely on. Check it with
+# `meshgate lint`, its data with `meshgate check`, and publish with `meshgate publish`.
+dataset: {dataset}
+version: v1
+owner: {owner}
+description: "TODO: one row per …"
+sla:
+  freshness: "1 day"          # max age of the newest data
+  # freshness_column: updated_at
+  quality: "99%"              # min share of rows passing the column checks
+schema:
+  - name: id
+    type: long                # string|integer|long|double|decimal(p,s)|boolean|date|timestamp
+    description: "Stable key"
+    required: true
+    unique: true
+    pii: false
+  # - name: email
+  #   type: string
+  #   pii: true
+  #   mask: hash              # hash|redact|null|email|last4|year
+access_policy:
+  - role: data_analyst
+    permission: read
+  - role: marketing
+    permission: read_masked
+"#,
+        domain = args.domain.as_str(),
+        dataset = args.dataset.as_str(),
+    );
+    std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    println!("{}", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub(crate) struct PublishArgs {
+    /// The product's contract.
+    contract: PathBuf,
+    /// The data: a Parquet or CSV file.
+    #[arg(long)]
+    from: PathBuf,
+    /// Transform it first: a query over the table `input`.
+    #[arg(long)]
+    sql: Option<String>,
+    /// The deployment's configuration (where the contracts and data are).
+    #[arg(long, env = "MESHGATE_CONFIG", default_value = "meshgate.yaml")]
+    config: PathBuf,
+}
+
+pub(crate) async fn publish_cmd(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let config = ServerConfig::load(&args.config)?;
+    let source = match args.sql {
+        Some(sql) => Source::Query {
+            from: args.from,
+            sql,
+        },
+        None => Source::File(args.from),
+    };
+    match publish(&config.mesh, &args.contract, source).await {
+        Ok(p) => {
+            println!(
+                "published {}: {} rows, quality {:.3}%, now served from {}",
+                p.product,
+                p.report.rows,
+                p.report.quality * 100.0,
+                p.folder.display()
+            );
+            if !p.dropped_columns.is_empty() {
+                println!(
+                    "note: columns not in the contract were not published: {}",
+                    p.dropped_columns.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
