@@ -102,6 +102,10 @@ fn orders(ids: &[i64], tag: &str) -> Vec<(&'static str, ArrayRef)> {
 }
 
 async fn serve(shop: &Shop) -> RunningServer {
+    serve_with(shop, 0).await
+}
+
+async fn serve_with(shop: &Shop, reload_interval_secs: u64) -> RunningServer {
     let user = |name: &str, role: &str| UserConfig {
         name: name.into(),
         password_hash: meshgate_server::auth::hash_password(name),
@@ -118,6 +122,7 @@ async fn serve(shop: &Shop) -> RunningServer {
             sla_check_interval_secs: 0,
             ..Limits::default()
         },
+        reload_interval_secs,
         ..Default::default()
     };
     let secrets = Secrets {
@@ -354,5 +359,79 @@ async fn readers_never_see_a_mix_of_two_publishes() {
             .any(|(n, lo, hi)| (s.0.as_str(), s.1.as_str(), s.2.as_str()) == (*n, *lo, *hi));
         assert!(ok, "a reader saw a mix: {s:?} (all: {seen:?})");
     }
+    server.shutdown().await.unwrap();
+}
+
+/// Polls until `f` holds (the reloader checks every second).
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn changed_contracts_are_served_without_restart_and_an_invalid_edit_keeps_the_last_good() {
+    let shop = Shop::new();
+    let server = serve_with(&shop, 1).await;
+    let hashed = snapshot(&server, "marketer").await.2;
+    assert_eq!(hashed.len(), 64);
+
+    // A valid edit: e-mails are now redacted for masked readers.
+    std::fs::write(
+        shop.contract(),
+        CONTRACT.replace("mask: hash", "mask: redact"),
+    )
+    .unwrap();
+    eventually("the new mask is served", async || {
+        snapshot(&server, "marketer").await.2 != hashed
+    })
+    .await;
+    let redacted = snapshot(&server, "marketer").await.2;
+    assert!(
+        !redacted.contains('@') && redacted.len() != 64,
+        "{redacted}"
+    );
+
+    // An invalid edit: the last good contract stays served, and /readyz says why.
+    std::fs::write(
+        shop.contract(),
+        CONTRACT.replace("type: long", "type: lnog"),
+    )
+    .unwrap();
+    eventually("the invalid edit is reported", async || {
+        let ready = crate::common::http_get(server.http_addr, "/readyz").await;
+        ready.contains("invalid_changes\":[\"data product shop.orders v1")
+            && ready.contains("orders.yaml:8:")
+    })
+    .await;
+    assert_eq!(snapshot(&server, "marketer").await.2, redacted);
+    assert_eq!(snapshot(&server, "analyst").await.0, 2);
+
+    // A new product appears once its contract does.
+    write_parquet(
+        &shop.dir.path().join("data/shop/returns/v1/part-0.parquet"),
+        orders(&[1, 2, 3, 4], "returned"),
+    );
+    std::fs::write(
+        shop.dir.path().join("contracts/shop/returns.yaml"),
+        CONTRACT.replace("dataset: orders", "dataset: returns"),
+    )
+    .unwrap();
+    eventually("the new product is served", async || {
+        let url = format!("grpc://{}", server.flight_addr);
+        let mut c = MeshClient::connect(&url, None, "analyst", "analyst", None)
+            .await
+            .unwrap();
+        match c.query("SELECT count(*) FROM shop.returns").await {
+            Ok((_, s)) => s.try_collect::<Vec<_>>().await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
     server.shutdown().await.unwrap();
 }

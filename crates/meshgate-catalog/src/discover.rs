@@ -19,6 +19,8 @@ pub struct Mesh {
     products: Vec<Arc<Product>>,
     tables: Vec<Arc<ContractTable>>,
     quarantined: Vec<Arc<Quarantine>>,
+    /// Contracts edited into invalid ones whose last good version is still served.
+    kept: Vec<Arc<Quarantine>>,
     catalog: Arc<MeshCatalogProvider>,
 }
 
@@ -112,8 +114,51 @@ impl Mesh {
             products,
             tables,
             quarantined,
+            kept: Vec::new(),
             catalog,
         })
+    }
+
+    /// Loads the mesh again from disk. A contract that was served and has since been edited
+    /// into an invalid one keeps its last good version served (reported in [`Mesh::kept`])
+    /// rather than disappearing from under its consumers; everything else is as loaded.
+    pub async fn reload(&self) -> Result<Mesh> {
+        let next = Mesh::load(self.config.clone()).await?;
+        let mut products = next.products;
+        let mut tables = next.tables;
+        let mut quarantined = Vec::new();
+        let mut kept = Vec::new();
+        for q in next.quarantined {
+            let invalid = q.reasons.iter().all(|r| r.starts_with("invalid contract"));
+            let last_good = self
+                .tables
+                .iter()
+                .find(|t| t.product().contract_file == q.contract_file);
+            match last_good {
+                Some(t) if invalid => {
+                    warn!(contract = %q.contract_file.display(),
+                        "invalid contract change; the last good version stays served: {q}");
+                    products.push(Arc::clone(t.product()));
+                    tables.push(Arc::clone(t));
+                    kept.push(q);
+                }
+                _ => quarantined.push(q),
+            }
+        }
+        let catalog = Arc::new(MeshCatalogProvider::new(names(&tables, &quarantined)));
+        Ok(Mesh {
+            config: next.config,
+            products,
+            tables,
+            quarantined,
+            kept,
+            catalog,
+        })
+    }
+
+    /// Contracts whose latest edit is invalid, while their last good version is served.
+    pub fn kept(&self) -> &[Arc<Quarantine>] {
+        &self.kept
     }
 
     pub fn config(&self) -> &MeshConfig {

@@ -27,6 +27,8 @@ pub struct ServerConfig {
     /// Send view types (`Utf8View`…) as they are instead of their classic forms; older
     /// JDBC drivers and flightsql-dbapi cannot read them.
     pub view_types: bool,
+    /// How often the contracts folder is checked for changes; 0 turns reloading off.
+    pub reload_interval_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +43,7 @@ impl Default for ServerConfig {
             audit_file: None,
             tls: None,
             view_types: false,
+            reload_interval_secs: 5,
         }
     }
 }

@@ -207,7 +207,7 @@ impl MeshFlightSql {
     /// Every table of the mesh as (domain, name, schema), in name order.
     async fn tables(&self) -> Vec<(String, String, SchemaRef)> {
         use datafusion::catalog::CatalogProvider;
-        let catalog = self.gateway.mesh.catalog();
+        let catalog = self.gateway.mesh().catalog();
         let mut out = Vec::new();
         for domain in catalog.schema_names() {
             let Some(schema) = catalog.schema(&domain) else {
@@ -566,7 +566,7 @@ impl FlightSqlService for MeshFlightSql {
         use datafusion::catalog::CatalogProvider;
         let principal = self.caller(&request)?;
         let mut b = query.into_builder();
-        for domain in self.gateway.mesh.catalog().schema_names() {
+        for domain in self.gateway.mesh().catalog().schema_names() {
             b.append(meshgate_catalog::CATALOG, domain);
         }
         self.metadata_batch(&request, &principal, "get_db_schemas", b.build())

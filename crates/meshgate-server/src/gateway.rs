@@ -38,7 +38,8 @@ use crate::config::{Secrets, ServerConfig};
 use crate::metrics::{CodeLabel, KindLabel, Metrics};
 
 pub struct Gateway {
-    pub(crate) mesh: Arc<Mesh>,
+    /// Swapped whole by the reloader; each request plans against one snapshot.
+    mesh: std::sync::RwLock<Arc<Mesh>>,
     pub(crate) config: ServerConfig,
     pub(crate) key: Arc<HashKey>,
     pub(crate) signer: Signer,
@@ -85,9 +86,18 @@ impl Gateway {
             metrics: Arc::new(Metrics::default()),
             bound: Mutex::new(BoundParams::default()),
             runtime,
-            mesh,
+            mesh: std::sync::RwLock::new(mesh),
             config,
         })
+    }
+
+    /// The mesh as of now.
+    pub(crate) fn mesh(&self) -> Arc<Mesh> {
+        Arc::clone(&self.mesh.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn set_mesh(&self, mesh: Arc<Mesh>) {
+        *self.mesh.write().unwrap_or_else(|e| e.into_inner()) = mesh;
     }
 
     pub(crate) fn session(&self, principal: &Principal) -> MeshSession {
@@ -100,7 +110,7 @@ impl Gateway {
             runtime: Arc::clone(&self.runtime),
         };
         MeshSession::with_options(
-            &self.mesh,
+            &self.mesh(),
             Policy::new(principal.clone(), Arc::clone(&self.key)),
             options,
         )

@@ -31,16 +31,16 @@ pub(crate) async fn serve(
 
 /// Ready when the mesh is loaded; lists what is quarantined and why.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
-    let quarantined: Vec<String> = gw
-        .mesh
-        .quarantined()
-        .iter()
-        .map(|q| q.to_string())
-        .collect();
+    let mesh = gw.mesh();
+    let text = |q: &[Arc<meshgate_catalog::Quarantine>]| -> Vec<String> {
+        q.iter().map(|q| q.to_string()).collect()
+    };
     let body = serde_json::json!({
         "ready": true,
-        "products": gw.mesh.products().len(),
-        "quarantined": quarantined,
+        "products": mesh.products().len(),
+        "quarantined": text(mesh.quarantined()),
+        // Edited into invalid contracts; their last good version is still served.
+        "invalid_changes": text(mesh.kept()),
     });
     (
         StatusCode::OK,

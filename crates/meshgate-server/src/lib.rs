@@ -9,6 +9,7 @@ mod flight;
 mod gateway;
 mod http;
 mod metrics;
+mod reload;
 mod session_options;
 mod sla;
 
@@ -57,7 +58,8 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     flight: JoinHandle<Result<(), ServerError>>,
     http: JoinHandle<()>,
-    sla: Option<JoinHandle<()>>,
+    /// SLA evaluation and contract reloading: stopped with the server.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -112,6 +114,13 @@ impl RunningServer {
                 std::time::Duration::from_secs(interval),
             ))
         });
+        let every = gateway.config.reload_interval_secs;
+        let reload = (every > 0).then(|| {
+            tokio::spawn(reload::run(
+                Arc::clone(&gateway),
+                std::time::Duration::from_secs(every),
+            ))
+        });
         let http = tokio::spawn(http::serve(http_listener, gateway, http_rx));
         info!(%flight_addr, %http_addr, tls = config_tls, "meshgate is serving");
         Ok(RunningServer {
@@ -120,14 +129,14 @@ impl RunningServer {
             shutdown: Some(tx),
             flight,
             http,
-            sla,
+            background: [sla, reload].into_iter().flatten().collect(),
         })
     }
 
     /// Stops accepting, lets running calls finish, and waits.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
-        if let Some(sla) = self.sla.take() {
-            sla.abort();
+        for task in self.background.drain(..) {
+            task.abort();
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -142,8 +151,8 @@ impl RunningServer {
         signal: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
         signal.await;
-        if let Some(sla) = self.sla.take() {
-            sla.abort();
+        for task in self.background.drain(..) {
+            task.abort();
         }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

@@ -27,7 +27,8 @@ pub(crate) async fn evaluate(gateway: &Gateway) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
-    for q in gateway.mesh.quarantined() {
+    let mesh = gateway.mesh();
+    for q in mesh.quarantined() {
         let labels = ProductLabels {
             product: format!("{}.{}", q.domain, q.dataset),
             version: q.version.map_or("unknown".into(), |v| format!("v{v}")),
@@ -37,7 +38,7 @@ pub(crate) async fn evaluate(gateway: &Gateway) {
         m.conformant.get_or_create(&labels).set(0);
         m.checked_at.get_or_create(&labels).set(now_secs);
     }
-    for table in gateway.mesh.tables() {
+    for table in mesh.tables() {
         let p = table.product();
         let labels = ProductLabels {
             product: format!("{}.{}", p.domain, p.dataset()),
