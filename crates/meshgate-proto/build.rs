@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["arrow/flight/session.proto"];
+    let files = [
+        "arrow/flight/session.proto",
+        "meshgate/catalog/v1/catalog.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -1,5 +1,6 @@
 //! The `meshgate` command line: one binary, one verb per job (DESIGN §7).
 
+mod catalog;
 mod check;
 mod diff;
 mod lint;
@@ -33,6 +34,8 @@ enum Command {
     Lint(lint::LintArgs),
     /// Check products' data against their contracts: column checks, quality, freshness.
     Check(check::CheckArgs),
+    /// Browse the data products: list, search, or describe one.
+    Catalog(catalog::CatalogArgs),
     /// Write a lint-clean contract to start a new data product from.
     Init(publish::InitArgs),
     /// Check data against its contract, then publish it atomically.
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
             Command::Diff(args) => diff::run(args),
             Command::Check(args) => check::run(args).await,
             Command::Init(args) => publish::init(args),
+            Command::Catalog(args) => catalog::run(args).await,
             Command::Publish(args) => publish::publish_cmd(args).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },

@@ -11,3 +11,9 @@ pub mod flight_session {
     pub const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
     pub const CLOSE_SESSION: &str = "CloseSession";
 }
+
+/// meshgate's catalog API (`proto/meshgate/catalog/v1/catalog.proto`).
+pub mod catalog {
+    #![allow(unreachable_pub, clippy::all)]
+    tonic::include_proto!("meshgate.catalog.v1");
+}

@@ -7,6 +7,9 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+use meshgate_proto::catalog;
+use meshgate_proto::catalog::catalog_service_client::CatalogServiceClient;
+
 use crate::auth::ROLE_HEADER;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +19,10 @@ pub enum ClientError {
     /// The server's own words (status message), without transport noise.
     #[error("{0}")]
     Server(String),
+}
+
+fn status(s: tonic::Status) -> ClientError {
+    ClientError::from(FlightError::Tonic(Box::new(s)))
 }
 
 impl From<FlightError> for ClientError {
@@ -93,6 +100,8 @@ pub fn endpoint(url: &str, tls_ca: Option<&[u8]>) -> Result<Endpoint, tonic::tra
 
 pub struct MeshClient {
     inner: FlightSqlServiceClient<Channel>,
+    channel: Channel,
+    role: Option<String>,
 }
 
 impl MeshClient {
@@ -113,7 +122,7 @@ impl MeshClient {
             .connect()
             .await
             .map_err(|e| connect_err(e.to_string()))?;
-        let mut inner = FlightSqlServiceClient::new(channel);
+        let mut inner = FlightSqlServiceClient::new(channel.clone());
         if let Some(role) = role {
             inner.set_header(ROLE_HEADER, role);
         }
@@ -127,7 +136,58 @@ impl MeshClient {
             }
             other => ClientError::from(other),
         })?;
-        Ok(MeshClient { inner })
+        Ok(MeshClient {
+            inner,
+            channel,
+            role: role.map(str::to_string),
+        })
+    }
+
+    /// A catalog request carrying this session's token (and role narrowing).
+    fn catalog_request<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {
+        let mut req = tonic::Request::new(message);
+        let token = self
+            .inner
+            .token()
+            .ok_or_else(|| ClientError::Server("not authenticated".into()))?;
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| ClientError::Server("malformed token".into()))?;
+        req.metadata_mut().insert("authorization", bearer);
+        if let Some(role) = &self.role
+            && let Ok(v) = role.parse()
+        {
+            req.metadata_mut().insert(ROLE_HEADER, v);
+        }
+        Ok(req)
+    }
+
+    /// Products of the catalog API; `domain` and `search` may be empty.
+    pub async fn list_products(
+        &self,
+        domain: &str,
+        search: &str,
+    ) -> Result<Vec<catalog::ProductSummary>, ClientError> {
+        let req = self.catalog_request(catalog::ListProductsRequest {
+            domain: domain.into(),
+            search: search.into(),
+        })?;
+        let mut client = CatalogServiceClient::new(self.channel.clone());
+        let resp = client.list_products(req).await.map_err(status)?;
+        Ok(resp.into_inner().products)
+    }
+
+    pub async fn describe_product(
+        &self,
+        name: &str,
+    ) -> Result<catalog::ProductDetail, ClientError> {
+        let req = self.catalog_request(catalog::DescribeProductRequest { name: name.into() })?;
+        let mut client = CatalogServiceClient::new(self.channel.clone());
+        Ok(client
+            .describe_product(req)
+            .await
+            .map_err(status)?
+            .into_inner())
     }
 
     /// Runs one statement; the schema comes first, then the batches as they stream.

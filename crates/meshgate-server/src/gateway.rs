@@ -23,6 +23,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use meshgate_catalog::Mesh;
+use meshgate_catalog::checks::ProductReport;
 use meshgate_policy::{
     AppliedPolicy, ErrorClass, HashKey, MeshSession, Policy, Principal, SessionOptions,
     applied_policies, classify,
@@ -40,6 +41,8 @@ use crate::metrics::{CodeLabel, KindLabel, Metrics};
 pub struct Gateway {
     /// Swapped whole by the reloader; each request plans against one snapshot.
     mesh: std::sync::RwLock<Arc<Mesh>>,
+    /// The last data-check report of each product, by display name.
+    reports: std::sync::RwLock<std::collections::HashMap<String, ProductReport>>,
     pub(crate) config: ServerConfig,
     pub(crate) key: Arc<HashKey>,
     pub(crate) signer: Signer,
@@ -87,6 +90,7 @@ impl Gateway {
             bound: Mutex::new(BoundParams::default()),
             runtime,
             mesh: std::sync::RwLock::new(mesh),
+            reports: Default::default(),
             config,
         })
     }
@@ -94,6 +98,20 @@ impl Gateway {
     /// The mesh as of now.
     pub(crate) fn mesh(&self) -> Arc<Mesh> {
         Arc::clone(&self.mesh.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn reports(&self) -> std::collections::HashMap<String, ProductReport> {
+        self.reports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_report(&self, report: ProductReport) {
+        self.reports
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(report.product.clone(), report);
     }
 
     pub(crate) fn set_mesh(&self, mesh: Arc<Mesh>) {

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod client;
 pub mod config;
 mod flight;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use meshgate_catalog::Mesh;
+use meshgate_proto::catalog::catalog_service_server::CatalogServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -90,12 +92,16 @@ impl RunningServer {
         let (http_tx, http_rx) = tokio::sync::watch::channel(false);
         let service = FlightServiceServer::new(MeshFlightSql::new(Arc::clone(&gateway)))
             .max_decoding_message_size(16 << 20);
+        let catalog_gateway = Arc::clone(&gateway);
         let flight = tokio::spawn(async move {
             builder
                 .initial_stream_window_size(client::STREAM_WINDOW)
                 .initial_connection_window_size(client::CONNECTION_WINDOW)
                 .max_frame_size(client::MAX_FRAME)
                 .add_service(service)
+                .add_service(CatalogServiceServer::new(catalog::MeshCatalogService::new(
+                    Arc::clone(&catalog_gateway),
+                )))
                 // Without TCP_NODELAY, small gRPC frames wait on delayed ACKs (~40 ms each).
                 .serve_with_incoming_shutdown(
                     TcpIncoming::from(flight_listener).with_nodelay(Some(true)),

@@ -70,6 +70,7 @@ pub(crate) async fn evaluate(gateway: &Gateway) {
                     warn!(product = %r.product, owner = %r.owner, quality = r.quality,
                         freshness_age_secs = ?r.freshness_age_secs, "SLA breached");
                 }
+                gateway.set_report(r);
             }
             Err(e) => {
                 // Files that stopped conforming since load (deleted, rewritten badly).

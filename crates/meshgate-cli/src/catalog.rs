@@ -1,0 +1,121 @@
+//! `meshgate catalog [NAME]`: browse the data products through the catalog API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use meshgate_server::client::MeshClient;
+
+#[derive(Args)]
+pub(crate) struct CatalogArgs {
+    /// A product to describe (`domain.dataset` or `domain.dataset_vN`); all when omitted.
+    name: Option<String>,
+    /// Only this domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Case-insensitive search in names, owners, descriptions and columns.
+    #[arg(long, short)]
+    search: Option<String>,
+    #[arg(long, env = "MESHGATE_URL", default_value = "grpc://127.0.0.1:50051")]
+    url: String,
+    #[arg(long, env = "MESHGATE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    #[arg(long, short, env = "MESHGATE_USER")]
+    user: String,
+    #[arg(long, env = "MESHGATE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    #[arg(long, env = "MESHGATE_ROLE")]
+    role: Option<String>,
+}
+
+const ACCESS: [&str; 4] = ["?", "none", "read_masked", "read"];
+
+pub(crate) async fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
+    let password = match &args.password {
+        Some(p) => p.clone(),
+        None => rpassword::prompt_password(format!("password for {}: ", args.user))?,
+    };
+    let ca = args.tls_ca.as_ref().map(std::fs::read).transpose()?;
+    let client = MeshClient::connect(
+        &args.url,
+        ca.as_deref(),
+        &args.user,
+        &password,
+        args.role.as_deref(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let access = |a: i32| ACCESS.get(a as usize).copied().unwrap_or("?");
+    if let Some(name) = &args.name {
+        let d = client
+            .describe_product(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let s = d.summary.unwrap_or_default();
+        println!("{}.{} v{} ({})", s.domain, s.dataset, s.version, s.sql_name);
+        println!("owner        {}", s.owner);
+        println!("description  {}", s.description);
+        println!("your access  {}", access(s.access));
+        if !s.served {
+            println!("QUARANTINED  {}", s.quarantine_reasons.join("; "));
+        }
+        if let Some(h) = s.health.filter(|h| h.evaluated) {
+            println!(
+                "health       {} rows, quality {:.2}% ({}), freshness {}",
+                h.rows,
+                h.quality * 100.0,
+                if h.quality_ok { "ok" } else { "BREACHED" },
+                if h.freshness_ok { "ok" } else { "BREACHED" }
+            );
+        }
+        println!(
+            "\n{:<20} {:<14} {:<5} {:<8} {:<10} description",
+            "column", "type", "pii", "mask", "you see"
+        );
+        for c in &d.columns {
+            println!(
+                "{:<20} {:<14} {:<5} {:<8} {:<10} {}",
+                c.name, c.r#type, c.pii, c.mask, c.caller_sees, c.description
+            );
+        }
+        println!("\nwho may read");
+        for g in &d.grants {
+            let filter = if g.row_filter.is_empty() {
+                String::new()
+            } else {
+                format!(" where {}", g.row_filter)
+            };
+            println!("  {:<14} {}{filter}", g.role, g.permission);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let products = client
+        .list_products(
+            args.domain.as_deref().unwrap_or(""),
+            args.search.as_deref().unwrap_or(""),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "{:<40} {:<12} {:<28} status",
+        "product", "your access", "owner"
+    );
+    for p in products {
+        let status = if !p.served {
+            "QUARANTINED".to_string()
+        } else {
+            match p.health {
+                Some(h) if h.evaluated && h.quality_ok && h.freshness_ok => "SLA ok".into(),
+                Some(h) if h.evaluated => "SLA BREACHED".into(),
+                _ => "served".into(),
+            }
+        };
+        println!(
+            "{:<40} {:<12} {:<28} {status}",
+            format!("{}.{} v{}", p.domain, p.dataset, p.version),
+            access(p.access),
+            p.owner
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,222 @@
+//! meshgate's catalog API (proto/meshgate/catalog/v1): the products, their contracts and
+//! health, and what the caller's roles may see of each. Metadata only: no row is read here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use meshgate_catalog::checks::ProductReport;
+use meshgate_catalog::{Mesh, Product, Quarantine};
+use meshgate_contract::Permission;
+use meshgate_policy::{Access as Resolved, Principal};
+use meshgate_proto::catalog::catalog_service_server::CatalogService;
+use meshgate_proto::catalog::{
+    Access, Column, DescribeProductRequest, Grant, Health, ListProductsRequest,
+    ListProductsResponse, ProductDetail, ProductSummary,
+};
+use tonic::{Request, Response, Status};
+
+use crate::auth::caller;
+use crate::gateway::Gateway;
+
+pub struct MeshCatalogService {
+    gateway: Arc<Gateway>,
+}
+
+impl MeshCatalogService {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        MeshCatalogService { gateway }
+    }
+}
+
+/// A product as listed: served, or quarantined (then only what its contract said).
+enum Entry<'a> {
+    Served(&'a Arc<Product>),
+    Quarantined(&'a Arc<Quarantine>),
+}
+
+impl Entry<'_> {
+    fn key(&self) -> (String, String, u32) {
+        match self {
+            Entry::Served(p) => (p.domain.clone(), p.dataset().to_string(), p.version()),
+            Entry::Quarantined(q) => (q.domain.clone(), q.dataset.clone(), q.version.unwrap_or(0)),
+        }
+    }
+}
+
+fn entries(mesh: &Mesh) -> Vec<Entry<'_>> {
+    let mut all: Vec<Entry<'_>> = mesh
+        .products()
+        .iter()
+        .map(Entry::Served)
+        .chain(mesh.quarantined().iter().map(Entry::Quarantined))
+        .collect();
+    all.sort_by_key(|e| {
+        let (d, s, v) = e.key();
+        (d, s, std::cmp::Reverse(v))
+    });
+    all
+}
+
+fn access(product: &Product, principal: &Principal) -> Access {
+    match Resolved::resolve(product, principal) {
+        Resolved::Denied => Access::None,
+        Resolved::Granted {
+            permission: Permission::Read,
+            ..
+        } => Access::Read,
+        Resolved::Granted { .. } => Access::ReadMasked,
+    }
+}
+
+pub(crate) fn health(report: Option<&ProductReport>) -> Health {
+    let Some(r) = report else {
+        return Health::default();
+    };
+    Health {
+        evaluated: true,
+        freshness_age_secs: r.freshness_age_secs,
+        freshness_sla_secs: r.freshness_sla_secs,
+        freshness_ok: r.freshness_ok(),
+        quality: r.quality,
+        quality_sla: r.quality_sla,
+        quality_ok: r.quality_ok(),
+        rows: r.rows,
+    }
+}
+
+fn summary(
+    e: &Entry<'_>,
+    principal: &Principal,
+    reports: &HashMap<String, ProductReport>,
+) -> ProductSummary {
+    match e {
+        Entry::Served(p) => ProductSummary {
+            domain: p.domain.clone(),
+            dataset: p.dataset().to_string(),
+            version: p.version(),
+            sql_name: format!("{}.{}_v{}", p.domain, p.dataset(), p.version()),
+            owner: p.owner().to_string(),
+            description: p.contract.description.clone().unwrap_or_default(),
+            served: true,
+            quarantine_reasons: vec![],
+            access: access(p, principal) as i32,
+            health: Some(health(reports.get(&p.display_name()))),
+        },
+        Entry::Quarantined(q) => ProductSummary {
+            domain: q.domain.clone(),
+            dataset: q.dataset.clone(),
+            version: q.version.unwrap_or(0),
+            sql_name: String::new(),
+            owner: q.owner.clone().unwrap_or_default(),
+            description: String::new(),
+            served: false,
+            quarantine_reasons: q.reasons.clone(),
+            access: Access::None as i32,
+            health: None,
+        },
+    }
+}
+
+fn matches(e: &Entry<'_>, search: &str) -> bool {
+    if search.is_empty() {
+        return true;
+    }
+    let s = search.to_lowercase();
+    let hit = |t: &str| t.to_lowercase().contains(&s);
+    match e {
+        Entry::Served(p) => {
+            hit(&p.display_name())
+                || hit(p.owner())
+                || p.contract.description.as_deref().is_some_and(hit)
+                || p.contract.schema.iter().any(|c| hit(c.name.as_str()))
+        }
+        Entry::Quarantined(q) => hit(&format!("{}.{}", q.domain, q.dataset)),
+    }
+}
+
+#[tonic::async_trait]
+impl CatalogService for MeshCatalogService {
+    async fn list_products(
+        &self,
+        request: Request<ListProductsRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        let principal = caller(&self.gateway.signer, request.metadata())?;
+        let req = request.into_inner();
+        let mesh = self.gateway.mesh();
+        let reports = self.gateway.reports();
+        let products = entries(&mesh)
+            .iter()
+            .filter(|e| req.domain.is_empty() || e.key().0 == req.domain)
+            .filter(|e| matches(e, &req.search))
+            .map(|e| summary(e, &principal, &reports))
+            .collect();
+        Ok(Response::new(ListProductsResponse { products }))
+    }
+
+    async fn describe_product(
+        &self,
+        request: Request<DescribeProductRequest>,
+    ) -> Result<Response<ProductDetail>, Status> {
+        let principal = caller(&self.gateway.signer, request.metadata())?;
+        let name = request.into_inner().name;
+        let mesh = self.gateway.mesh();
+        let reports = self.gateway.reports();
+        let all = entries(&mesh);
+        // Newest first, so `domain.dataset` finds the newest major.
+        let found = all.iter().find(|e| {
+            let (d, s, v) = e.key();
+            name == format!("{d}.{s}") || name == format!("{d}.{s}_v{v}")
+        });
+        let Some(entry) = found else {
+            return Err(Status::not_found(format!("no data product {name}")));
+        };
+        let mut detail = ProductDetail {
+            summary: Some(summary(entry, &principal, &reports)),
+            ..Default::default()
+        };
+        let file = match entry {
+            Entry::Served(p) => &p.contract_file,
+            Entry::Quarantined(q) => &q.contract_file,
+        };
+        detail.contract_yaml = std::fs::read_to_string(file).unwrap_or_default();
+        if let Entry::Served(p) = entry {
+            let level = access(p, &principal);
+            detail.columns = p
+                .contract
+                .schema
+                .iter()
+                .map(|c| {
+                    let mask = c
+                        .effective_mask()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default();
+                    let caller_sees = match level {
+                        Access::Read => "clear".to_string(),
+                        Access::ReadMasked if !mask.is_empty() => mask.clone(),
+                        Access::ReadMasked => "clear".to_string(),
+                        _ => "none".to_string(),
+                    };
+                    Column {
+                        name: c.name.as_str().to_string(),
+                        r#type: c.data_type.to_string(),
+                        description: c.description.clone().unwrap_or_default(),
+                        pii: c.is_pii(),
+                        mask,
+                        caller_sees,
+                    }
+                })
+                .collect();
+            detail.grants = p
+                .contract
+                .access_policy
+                .iter()
+                .map(|g| Grant {
+                    role: g.role.as_str().to_string(),
+                    permission: g.permission.to_string(),
+                    row_filter: g.row_filter.clone().unwrap_or_default(),
+                })
+                .collect();
+        }
+        Ok(Response::new(detail))
+    }
+}
