@@ -7,6 +7,12 @@ cd "$(dirname "$0")/.."
 echo "== cargo test"
 cargo test --workspace --all-targets
 
+echo "== Headless Chromium for the catalog page test"
+if ! command -v chromium-headless-shell >/dev/null && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null
+fi
+
 echo "== Python client tests (ADBC, pyarrow.flight, SQLAlchemy/flightsql-dbapi)"
 venv="${MESHGATE_VENV:-.venv}"
 if [ ! -x "$venv/bin/python" ]; then
@@ -20,11 +26,8 @@ MESHGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/meshgate" "$venv/bin/python" -m 
 echo "== Alert rules (promtool check + unit tests)"
 if ! command -v promtool >/dev/null; then
   # Debian's prometheus package ships promtool; this machine's CI runs as root.
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  else
-    sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  fi
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 promtool check rules contracts/alerts/*.yaml
 promtool test rules tests/alerts/*.test.yaml

@@ -29,13 +29,13 @@ impl MeshCatalogService {
 }
 
 /// A product as listed: served, or quarantined (then only what its contract said).
-enum Entry<'a> {
+pub(crate) enum Entry<'a> {
     Served(&'a Arc<Product>),
     Quarantined(&'a Arc<Quarantine>),
 }
 
 impl Entry<'_> {
-    fn key(&self) -> (String, String, u32) {
+    pub(crate) fn key(&self) -> (String, String, u32) {
         match self {
             Entry::Served(p) => (p.domain.clone(), p.dataset().to_string(), p.version()),
             Entry::Quarantined(q) => (q.domain.clone(), q.dataset.clone(), q.version.unwrap_or(0)),
@@ -43,7 +43,7 @@ impl Entry<'_> {
     }
 }
 
-fn entries(mesh: &Mesh) -> Vec<Entry<'_>> {
+pub(crate) fn entries(mesh: &Mesh) -> Vec<Entry<'_>> {
     let mut all: Vec<Entry<'_>> = mesh
         .products()
         .iter()
@@ -117,7 +117,7 @@ fn summary(
     }
 }
 
-fn matches(e: &Entry<'_>, search: &str) -> bool {
+pub(crate) fn matches(e: &Entry<'_>, search: &str) -> bool {
     if search.is_empty() {
         return true;
     }

@@ -1,4 +1,5 @@
-//! `/healthz`, `/readyz` and `/metrics` for orchestrators and Prometheus.
+//! `/healthz`, `/readyz` and `/metrics` for orchestrators and Prometheus; `/catalog` for
+//! people.
 
 use std::sync::Arc;
 
@@ -21,6 +22,15 @@ pub(crate) async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/catalog") }),
+        )
+        .route("/catalog", get(crate::catalog_page::index))
+        .route(
+            "/catalog/{domain}/{name}",
+            get(crate::catalog_page::product),
+        )
         .with_state(gateway);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

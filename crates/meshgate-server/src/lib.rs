@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod catalog;
+mod catalog_page;
 pub mod client;
 pub mod config;
 mod flight;

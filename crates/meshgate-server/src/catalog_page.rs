@@ -1,0 +1,209 @@
+//! The catalog as a page a person can browse on the HTTP port: products by domain, a search,
+//! each product's schema with PII and masks, SLA status at a glance, and who may read what.
+//! Contract metadata only (the same the contracts folder holds); never a row of data.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use maud::{DOCTYPE, Markup, html};
+use meshgate_catalog::checks::ProductReport;
+use serde::Deserialize;
+
+use crate::catalog::{Entry, entries, matches};
+use crate::gateway::Gateway;
+
+#[derive(Deserialize)]
+pub(crate) struct Search {
+    #[serde(default)]
+    q: String,
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;max-width:70rem}\
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}\
+.ok{color:#137333}.bad{color:#b3261e;font-weight:bold}.pii{background:#fdecea}.muted{color:#666}";
+
+fn page(title: &str, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    title { (title) " · meshgate catalog" }
+                    style { (maud::PreEscaped(STYLE)) }
+                }
+                body { (body) }
+            }
+        }
+        .into_string(),
+    )
+}
+
+fn sla_badge(report: Option<&ProductReport>) -> Markup {
+    match report {
+        None => html! { span.muted data-sla="unknown" { "not evaluated yet" } },
+        Some(r) if r.sla_ok() => html! { span.ok data-sla="ok" { "SLA met" } },
+        Some(r) => html! {
+            span.bad data-sla="breached" {
+                "SLA breached:"
+                @if !r.freshness_ok() { " stale" }
+                @if !r.quality_ok() { " quality" }
+            }
+        },
+    }
+}
+
+pub(crate) async fn index(
+    State(gw): State<Arc<Gateway>>,
+    Query(search): Query<Search>,
+) -> Html<String> {
+    let mesh = gw.mesh();
+    let reports = gw.reports();
+    let all = entries(&mesh);
+    let shown: Vec<&Entry<'_>> = all.iter().filter(|e| matches(e, &search.q)).collect();
+    let mut domains: Vec<String> = shown.iter().map(|e| e.key().0).collect();
+    domains.dedup();
+    page(
+        "Data products",
+        html! {
+            h1 { "Data products" }
+            form method="get" action="/catalog" {
+                input #search type="search" name="q" value=(search.q)
+                    placeholder="name, owner, description or column" autofocus;
+                button type="submit" { "Search" }
+            }
+            p.muted { (shown.len()) " of " (all.len()) " products" }
+            @for domain in &domains {
+                section.domain data-domain=(domain) {
+                    h2 { (domain) }
+                    table {
+                        tr { th { "product" } th { "owner" } th { "status" } th { "description" } }
+                        @for e in shown.iter().filter(|e| &e.key().0 == domain) {
+                            @match e {
+                                Entry::Served(p) => tr.product data-name=(format!("{}.{}", p.domain, p.dataset())) {
+                                    td { a href=(format!("/catalog/{}/{}_v{}", p.domain, p.dataset(), p.version())) { (p.dataset()) " v" (p.version()) } }
+                                    td { (p.owner()) }
+                                    td { (sla_badge(reports.get(&p.display_name()))) }
+                                    td { (p.contract.description.as_deref().unwrap_or("")) }
+                                }
+                                Entry::Quarantined(q) => tr.product data-name=(format!("{}.{}", q.domain, q.dataset)) {
+                                    td { (q.dataset) @if let Some(v) = q.version { " v" (v) } }
+                                    td { (q.owner.as_deref().unwrap_or("")) }
+                                    td { span.bad data-sla="quarantined" { "quarantined" } }
+                                    td { (q.reasons.join("; ")) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub(crate) async fn product(
+    State(gw): State<Arc<Gateway>>,
+    Path((domain, name)): Path<(String, String)>,
+) -> Response {
+    let mesh = gw.mesh();
+    let reports = gw.reports();
+    let found = mesh
+        .products()
+        .iter()
+        .find(|p| p.domain == domain && format!("{}_v{}", p.dataset(), p.version()) == name);
+    let Some(p) = found else {
+        return (
+            StatusCode::NOT_FOUND,
+            page(
+                "Not found",
+                html! { h1 { "No data product " (domain) "." (name) } },
+            ),
+        )
+            .into_response();
+    };
+    let report = reports.get(&p.display_name());
+    let c = &p.contract;
+    let title = format!("{}.{} v{}", p.domain, p.dataset(), p.version());
+    page(
+        &title,
+        html! {
+            p { a href="/catalog" { "← all products" } }
+            h1 { (title) }
+            p { (c.description.as_deref().unwrap_or("")) }
+            p { "Owner: " a href=(format!("mailto:{}", p.owner())) { (p.owner()) }
+                " · SQL: " code { (format!("{}.{}_v{}", p.domain, p.dataset(), p.version())) } }
+            h2 { "Service levels" }
+            p #sla { (sla_badge(report)) }
+            @if let Some(r) = report {
+                table {
+                    tr { th { "" } th { "measured" } th { "SLA" } }
+                    tr { td { "freshness (age of newest data)" }
+                         td { (r.freshness_age_secs.map_or("unknown".into(), |s| humantime::format_duration(std::time::Duration::from_secs(s.max(0.0) as u64)).to_string())) }
+                         td { (c.sla.as_ref().and_then(|s| s.freshness.as_ref()).map_or("none".into(), |f| f.to_string())) } }
+                    tr { td { "quality (rows passing every check)" }
+                         td { (format!("{:.2}%", r.quality * 100.0)) }
+                         td { (c.sla.as_ref().and_then(|s| s.quality).map_or("none".into(), |q| q.to_string())) } }
+                    tr { td { "rows" } td { (r.rows) } td { "" } }
+                }
+            }
+            h2 { "Schema" }
+            table #schema {
+                tr { th { "column" } th { "type" } th { "PII" } th { "masked as" } th { "checks" } th { "description" } }
+                @for col in &c.schema {
+                    tr class=@if col.is_pii() { "pii" } @else { "" } data-column=(col.name.as_str()) {
+                        td { (col.name.as_str()) }
+                        td { (col.data_type.to_string()) }
+                        td { @if col.is_pii() { "yes" } @else { "no" } }
+                        td { (col.effective_mask().map(|m| m.to_string()).unwrap_or_default()) }
+                        td { (checks(col)) }
+                        td { (col.description.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+            h2 { "Who may read what" }
+            table #grants {
+                tr { th { "role" } th { "sees" } th { "rows" } }
+                @for g in &c.access_policy {
+                    tr data-role=(g.role.as_str()) {
+                        td { (g.role.as_str()) }
+                        td { @if g.permission == meshgate_contract::Permission::Read { "everything in the clear" } @else { "PII masked" } }
+                        td { @if let Some(f) = &g.row_filter { "where " code { (f) } } @else { "all" } }
+                    }
+                }
+                tr { td { "anyone else" } td { "nothing (metadata only)" } td { "" } }
+            }
+        },
+    )
+    .into_response()
+}
+
+fn checks(col: &meshgate_contract::Column) -> String {
+    let mut out = Vec::new();
+    if col.required {
+        out.push("required".to_string());
+    }
+    if col.unique {
+        out.push("unique".into());
+    }
+    if let Some(v) = &col.allowed {
+        out.push(format!(
+            "one of {}",
+            v.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(v) = &col.min {
+        out.push(format!("≥ {v}"));
+    }
+    if let Some(v) = &col.max {
+        out.push(format!("≤ {v}"));
+    }
+    if let Some(p) = &col.pattern {
+        out.push(format!("matches {p}"));
+    }
+    out.join(", ")
+}

@@ -1,0 +1,75 @@
+"""The catalog page in headless Chromium: what a person browsing it sees, after scripts."""
+
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+CHROMIUM = next(
+    (b for b in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
+     if shutil.which(b)),
+    None,
+)
+
+
+def render(url: str) -> str:
+    """The DOM after load, as headless Chromium built it."""
+    assert CHROMIUM, "tests/run-all.sh installs chromium-headless-shell"
+    out = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    return out.stdout
+
+
+def wait_for_evaluation(http: str) -> None:
+    """The server evaluates SLAs at start; the page shows the result once it is in."""
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        body = urllib.request.urlopen(f"http://{http}/metrics").read().decode()
+        if "meshgate_product_checked_timestamp_seconds{product=\"web.web_sessions\"" in body:
+            return
+        time.sleep(0.2)
+    pytest.fail("no SLA evaluation within a minute")
+
+
+def test_products_by_domain_with_sla_status(gateway):
+    wait_for_evaluation(gateway["http"])
+    dom = render(f"http://{gateway['http']}/catalog")
+    for domain in ("checkout", "customers", "inventory", "web"):
+        assert f'data-domain="{domain}"' in dom
+    assert 'data-name="customers.customer_profiles"' in dom
+    assert "team-customers@company.com" in dom
+    # The sample data is older than its freshness SLAs: the page says so at a glance.
+    assert 'data-sla="breached"' in dom
+    assert "5 of 5 products" in dom
+
+
+def test_search_narrows_the_list(gateway):
+    dom = render(f"http://{gateway['http']}/catalog?q=sku")
+    assert 'data-name="inventory.stock_levels"' in dom
+    assert 'data-name="customers.customer_profiles"' not in dom
+    assert "1 of 5 products" in dom
+
+
+def test_a_product_page_shows_schema_masks_and_who_may_read(gateway):
+    dom = render(f"http://{gateway['http']}/catalog/customers/customer_profiles_v2")
+    assert "customers.customer_profiles v2" in dom
+    # PII columns are marked and show their mask.
+    row = dom.split('data-column="phone"')[1].split("</tr>")[0]
+    assert "yes" in row and "last4" in row
+    row = dom.split('data-column="region"')[1].split("</tr>")[0]
+    assert "no" in row and "one of EU, US, APAC" in row
+    grants = dom.split('id="grants"')[1]
+    assert "marketing" in grants and "PII masked" in grants
+    assert "region = 'EU'" in grants
+
+
+def test_unknown_product_is_a_404_page(gateway):
+    try:
+        urllib.request.urlopen(f"http://{gateway['http']}/catalog/x/nothing_v1")
+        pytest.fail("expected 404")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404
