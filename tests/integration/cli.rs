@@ -5,9 +5,16 @@ use std::process::Output;
 
 use super::flight::TestServer;
 
-async fn sql(s: &TestServer, user: &str, password: &str, args: &[&str]) -> Output {
+/// A client verb (`sql`, `catalog`) of the real binary against the test server.
+async fn client_verb(
+    s: &TestServer,
+    verb: &str,
+    user: &str,
+    password: &str,
+    args: &[&str],
+) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .arg("sql")
+        .arg(verb)
         .args(["--url", &format!("grpc://{}", s.server.flight_addr)])
         .args(["--user", user])
         .args(args)
@@ -16,6 +23,10 @@ async fn sql(s: &TestServer, user: &str, password: &str, args: &[&str]) -> Outpu
         .output()
         .await
         .unwrap()
+}
+
+async fn sql(s: &TestServer, user: &str, password: &str, args: &[&str]) -> Output {
+    client_verb(s, "sql", user, password, args).await
 }
 
 fn text(out: &Output) -> String {
@@ -254,16 +265,7 @@ async fn init_writes_a_contract_that_passes_lint_and_governance() {
 }
 
 async fn catalog(s: &TestServer, user: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .arg("catalog")
-        .args(["--url", &format!("grpc://{}", s.server.flight_addr)])
-        .args(["--user", user])
-        .args(args)
-        .env("MESHGATE_PASSWORD", user)
-        .env_remove("MESHGATE_ROLE")
-        .output()
-        .await
-        .unwrap()
+    client_verb(s, "catalog", user, user, args).await
 }
 
 #[tokio::test]

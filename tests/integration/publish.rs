@@ -255,6 +255,16 @@ async fn data_that_breaks_its_contract_is_refused_and_the_old_data_stays() {
         nofile.to_string().contains("nope.parquet: no such file"),
         "{nofile}"
     );
+    let corrupt = shop.dir.path().join("corrupt.parquet");
+    std::fs::write(&corrupt, b"PAR1 not parquet at all PAR1").unwrap();
+    let corrupt = publish(&shop.config, &shop.contract(), Source::File(corrupt))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(corrupt, PublishError::Input { .. })
+            && corrupt.to_string().contains("corrupt.parquet"),
+        "{corrupt}"
+    );
     let leak = shop.dir.path().join("leak.csv");
     std::fs::write(&leak, "id,tag,email\n1,+44 20 7946 0958,a@b.com\n").unwrap();
     let lookalike = publish(&shop.config, &shop.contract(), Source::File(leak))
@@ -431,6 +441,28 @@ async fn changed_contracts_are_served_without_restart_and_an_invalid_edit_keeps_
             Ok((_, s)) => s.try_collect::<Vec<_>>().await.is_ok(),
             Err(_) => false,
         }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+/// A publish is seen by the SLA metrics without waiting for the periodic evaluation.
+#[tokio::test]
+async fn changed_files_are_evaluated_at_once() {
+    let shop = Shop::new();
+    let server = serve_with(&shop, 1).await;
+    publish(
+        &shop.config,
+        &shop.contract(),
+        Source::File(shop.input("new", &[10, 11, 12], "new")),
+    )
+    .await
+    .unwrap();
+    let rows = r#"meshgate_product_rows{product="shop.orders",version="v1",domain="shop",owner="team-shop@company.com"} 3"#;
+    eventually("the published rows are measured", async || {
+        crate::common::http_get(server.http_addr, "/metrics")
+            .await
+            .contains(rows)
     })
     .await;
     server.shutdown().await.unwrap();

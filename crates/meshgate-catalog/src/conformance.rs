@@ -174,7 +174,6 @@ fn relative<'a>(url: &ListingTableUrl, path: &'a str) -> &'a str {
 /// The Parquet reader trusts the footer's length field (a corrupt one panics it in debug
 /// builds), so the footer is checked here before it is handed over.
 async fn check_footer(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<(), String> {
-    const MAGIC: &[u8] = b"PAR1";
     let size = meta.size;
     if size < 12 {
         return Err(format!("{size} bytes is too small for a Parquet file"));
@@ -182,7 +181,27 @@ async fn check_footer(store: &dyn ObjectStore, meta: &ObjectMeta) -> Result<(), 
     let read = |r: std::ops::Range<u64>| store.get_range(&meta.location, r);
     let head = read(0..4).await.map_err(|e| e.to_string())?;
     let tail = read(size - 8..size).await.map_err(|e| e.to_string())?;
-    if head.as_ref() != MAGIC || &tail[4..] != MAGIC {
+    footer_ok(size, &head, &tail)
+}
+
+/// [`check_footer`] for a local file (an input to publish).
+pub(crate) fn check_local_footer(path: &std::path::Path) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    if size < 12 {
+        return Err(format!("{size} bytes is too small for a Parquet file"));
+    }
+    let (mut head, mut tail) = ([0u8; 4], [0u8; 8]);
+    f.read_exact(&mut head).map_err(|e| e.to_string())?;
+    f.seek(SeekFrom::End(-8)).map_err(|e| e.to_string())?;
+    f.read_exact(&mut tail).map_err(|e| e.to_string())?;
+    footer_ok(size, &head, &tail)
+}
+
+fn footer_ok(size: u64, head: &[u8], tail: &[u8]) -> Result<(), String> {
+    const MAGIC: &[u8] = b"PAR1";
+    if head != MAGIC || &tail[4..] != MAGIC {
         return Err("no Parquet magic bytes (PAR1) at its start and end".into());
     }
     let len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;

@@ -131,6 +131,7 @@ async fn register_input(ctx: &SessionContext, path: &Path) -> Result<(), Publish
     let name = path.to_string_lossy();
     let registered = match path.extension().and_then(|e| e.to_str()) {
         Some("parquet") => {
+            crate::conformance::check_local_footer(path).map_err(bad)?;
             ctx.register_parquet("input", name.as_ref(), ParquetReadOptions::default())
                 .await
         }

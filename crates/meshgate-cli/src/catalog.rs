@@ -1,10 +1,9 @@
 //! `meshgate catalog [NAME]`: browse the data products through the catalog API.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::connect::ConnectArgs;
 use clap::Args;
-use meshgate_server::client::MeshClient;
 
 #[derive(Args)]
 pub(crate) struct CatalogArgs {
@@ -16,35 +15,14 @@ pub(crate) struct CatalogArgs {
     /// Case-insensitive search in names, owners, descriptions and columns.
     #[arg(long, short)]
     search: Option<String>,
-    #[arg(long, env = "MESHGATE_URL", default_value = "grpc://127.0.0.1:50051")]
-    url: String,
-    #[arg(long, env = "MESHGATE_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    #[arg(long, short, env = "MESHGATE_USER")]
-    user: String,
-    #[arg(long, env = "MESHGATE_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    #[arg(long, env = "MESHGATE_ROLE")]
-    role: Option<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 const ACCESS: [&str; 4] = ["?", "none", "read_masked", "read"];
 
 pub(crate) async fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
-    let password = match &args.password {
-        Some(p) => p.clone(),
-        None => rpassword::prompt_password(format!("password for {}: ", args.user))?,
-    };
-    let ca = args.tls_ca.as_ref().map(std::fs::read).transpose()?;
-    let client = MeshClient::connect(
-        &args.url,
-        ca.as_deref(),
-        &args.user,
-        &password,
-        args.role.as_deref(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = args.connect.connect().await?;
     let access = |a: i32| ACCESS.get(a as usize).copied().unwrap_or("?");
     if let Some(name) = &args.name {
         let d = client

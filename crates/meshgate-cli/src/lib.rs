@@ -2,6 +2,7 @@
 
 mod catalog;
 mod check;
+mod connect;
 mod diff;
 mod lint;
 mod publish;

@@ -14,24 +14,14 @@ use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use meshgate_server::client::MeshClient;
 
+use crate::connect::ConnectArgs;
+
 #[derive(Args)]
 pub(crate) struct SqlArgs {
     /// The statement to run; without it, an interactive shell starts.
     query: Option<String>,
-    /// `grpc://` (plaintext) or `grpc+tls://` (TLS).
-    #[arg(long, env = "MESHGATE_URL", default_value = "grpc://127.0.0.1:50051")]
-    url: String,
-    /// PEM certificate of the CA that signed the gateway's (TLS); system roots otherwise.
-    #[arg(long, env = "MESHGATE_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    #[arg(long, short, env = "MESHGATE_USER")]
-    user: String,
-    /// Read from MESHGATE_PASSWORD, else asked for.
-    #[arg(long, env = "MESHGATE_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    /// Narrow the session to one of your roles.
-    #[arg(long, env = "MESHGATE_ROLE")]
-    role: Option<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     format: Format,
     /// Where to write (required for parquet); standard output otherwise.
@@ -48,26 +38,7 @@ enum Format {
 }
 
 pub(crate) async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
-    let password = match &args.password {
-        Some(p) => p.clone(),
-        None => rpassword::prompt_password(format!("password for {}: ", args.user))?,
-    };
-    let ca = match &args.tls_ca {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
-    let mut client = MeshClient::connect(
-        &args.url,
-        ca.as_deref(),
-        &args.user,
-        &password,
-        args.role.as_deref(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut client = args.connect.connect().await?;
     if let Some(q) = &args.query {
         return Ok(match one(&mut client, q, &args).await {
             Ok(()) => ExitCode::SUCCESS,
