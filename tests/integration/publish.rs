@@ -255,6 +255,16 @@ async fn data_that_breaks_its_contract_is_refused_and_the_old_data_stays() {
         nofile.to_string().contains("nope.parquet: no such file"),
         "{nofile}"
     );
+    let typo = shop.dir.path().join("typo.csv");
+    std::fs::write(&typo, "id,tag,email\n1,a,a@b.com\nx2,b,c@d.com\n").unwrap();
+    let typo = publish(&shop.config, &shop.contract(), Source::File(typo))
+        .await
+        .unwrap_err();
+    assert!(
+        typo.to_string()
+            .contains("column id (long): 1 value(s) are not long"),
+        "{typo}"
+    );
     let corrupt = shop.dir.path().join("corrupt.parquet");
     std::fs::write(&corrupt, b"PAR1 not parquet at all PAR1").unwrap();
     let corrupt = publish(&shop.config, &shop.contract(), Source::File(corrupt))

@@ -85,6 +85,7 @@ pub async fn publish(
         Some(sql) => ctx.sql(&sql).await?,
         None => ctx.table("input").await?,
     };
+    let input_df = df.clone();
     let (df, dropped_columns) = conform(df, &contract)?;
 
     let dataset_dir = location
@@ -100,7 +101,15 @@ pub async fn publish(
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
+            return Err(match e {
+                PublishError::Schema(m) => {
+                    PublishError::Schema(match uncastable_column(&input_df, &contract).await {
+                        Some(where_) => format!("{where_}: {m}"),
+                        None => m,
+                    })
+                }
+                other => other,
+            });
         }
     };
     if std::env::var(FAILPOINT_ENV).as_deref() == Ok("before-swap") {
@@ -185,6 +194,52 @@ fn conform(
         })
         .collect::<Vec<_>>();
     Ok((df.select(exprs)?, dropped))
+}
+
+/// After a failed cast, finds the column (and a row count) that does not fit its type, so
+/// that the error says where and not only what.
+async fn uncastable_column(
+    input: &datafusion::dataframe::DataFrame,
+    contract: &Contract,
+) -> Option<String> {
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::logical_expr::{lit, try_cast};
+    for c in &contract.schema {
+        let Some(t) = c.data_type.arrow_type() else {
+            continue;
+        };
+        let e = col(format!("\"{}\"", c.name.as_str()));
+        let bad = input
+            .clone()
+            .filter(
+                e.clone()
+                    .is_not_null()
+                    .and(try_cast(e, t.clone()).is_null()),
+            )
+            .and_then(|df| df.aggregate(vec![], vec![count(lit(1)).alias("n")]));
+        let Ok(bad) = bad else { continue };
+        let Ok(batches) = bad.collect().await else {
+            continue;
+        };
+        let n = batches
+            .first()
+            .and_then(|b| {
+                datafusion::arrow::array::AsArray::as_primitive_opt::<
+                    datafusion::arrow::datatypes::Int64Type,
+                >(b.column(0))
+                .map(|a| a.value(0))
+            })
+            .unwrap_or(0);
+        if n > 0 {
+            return Some(format!(
+                "column {} ({}): {n} value(s) are not {}",
+                c.name.as_str(),
+                c.data_type,
+                c.data_type
+            ));
+        }
+    }
+    None
 }
 
 async fn stage_and_check(
