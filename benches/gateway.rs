@@ -5,16 +5,17 @@
 //! `cargo bench --bench gateway [-- --scale N]` (default scale 20: 1M orders). Under
 //! `cargo test` it only checks that it builds.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use meshgate_catalog::{CATALOG, Mesh, MeshConfig};
-use meshgate_server::config::UserConfig;
-use meshgate_server::{RunningServer, Secrets, ServerConfig};
+use meshgate_catalog::{Mesh, MeshConfig};
 use tonic::transport::Channel;
 
 const QUERIES: &[(&str, &str)] = &[
@@ -105,44 +106,8 @@ async fn run(scale: usize, wide_only: bool) {
     let mesh = Arc::new(Mesh::load(mesh_config).await.unwrap());
     assert!(mesh.quarantined().is_empty());
 
-    let ctx = SessionContext::new_with_config(
-        SessionConfig::new().with_default_catalog_and_schema(CATALOG, "default"),
-    );
-    ctx.register_catalog(CATALOG, mesh.catalog());
-
-    let user = |name: &str, role: &str| UserConfig {
-        name: name.into(),
-        password_hash: meshgate_server::auth::hash_password(name),
-        roles: vec![role.into()],
-    };
-    let config = ServerConfig {
-        flight_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        users: vec![
-            user("analyst", "data_analyst"),
-            user("marketer", "marketing"),
-        ],
-        ..Default::default()
-    };
-    let secrets = Secrets {
-        hash_key: meshgate_policy::HashKey::new(b"benchmark-hash-key-0123456789").unwrap(),
-        token_key: b"benchmark-token-key-0123456789".to_vec(),
-    };
-    let server = RunningServer::start(Arc::clone(&mesh), config, secrets)
-        .await
-        .unwrap();
-    let channel =
-        meshgate_server::client::endpoint(&format!("grpc://{}", server.flight_addr), None)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut clients = Vec::new();
-    for u in ["analyst", "marketer"] {
-        let mut c = FlightSqlServiceClient::new(channel.clone());
-        c.handshake(u, u).await.unwrap();
-        clients.push(c);
-    }
+    let ctx = support::embedded(&mesh, "default");
+    let (server, mut clients) = support::gateway(Arc::clone(&mesh)).await;
 
     println!(
         "scale {scale}; median of {RUNS} runs after one warm-up; ratios to embedded DataFusion"

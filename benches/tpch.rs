@@ -6,6 +6,9 @@
 //! into `benches/.cache/tpch-sf<SF>/` (not committed); contracts are in
 //! `benches/tpch/contracts/`. Under `cargo test` it only checks that it builds.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,14 +17,11 @@ use arrow::array::RecordBatch;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{Ident, ObjectNamePart, visit_relations_mut};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::TryStreamExt;
-use meshgate_catalog::{CATALOG, Mesh, MeshConfig};
-use meshgate_server::config::{Limits, UserConfig};
-use meshgate_server::{RunningServer, Secrets, ServerConfig};
+use meshgate_catalog::{Mesh, MeshConfig};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -190,50 +190,8 @@ async fn run(repo: &Path, cache: &Path, sf: f64, runs: usize) {
     let mesh = Arc::new(Mesh::load(mesh_config).await.unwrap());
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
 
-    let ctx = SessionContext::new_with_config(
-        SessionConfig::new().with_default_catalog_and_schema(CATALOG, "tpch"),
-    );
-    ctx.register_catalog(CATALOG, mesh.catalog());
-
-    let user = |name: &str, role: &str| UserConfig {
-        name: name.into(),
-        password_hash: meshgate_server::auth::hash_password(name),
-        roles: vec![role.into()],
-    };
-    let config = ServerConfig {
-        flight_addr: "127.0.0.1:0".parse().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        users: vec![
-            user("analyst", "data_analyst"),
-            user("marketer", "marketing"),
-        ],
-        limits: Limits {
-            sla_check_interval_secs: 0,
-            memory_limit_mb: 4096,
-            ..Limits::default()
-        },
-        reload_interval_secs: 0,
-        ..Default::default()
-    };
-    let secrets = Secrets {
-        hash_key: meshgate_policy::HashKey::new(b"benchmark-hash-key-0123456789").unwrap(),
-        token_key: b"benchmark-token-key-0123456789".to_vec(),
-    };
-    let server = RunningServer::start(Arc::clone(&mesh), config, secrets)
-        .await
-        .unwrap();
-    let channel =
-        meshgate_server::client::endpoint(&format!("grpc://{}", server.flight_addr), None)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut clients = Vec::new();
-    for u in ["analyst", "marketer"] {
-        let mut c = FlightSqlServiceClient::new(channel.clone());
-        c.handshake(u, u).await.unwrap();
-        clients.push(c);
-    }
+    let ctx = support::embedded(&mesh, "tpch");
+    let (server, mut clients) = support::gateway(Arc::clone(&mesh)).await;
 
     println!(
         "TPC-H SF{sf}: median of {runs} runs after one warm-up; ratios to embedded DataFusion"
