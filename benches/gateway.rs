@@ -9,14 +9,10 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use arrow_flight::sql::client::FlightSqlServiceClient;
-use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
 use meshgate_catalog::{Mesh, MeshConfig};
-use tonic::transport::Channel;
 
 const QUERIES: &[(&str, &str)] = &[
     (
@@ -39,40 +35,7 @@ const QUERIES: &[(&str, &str)] = &[
 const WIDE: &str = "SELECT * FROM web.web_sessions";
 const RUNS: usize = 5;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-async fn embedded(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
-    ctx.sql(sql).await.unwrap().collect().await.unwrap()
-}
-
-async fn flight(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
-    let info = client.execute(sql.into(), None).await.unwrap();
-    let mut out = Vec::new();
-    for ep in info.endpoint {
-        let stream = client.do_get(ep.ticket.unwrap()).await.unwrap();
-        out.extend(stream.try_collect::<Vec<_>>().await.unwrap());
-    }
-    out
-}
-
 /// Bytes of the values themselves (slices count their slice, not the buffer they share).
-/// One line: embedded time, then each gateway time with its ratio to embedded.
-fn print_row(name: &str, t: &[Duration]) {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let ratio = |d: Duration| d.as_secs_f64() / t[0].as_secs_f64();
-    println!(
-        "{name:<16} {:>10.1}ms {:>12.1}ms {:>8.2} {:>12.1}ms {:>8.2}",
-        ms(t[0]),
-        ms(t[1]),
-        ratio(t[1]),
-        ms(t[2]),
-        ratio(t[2])
-    );
-}
-
 fn bytes(b: &[RecordBatch]) -> usize {
     b.iter()
         .flat_map(|b| b.columns())
@@ -112,42 +75,13 @@ async fn run(scale: usize, wide_only: bool) {
     println!(
         "scale {scale}; median of {RUNS} runs after one warm-up; ratios to embedded DataFusion"
     );
-    println!(
-        "{:<16} {:>12} {:>14} {:>8} {:>14} {:>8}",
-        "query", "embedded", "gw analyst", "ratio", "gw marketer", "ratio"
-    );
-    let mut totals = [Duration::ZERO; 3];
-    for (name, sql) in QUERIES.iter().filter(|_| !wide_only) {
-        let mut t = [Vec::new(), Vec::new(), Vec::new()];
-        for run in 0..=RUNS {
-            let s = Instant::now();
-            let e = embedded(&ctx, sql).await;
-            let d0 = s.elapsed();
-            let s = Instant::now();
-            let a = flight(&mut clients[0], sql).await;
-            let d1 = s.elapsed();
-            let s = Instant::now();
-            flight(&mut clients[1], sql).await;
-            let d2 = s.elapsed();
-            let rows = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows()).sum::<usize>();
-            assert_eq!(
-                rows(&e),
-                rows(&a),
-                "{name}: the analyst must see what DataFusion sees"
-            );
-            if run > 0 {
-                t[0].push(d0);
-                t[1].push(d1);
-                t[2].push(d2);
-            }
-        }
-        let m: Vec<Duration> = t.into_iter().map(median).collect();
-        for i in 0..3 {
-            totals[i] += m[i];
-        }
-        print_row(name, &m);
+    if !wide_only {
+        let queries: Vec<(String, String)> = QUERIES
+            .iter()
+            .map(|(n, q)| (n.to_string(), q.to_string()))
+            .collect();
+        support::compare(&ctx, &mut clients, &queries, RUNS).await;
     }
-    print_row("total", &totals);
 
     // Throughput of a wide result: Arrow bytes received per second.
     let mut te = Vec::new();
@@ -155,10 +89,10 @@ async fn run(scale: usize, wide_only: bool) {
     let mut size = 0;
     for run in 0..=if wide_only { 20 } else { RUNS } {
         let s = Instant::now();
-        let e = embedded(&ctx, WIDE).await;
+        let e = support::embedded_run(&ctx, WIDE).await;
         let d0 = s.elapsed();
         let s = Instant::now();
-        let f = flight(&mut clients[0], WIDE).await;
+        let f = support::flight(&mut clients[0], WIDE).await;
         let d1 = s.elapsed();
         size = bytes(&f);
         assert_eq!(
@@ -170,7 +104,7 @@ async fn run(scale: usize, wide_only: bool) {
             tf.push(d1);
         }
     }
-    let (de, df) = (median(te), median(tf));
+    let (de, df) = (support::median(te), support::median(tf));
     let mb = size as f64 / 1e6;
     println!(
         "wide result ({WIDE}, {mb:.0} MB of Arrow): embedded collect {:.0} MB/s, Flight {:.0} MB/s, ratio {:.2}",

@@ -11,21 +11,18 @@ mod support;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
-use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::sql::sqlparser::ast::{Ident, ObjectNamePart, visit_relations_mut};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use futures::TryStreamExt;
 use meshgate_catalog::{Mesh, MeshConfig};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use tonic::transport::Channel;
 
 const TABLES: [&str; 8] = [
     "customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier",
@@ -165,22 +162,6 @@ fn queries(repo: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-async fn flight(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> usize {
-    let info = client.execute(sql.into(), None).await.unwrap();
-    let mut rows = 0;
-    for ep in info.endpoint {
-        let stream = client.do_get(ep.ticket.unwrap()).await.unwrap();
-        let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
-        rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
-    }
-    rows
-}
-
 async fn run(repo: &Path, cache: &Path, sf: f64, runs: usize) {
     let data = cache.join("data");
     generate(&data, sf);
@@ -196,58 +177,6 @@ async fn run(repo: &Path, cache: &Path, sf: f64, runs: usize) {
     println!(
         "TPC-H SF{sf}: median of {runs} runs after one warm-up; ratios to embedded DataFusion"
     );
-    println!(
-        "{:<6} {:>12} {:>14} {:>7} {:>14} {:>7}",
-        "query", "embedded", "gw analyst", "ratio", "gw marketer", "ratio"
-    );
-    let mut totals = [Duration::ZERO; 3];
-    for (name, sql) in queries(repo) {
-        let mut t: [Vec<Duration>; 3] = Default::default();
-        for run in 0..=runs {
-            let s = Instant::now();
-            let e: usize = ctx
-                .sql(&sql)
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap()
-                .iter()
-                .map(|b| b.num_rows())
-                .sum();
-            let d0 = s.elapsed();
-            let s = Instant::now();
-            let a = flight(&mut clients[0], &sql).await;
-            let d1 = s.elapsed();
-            let s = Instant::now();
-            flight(&mut clients[1], &sql).await;
-            let d2 = s.elapsed();
-            assert_eq!(e, a, "{name}: the analyst sees what DataFusion sees");
-            if run > 0 {
-                t[0].push(d0);
-                t[1].push(d1);
-                t[2].push(d2);
-            }
-        }
-        let m: Vec<Duration> = t.into_iter().map(median).collect();
-        for i in 0..3 {
-            totals[i] += m[i];
-        }
-        row(&name, &m);
-    }
-    row("total", &totals);
+    support::compare(&ctx, &mut clients, &queries(repo), runs).await;
     server.shutdown().await.unwrap();
-}
-
-fn row(name: &str, t: &[Duration]) {
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let r = |d: Duration| d.as_secs_f64() / t[0].as_secs_f64();
-    println!(
-        "{name:<6} {:>10.1}ms {:>12.1}ms {:>7.2} {:>12.1}ms {:>7.2}",
-        ms(t[0]),
-        ms(t[1]),
-        r(t[1]),
-        ms(t[2]),
-        r(t[2])
-    );
 }

@@ -2,6 +2,10 @@
 //! DataFusion session on the same mesh, and one authenticated client per role.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use futures::TryStreamExt;
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -63,4 +67,89 @@ pub(crate) async fn gateway(mesh: Arc<Mesh>) -> (RunningServer, Vec<Client>) {
         clients.push(c);
     }
     (server, clients)
+}
+
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub(crate) async fn embedded_run(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+/// Runs `sql` over Flight SQL and returns every endpoint's batches.
+pub(crate) async fn flight(client: &mut Client, sql: &str) -> Vec<RecordBatch> {
+    let info = client.execute(sql.into(), None).await.unwrap();
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let stream = client.do_get(ep.ticket.unwrap()).await.unwrap();
+        out.extend(stream.try_collect::<Vec<_>>().await.unwrap());
+    }
+    out
+}
+
+fn rows(b: &[RecordBatch]) -> usize {
+    b.iter().map(|b| b.num_rows()).sum()
+}
+
+/// Each query embedded, as analyst and as marketer (`clients` from [`gateway`]): median of
+/// `runs` after one warm-up, one printed line per query with ratios to embedded, then the
+/// totals. The analyst must get as many rows as DataFusion.
+pub(crate) async fn compare(
+    ctx: &SessionContext,
+    clients: &mut [Client],
+    queries: &[(String, String)],
+    runs: usize,
+) {
+    let width = queries.iter().map(|q| q.0.len()).max().unwrap_or(5).max(5);
+    println!(
+        "{:<width$} {:>12} {:>14} {:>8} {:>14} {:>8}",
+        "query", "embedded", "gw analyst", "ratio", "gw marketer", "ratio"
+    );
+    let mut totals = [Duration::ZERO; 3];
+    for (name, sql) in queries {
+        let mut t: [Vec<Duration>; 3] = Default::default();
+        for run in 0..=runs {
+            let s = Instant::now();
+            let e = embedded_run(ctx, sql).await;
+            let d0 = s.elapsed();
+            let s = Instant::now();
+            let a = flight(&mut clients[0], sql).await;
+            let d1 = s.elapsed();
+            let s = Instant::now();
+            flight(&mut clients[1], sql).await;
+            let d2 = s.elapsed();
+            assert_eq!(
+                rows(&e),
+                rows(&a),
+                "{name}: the analyst sees what DataFusion sees"
+            );
+            if run > 0 {
+                t[0].push(d0);
+                t[1].push(d1);
+                t[2].push(d2);
+            }
+        }
+        let m: Vec<Duration> = t.into_iter().map(median).collect();
+        for i in 0..3 {
+            totals[i] += m[i];
+        }
+        print_row(name, &m, width);
+    }
+    print_row("total", &totals, width);
+}
+
+/// One line: embedded time, then each gateway time with its ratio to embedded.
+fn print_row(name: &str, t: &[Duration], width: usize) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ratio = |d: Duration| d.as_secs_f64() / t[0].as_secs_f64();
+    println!(
+        "{name:<width$} {:>10.1}ms {:>12.1}ms {:>8.2} {:>12.1}ms {:>8.2}",
+        ms(t[0]),
+        ms(t[1]),
+        ratio(t[1]),
+        ms(t[2]),
+        ratio(t[2])
+    );
 }
