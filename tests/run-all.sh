@@ -4,8 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== Python virtualenv (client tests; DuckDB for the benchmark suite's smoke run)"
+venv="${MESHGATE_VENV:-.venv}"
+case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check \
+  -r tests/clients/requirements.txt -r benches/requirements.txt
+
 echo "== cargo test"
-cargo test --workspace --all-targets
+# Includes the benches' small runs: `benches/tpch` runs the whole suite at SF 0.01.
+MESHGATE_BENCH_PYTHON="$venv/bin/python" cargo test --workspace --all-targets
 
 echo "== Headless Chromium for the catalog page test"
 if ! command -v chromium-headless-shell >/dev/null && ! command -v chromium >/dev/null; then
@@ -14,11 +24,6 @@ if ! command -v chromium-headless-shell >/dev/null && ! command -v chromium >/de
 fi
 
 echo "== Python client tests (ADBC, pyarrow.flight, SQLAlchemy/flightsql-dbapi)"
-venv="${MESHGATE_VENV:-.venv}"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 # `cargo test` above built target/debug/meshgate with the same features (a separate
 # `cargo build` would resolve features without dev-dependencies and rebuild DataFusion).
 MESHGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/meshgate" "$venv/bin/python" -m pytest -q tests/clients

@@ -1,6 +1,8 @@
+#![allow(dead_code)] // each bench uses its part
 //! What the gateway benchmarks share: a gateway on port 0 over a loaded mesh, an embedded
 //! DataFusion session on the same mesh, and one authenticated client per role.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,19 +56,23 @@ pub(crate) async fn gateway(mesh: Arc<Mesh>) -> (RunningServer, Vec<Client>) {
         token_key: b"benchmark-token-key-0123456789".to_vec(),
     };
     let server = RunningServer::start(mesh, config, secrets).await.unwrap();
-    let channel =
-        meshgate_server::client::endpoint(&format!("grpc://{}", server.flight_addr), None)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
     let mut clients = Vec::new();
     for u in ["analyst", "marketer"] {
-        let mut c = FlightSqlServiceClient::new(channel.clone());
-        c.handshake(u, u).await.unwrap();
-        clients.push(c);
+        clients.push(connect(server.flight_addr, u).await.unwrap());
     }
     (server, clients)
+}
+
+/// A client on its own connection, logged in as `user` (whose password is its name).
+pub(crate) async fn connect(addr: SocketAddr, user: &str) -> Result<Client, String> {
+    let channel = meshgate_server::client::endpoint(&format!("grpc://{addr}"), None)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut c = FlightSqlServiceClient::new(channel);
+    c.handshake(user, user).await.map_err(|e| e.to_string())?;
+    Ok(c)
 }
 
 pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
@@ -80,36 +86,62 @@ pub(crate) async fn embedded_run(ctx: &SessionContext, sql: &str) -> Vec<RecordB
 
 /// Runs `sql` over Flight SQL and returns every endpoint's batches.
 pub(crate) async fn flight(client: &mut Client, sql: &str) -> Vec<RecordBatch> {
-    let info = client.execute(sql.into(), None).await.unwrap();
-    let mut out = Vec::new();
-    for ep in info.endpoint {
-        let stream = client.do_get(ep.ticket.unwrap()).await.unwrap();
-        out.extend(stream.try_collect::<Vec<_>>().await.unwrap());
-    }
-    out
+    try_flight(client, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-fn rows(b: &[RecordBatch]) -> usize {
+/// [`flight`], with the failure as the message a client would show.
+pub(crate) async fn try_flight(client: &mut Client, sql: &str) -> Result<Vec<RecordBatch>, String> {
+    let info = client
+        .execute(sql.into(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let ticket = ep.ticket.ok_or("an endpoint without a ticket")?;
+        let stream = client.do_get(ticket).await.map_err(|e| e.to_string())?;
+        out.extend(
+            stream
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(out)
+}
+
+pub(crate) fn rows(b: &[RecordBatch]) -> usize {
     b.iter().map(|b| b.num_rows()).sum()
 }
 
-/// Each query embedded, as analyst and as marketer (`clients` from [`gateway`]): median of
-/// `runs` after one warm-up, one printed line per query with ratios to embedded, then the
-/// totals. The analyst must get as many rows as DataFusion.
+/// One query's medians: embedded, gateway as analyst, gateway as marketer.
+pub(crate) struct Measured {
+    pub(crate) name: String,
+    /// What embedded DataFusion returned (the analyst got as many).
+    pub(crate) rows: usize,
+    pub(crate) times: [Duration; 3],
+}
+
+/// Each query embedded, as analyst and as marketer (`clients`: those two, in that order):
+/// median of `runs` after one warm-up, one printed line per query with ratios to embedded,
+/// then the totals. The analyst must get as many rows as DataFusion.
 pub(crate) async fn compare(
     ctx: &SessionContext,
     clients: &mut [Client],
     queries: &[(String, String)],
     runs: usize,
-) {
+) -> Vec<Measured> {
     let width = queries.iter().map(|q| q.0.len()).max().unwrap_or(5).max(5);
     println!(
         "{:<width$} {:>12} {:>14} {:>8} {:>14} {:>8}",
         "query", "embedded", "gw analyst", "ratio", "gw marketer", "ratio"
     );
     let mut totals = [Duration::ZERO; 3];
+    let mut measured = Vec::new();
     for (name, sql) in queries {
         let mut t: [Vec<Duration>; 3] = Default::default();
+        let mut n = 0;
         for run in 0..=runs {
             let s = Instant::now();
             let e = embedded_run(ctx, sql).await;
@@ -125,6 +157,7 @@ pub(crate) async fn compare(
                 rows(&a),
                 "{name}: the analyst sees what DataFusion sees"
             );
+            n = rows(&e);
             if run > 0 {
                 t[0].push(d0);
                 t[1].push(d1);
@@ -136,8 +169,14 @@ pub(crate) async fn compare(
             totals[i] += m[i];
         }
         print_row(name, &m, width);
+        measured.push(Measured {
+            name: name.clone(),
+            rows: n,
+            times: [m[0], m[1], m[2]],
+        });
     }
     print_row("total", &totals, width);
+    measured
 }
 
 /// One line: embedded time, then each gateway time with its ratio to embedded.

@@ -1,13 +1,5 @@
-//! The TPC-H suite (issue 6): the 22 queries in embedded DataFusion, through the gateway
-//! as the analyst (clear) and as the marketer (customer and supplier PII masked), on the
-//! same Parquet files, printed as ratios to embedded from one run.
-//!
-//! `cargo bench --bench tpch [-- --sf 1 --runs 3]`. Data is generated once with tpchgen
-//! into `benches/.cache/tpch-sf<SF>/` (not committed); contracts are in
-//! `benches/tpch/contracts/`. Under `cargo test` it only checks that it builds.
-
-#[path = "support/mod.rs"]
-mod support;
+//! The TPC-H data set and queries: tables generated once with tpchgen, queries read from
+//! `benches/tpch/queries/` and qualified with the `tpch` schema for the gateway.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,38 +11,16 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::sql::sqlparser::ast::{Ident, ObjectNamePart, visit_relations_mut};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use meshgate_catalog::{Mesh, MeshConfig};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-const TABLES: [&str; 8] = [
+pub(crate) const TABLES: [&str; 8] = [
     "customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier",
 ];
 
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        return;
-    }
-    let sf: f64 = arg(&args, "--sf", 1.0);
-    let runs: usize = arg(&args, "--runs", 3);
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cache = repo.join(format!("benches/.cache/tpch-sf{sf}"));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(run(repo, &cache, sf, runs.max(1)));
-}
-
 /// Writes every table once (a marker file says the set is complete).
-fn generate(data: &Path, sf: f64) {
+pub(crate) fn generate(data: &Path, sf: f64) {
     let done = data.join(".complete");
     if done.exists() {
         return;
@@ -132,7 +102,7 @@ fn generate(data: &Path, sf: f64) {
 }
 
 /// The query with every TPC-H table qualified by the `tpch` schema (CTE names left alone).
-fn qualify(sql: &str) -> String {
+pub(crate) fn qualify(sql: &str) -> String {
     let mut statements = Parser::parse_sql(&GenericDialect {}, sql).unwrap();
     let _ = visit_relations_mut(&mut statements, |name| {
         if name.0.len() == 1
@@ -151,7 +121,7 @@ fn qualify(sql: &str) -> String {
         .join("; ")
 }
 
-fn queries(repo: &Path) -> Vec<(String, String)> {
+pub(crate) fn queries(repo: &Path) -> Vec<(String, String)> {
     (1..=22)
         .map(|i| {
             let p = repo.join(format!("benches/tpch/queries/q{i}.sql"));
@@ -160,23 +130,4 @@ fn queries(repo: &Path) -> Vec<(String, String)> {
             (format!("q{i}"), qualify(sql.trim().trim_end_matches(';')))
         })
         .collect()
-}
-
-async fn run(repo: &Path, cache: &Path, sf: f64, runs: usize) {
-    let data = cache.join("data");
-    generate(&data, sf);
-    let mut mesh_config = MeshConfig::at(repo);
-    mesh_config.contracts = repo.join("benches/tpch/contracts");
-    mesh_config.data = data.clone();
-    let mesh = Arc::new(Mesh::load(mesh_config).await.unwrap());
-    assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
-
-    let ctx = support::embedded(&mesh, "tpch");
-    let (server, mut clients) = support::gateway(Arc::clone(&mesh)).await;
-
-    println!(
-        "TPC-H SF{sf}: median of {runs} runs after one warm-up; ratios to embedded DataFusion"
-    );
-    support::compare(&ctx, &mut clients, &queries(repo), runs).await;
-    server.shutdown().await.unwrap();
 }

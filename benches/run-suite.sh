@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The benchmark suite (README, "Benchmarks"): TPC-H in embedded DataFusion, through the
+# gateway (clear and masked) and in DuckDB; the mask cost; the load test. Writes
+# benches/RESULTS.md.
+#
+#   benches/run-suite.sh [--sf 1] [--runs 3] [--load-secs 20] [--clients 1,8,32,64]
+#                        [--memory-limit-mb 1024]
+#
+# Installs DuckDB in a virtualenv (benches/.cache/venv, or $MESHGATE_BENCH_VENV) and builds
+# meshgate in release mode (the first time: about 20 minutes on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${MESHGATE_BENCH_VENV:-benches/.cache/venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r benches/requirements.txt
+
+started=$(date +%s)
+MESHGATE_BENCH_COMMAND="benches/run-suite.sh $*" \
+  cargo bench --bench tpch -- --python "$venv/bin/python" --results benches/RESULTS.md "$@"
+echo "suite finished in $(( $(date +%s) - started )) s"

@@ -1,0 +1,233 @@
+//! The benchmark suite (issue 6), on TPC-H data generated with tpchgen:
+//! - the 22 queries in embedded DataFusion, through the gateway as the analyst (clear) and
+//!   as the marketer (customer and supplier PII masked), and in DuckDB, same Parquet files;
+//! - the mask cost: the same scans clear and masked;
+//! - load: 1, 8, 32, 64 clients on a mixed workload, with the gateway's RSS.
+//!
+//! The gateway is the real `meshgate serve` in its own process. `benches/run-suite.sh`
+//! runs it all and writes `benches/RESULTS.md`; by hand:
+//! `cargo bench --bench tpch -- [--sf 1] [--runs 3] [--load-secs 20] [--clients 1,8,32,64]
+//! [--memory-limit-mb 1024] [--python PATH-with-duckdb] [--results FILE]`.
+//! Data is cached in `benches/.cache/tpch-sf<SF>/` (not committed).
+//!
+//! Under `cargo test` it runs the whole suite small (SF 0.01, one run, one second per load
+//! level) so that it cannot rot; DuckDB is included when `MESHGATE_BENCH_PYTHON` is set.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod data;
+mod duckdb;
+mod load;
+mod report;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshgate_catalog::{Mesh, MeshConfig};
+
+/// The scans of the mask-cost table: every masked column of customer (hash, null, last4)
+/// and supplier, output in full, then aggregated so the transfer does not hide the masks.
+pub(crate) const MASK_SCANS: &[(&str, &str)] = &[
+    (
+        "customer",
+        "SELECT c_custkey, c_name, c_address, c_phone FROM tpch.customer",
+    ),
+    (
+        "customer_distinct",
+        "SELECT count(DISTINCT c_name), count(DISTINCT c_phone), count(c_address) FROM tpch.customer",
+    ),
+    (
+        "supplier",
+        "SELECT s_suppkey, s_name, s_address, s_phone FROM tpch.supplier",
+    ),
+];
+
+struct Options {
+    sf: f64,
+    runs: usize,
+    load_secs: u64,
+    clients: Vec<usize>,
+    memory_limit_mb: usize,
+    python: Option<PathBuf>,
+    results: Option<PathBuf>,
+    command: String,
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
+    let i = args.iter().position(|a| a == name)?;
+    let v = args.get(i + 1)?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}: cannot read {v:?}")),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let python = arg::<PathBuf>(&args, "--python")
+        .or_else(|| std::env::var_os("MESHGATE_BENCH_PYTHON").map(PathBuf::from));
+    let options = if bench {
+        Options {
+            sf: arg(&args, "--sf").unwrap_or(1.0),
+            runs: arg(&args, "--runs").unwrap_or(3usize).max(1),
+            load_secs: arg(&args, "--load-secs").unwrap_or(20),
+            clients: arg::<String>(&args, "--clients")
+                .unwrap_or_else(|| "1,8,32,64".into())
+                .split(',')
+                .map(|c| c.trim().parse().expect("--clients: a list like 1,8,32,64"))
+                .collect(),
+            memory_limit_mb: arg(&args, "--memory-limit-mb").unwrap_or(1024),
+            python,
+            results: arg(&args, "--results"),
+            command: std::env::var("MESHGATE_BENCH_COMMAND")
+                .unwrap_or_else(|_| "cargo bench --bench tpch".into()),
+        }
+    } else {
+        Options {
+            sf: 0.01,
+            runs: 1,
+            load_secs: 1,
+            clients: vec![1, 4],
+            memory_limit_mb: 512,
+            python,
+            results: None,
+            command: "cargo test --bench tpch".into(),
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(run(&options));
+    if !bench {
+        smoke_checks(&report);
+    }
+}
+
+/// What the small run under `cargo test` must show: every part ran and produced numbers.
+fn smoke_checks(markdown: &str) {
+    for section in [
+        "## Targets",
+        "## TPC-H SF0.01",
+        "| q22 |",
+        "## Mask cost",
+        "## Load",
+    ] {
+        assert!(markdown.contains(section), "{section} missing:\n{markdown}");
+    }
+    println!("tpch suite smoke run: ok");
+}
+
+async fn run(o: &Options) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cache = repo.join(format!("benches/.cache/tpch-sf{}", o.sf));
+    let data_dir = cache.join("data");
+    data::generate(&data_dir, o.sf);
+    let contracts = repo.join("benches/tpch/contracts");
+    let mut mesh_config = MeshConfig::at(repo);
+    mesh_config.contracts = contracts.clone();
+    mesh_config.data = data_dir.clone();
+    let mesh = Arc::new(Mesh::load(mesh_config).await.unwrap());
+    assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
+    let ctx = support::embedded(&mesh, "tpch");
+
+    let gateway = server::GatewayProcess::start(
+        &contracts,
+        &data_dir,
+        &cache.join("gateway"),
+        o.memory_limit_mb,
+    )
+    .await;
+    let mut clients = vec![
+        support::connect(gateway.flight_addr, "analyst")
+            .await
+            .unwrap(),
+        support::connect(gateway.flight_addr, "marketer")
+            .await
+            .unwrap(),
+    ];
+    println!(
+        "TPC-H SF{}: median of {} runs after one warm-up; ratios to embedded DataFusion",
+        o.sf, o.runs
+    );
+    let queries = data::queries(repo);
+    let tpch = support::compare(&ctx, &mut clients, &queries, o.runs).await;
+
+    println!("\nmask cost: the same scans clear (analyst) and masked (marketer)");
+    let scans: Vec<(String, String)> = MASK_SCANS
+        .iter()
+        .map(|(name, sql)| (name.to_string(), sql.to_string()))
+        .collect();
+    let masks = support::compare(&ctx, &mut clients, &scans, o.runs * 3).await;
+    drop(clients);
+
+    let duckdb = o.python.as_ref().map(|python| {
+        println!("\nDuckDB on the same files");
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let d = duckdb::run(python, repo, &data_dir, o.runs, threads);
+        for ((name, rows, t), q) in d.queries.iter().zip(&tpch) {
+            assert_eq!(
+                (name, *rows),
+                (&q.name, q.rows),
+                "DuckDB and DataFusion agree on the row count"
+            );
+            println!("{name:<5} {:>10.1}ms", t.as_secs_f64() * 1e3);
+        }
+        d
+    });
+
+    println!(
+        "\nload: mixed workload, {} s per level, gateway memory limit {} MiB",
+        o.load_secs, o.memory_limit_mb
+    );
+    let customers = (150_000.0 * o.sf).max(1.0) as u64;
+    let mut levels = Vec::new();
+    for &n in &o.clients {
+        let l = load::level(
+            &gateway,
+            n,
+            Duration::from_secs(o.load_secs),
+            &queries,
+            customers,
+        )
+        .await;
+        load::print(&l, o.memory_limit_mb);
+        levels.push(l);
+    }
+    let log = gateway.log.clone();
+    let max_concurrent_queries = gateway.max_concurrent_queries;
+    gateway.stop().await;
+
+    let run = report::Run {
+        sf: o.sf,
+        runs: o.runs,
+        load_secs: o.load_secs,
+        command: o.command.clone(),
+        tpch: &tpch,
+        masks: &masks,
+        duckdb: duckdb.as_ref(),
+        load: &levels,
+        memory_limit_mb: o.memory_limit_mb,
+        max_concurrent_queries,
+    };
+    println!("\ntargets:");
+    for t in run.targets() {
+        println!(
+            "  {}: {} (goal {}) {}",
+            t.what,
+            t.measured,
+            t.goal,
+            if t.met { "met" } else { "NOT MET" }
+        );
+    }
+    let markdown = run.markdown(repo);
+    if let Some(path) = &o.results {
+        std::fs::write(path, &markdown).unwrap();
+        println!("\nwrote {}", path.display());
+    }
+    if levels.iter().any(|l| l.errors > 0) {
+        println!("gateway log: {}", log.display());
+    }
+    markdown
+}

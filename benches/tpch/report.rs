@@ -1,0 +1,313 @@
+//! `benches/RESULTS.md`: the machine, the versions, the targets and every table of a run.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::duckdb::DuckDb;
+use crate::load::Level;
+use crate::support::Measured;
+
+pub(crate) struct Run<'a> {
+    pub(crate) sf: f64,
+    pub(crate) runs: usize,
+    pub(crate) load_secs: u64,
+    pub(crate) command: String,
+    pub(crate) tpch: &'a [Measured],
+    pub(crate) masks: &'a [Measured],
+    pub(crate) duckdb: Option<&'a DuckDb>,
+    pub(crate) load: &'a [Level],
+    pub(crate) memory_limit_mb: usize,
+    pub(crate) max_concurrent_queries: usize,
+}
+
+/// A target and whether this run met it.
+pub(crate) struct Target {
+    pub(crate) what: &'static str,
+    pub(crate) goal: String,
+    pub(crate) measured: String,
+    pub(crate) met: bool,
+}
+
+fn total(m: &[Measured], i: usize) -> Duration {
+    m.iter().map(|q| q.times[i]).sum()
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+fn geomean(v: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = v.fold((0.0, 0), |(s, n), x| (s + x.ln(), n + 1));
+    (sum / n as f64).exp()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e3)
+}
+
+impl Run<'_> {
+    pub(crate) fn targets(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let masked = ratio(total(self.tpch, 2), total(self.tpch, 0));
+        t.push(Target {
+            what: "TPC-H total, gateway as marketer (masked) / embedded DataFusion",
+            goal: "≤ 1.15".into(),
+            measured: format!("{masked:.2}"),
+            met: masked <= 1.15,
+        });
+        if let Some(d) = self.duckdb {
+            let duck: Duration = d.queries.iter().map(|q| q.2).sum();
+            let r = ratio(total(self.tpch, 2), duck);
+            t.push(Target {
+                what: "TPC-H total, gateway as marketer (masked) / DuckDB",
+                goal: "≤ 2".into(),
+                measured: format!("{r:.2}"),
+                met: r <= 2.0,
+            });
+        }
+        if let Some(top) = self.load.iter().max_by_key(|l| l.clients) {
+            t.push(Target {
+                what: "errors under load",
+                goal: format!("0 at {} clients", top.clients),
+                measured: top.errors.to_string(),
+                met: top.errors == 0,
+            });
+            let bound = (self.memory_limit_mb + 200) as f64;
+            t.push(Target {
+                what: "peak gateway RSS under load",
+                goal: format!("≤ memory limit + 200 MiB = {bound:.0} MiB"),
+                measured: format!("{:.0} MiB", top.peak_rss_mb),
+                met: top.peak_rss_mb <= bound,
+            });
+        }
+        t
+    }
+
+    pub(crate) fn markdown(&self, repo: &Path) -> String {
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(w, "# meshgate benchmark results\n");
+        let _ = writeln!(
+            w,
+            "Written by `{}` on {}. How to read this file: README, \"Benchmarks\".\n",
+            self.command,
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        );
+        let _ = writeln!(w, "## Machine and versions\n");
+        for line in machine(repo, self.duckdb) {
+            let _ = writeln!(w, "- {line}");
+        }
+
+        let _ = writeln!(w, "\n## Targets\n");
+        let _ = writeln!(w, "| target | goal | measured | met |\n|---|---|---|---|");
+        for t in self.targets() {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} |",
+                t.what,
+                t.goal,
+                t.measured,
+                if t.met { "yes" } else { "**no**" }
+            );
+        }
+
+        let _ = writeln!(
+            w,
+            "\n## TPC-H SF{} (median of {} runs after a warm-up, ms; ratios to embedded DataFusion)\n",
+            self.sf, self.runs
+        );
+        let _ = write!(
+            w,
+            "| query | rows | embedded | gateway analyst | ratio | gateway marketer | ratio |"
+        );
+        if self.duckdb.is_some() {
+            let _ = write!(w, " DuckDB | marketer / DuckDB |");
+        }
+        let _ = writeln!(
+            w,
+            "\n|---|--:|--:|--:|--:|--:|--:|{}",
+            if self.duckdb.is_some() {
+                "--:|--:|"
+            } else {
+                ""
+            }
+        );
+        let duck = |i: usize| self.duckdb.map(|d| d.queries[i].2);
+        for (i, q) in self.tpch.iter().enumerate() {
+            let [e, a, m] = q.times;
+            let _ = write!(
+                w,
+                "| {} | {} | {} | {} | {:.2} | {} | {:.2} |",
+                q.name,
+                q.rows,
+                ms(e),
+                ms(a),
+                ratio(a, e),
+                ms(m),
+                ratio(m, e)
+            );
+            if let Some(d) = duck(i) {
+                let _ = write!(w, " {} | {:.2} |", ms(d), ratio(m, d));
+            }
+            let _ = writeln!(w);
+        }
+        let (e, a, m) = (
+            total(self.tpch, 0),
+            total(self.tpch, 1),
+            total(self.tpch, 2),
+        );
+        let _ = write!(
+            w,
+            "| **total** | | {} | {} | **{:.2}** | {} | **{:.2}** |",
+            ms(e),
+            ms(a),
+            ratio(a, e),
+            ms(m),
+            ratio(m, e)
+        );
+        if let Some(d) = self.duckdb {
+            let dt: Duration = d.queries.iter().map(|q| q.2).sum();
+            let _ = write!(w, " {} | **{:.2}** |", ms(dt), ratio(m, dt));
+        }
+        let _ = writeln!(w);
+        let g = |i: usize| geomean(self.tpch.iter().map(|q| ratio(q.times[i], q.times[0])));
+        let _ = write!(
+            w,
+            "| geometric mean of ratios | | | | {:.2} | | {:.2} |",
+            g(1),
+            g(2)
+        );
+        if let Some(d) = self.duckdb {
+            let r = geomean(
+                self.tpch
+                    .iter()
+                    .zip(&d.queries)
+                    .map(|(q, dq)| ratio(q.times[2], dq.2)),
+            );
+            let _ = write!(w, " | {r:.2} |");
+        }
+        let _ = writeln!(w);
+
+        let _ = writeln!(
+            w,
+            "\n## Mask cost (median of {} runs, ms): the same scan through the gateway, clear (analyst) and masked (marketer)\n",
+            self.runs * 3
+        );
+        let _ = writeln!(
+            w,
+            "| scan | rows | embedded | clear | masked | masked / clear |\n|---|--:|--:|--:|--:|--:|"
+        );
+        for q in self.masks {
+            let [e, a, m] = q.times;
+            let sql = crate::MASK_SCANS
+                .iter()
+                .find(|(n, _)| *n == q.name)
+                .map_or("", |(_, sql)| sql);
+            let _ = writeln!(
+                w,
+                "| `{sql}` | {} | {} | {} | {} | **{:.2}** |",
+                q.rows,
+                ms(e),
+                ms(a),
+                ms(m),
+                ratio(m, a)
+            );
+        }
+
+        let _ = writeln!(
+            w,
+            "\n## Load ({} s per level, mixed workload, half analysts, half marketers; gateway memory limit {} MiB, {} queries at a time)\n",
+            self.load_secs, self.memory_limit_mb, self.max_concurrent_queries
+        );
+        let _ = writeln!(
+            w,
+            "| clients | queries | queries/s | p50 ms | p99 ms | errors | peak RSS MiB |\n|--:|--:|--:|--:|--:|--:|--:|"
+        );
+        for l in self.load {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.1} | {} | {} | {} | {:.0} |",
+                l.clients,
+                l.completed,
+                l.throughput(),
+                ms(l.p50),
+                ms(l.p99),
+                l.errors,
+                l.peak_rss_mb
+            );
+        }
+        for l in self.load.iter().filter(|l| l.errors > 0) {
+            for e in &l.error_samples {
+                let _ = writeln!(w, "\n{} clients, error: `{e}`", l.clients);
+            }
+        }
+        s
+    }
+}
+
+/// What the numbers were measured on, as far as the machine tells.
+fn machine(repo: &Path, duckdb: Option<&DuckDb>) -> Vec<String> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_owned();
+    let lock = read(&repo.join("Cargo.lock").display().to_string());
+    let version = |name: &str| {
+        let needle = format!("name = \"{name}\"\nversion = \"");
+        lock.find(&needle)
+            .map(|i| {
+                let rest = &lock[i + needle.len()..];
+                rest[..rest.find('"').unwrap_or(0)].to_owned()
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let command = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .current_dir(repo)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    let dirty = command("git", &["status", "--porcelain", "--untracked-files=no"]);
+    let commit = format!(
+        "{}{}",
+        command("git", &["rev-parse", "--short", "HEAD"]),
+        if dirty.is_empty() || dirty == "?" {
+            ""
+        } else {
+            " (with uncommitted changes)"
+        }
+    );
+    let mut lines = vec![
+        format!("{cpu}, {cores} cores, {mem_gib:.0} GiB, Linux {kernel}"),
+        format!(
+            "meshgate {commit}, release build; {}",
+            command("rustc", &["--version"])
+        ),
+        format!(
+            "DataFusion {}, arrow {}, arrow-flight {}, tonic {}",
+            version("datafusion"),
+            version("arrow"),
+            version("arrow-flight"),
+            version("tonic")
+        ),
+    ];
+    if let Some(d) = duckdb {
+        lines.push(format!("DuckDB {} (Python package)", d.version));
+    }
+    lines
+}
