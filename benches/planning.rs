@@ -72,7 +72,7 @@ fn bench(c: &mut Criterion) {
             Policy::new(p, Arc::clone(&key)),
             meshgate_policy::SessionOptions {
                 config: config(),
-                ..Default::default()
+                ..meshgate_policy::SessionOptions::for_mesh(&mesh)
             },
         )
     };

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== Python virtualenv (client tests; DuckDB for the benchmark suite's smoke run)"
+echo "== Python virtualenv (client tests, moto for S3, DuckDB for the benchmark suite's smoke run)"
 venv="${MESHGATE_VENV:-.venv}"
 case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 if [ ! -x "$venv/bin/python" ]; then
@@ -14,8 +14,10 @@ fi
   -r tests/clients/requirements.txt -r benches/requirements.txt
 
 echo "== cargo test"
-# Includes the benches' small runs: `benches/tpch` runs the whole suite at SF 0.01.
-MESHGATE_BENCH_PYTHON="$venv/bin/python" cargo test --workspace --all-targets
+# Includes the benches' small runs (`benches/tpch` runs the whole suite at SF 0.01) and,
+# through MESHGATE_TEST_PYTHON, the tests that start a local S3 server (moto) themselves.
+MESHGATE_BENCH_PYTHON="$venv/bin/python" MESHGATE_TEST_PYTHON="$venv/bin/python" \
+  cargo test --workspace --all-targets
 
 echo "== Headless Chromium for the catalog page test"
 if ! command -v chromium-headless-shell >/dev/null && ! command -v chromium >/dev/null; then
@@ -23,7 +25,15 @@ if ! command -v chromium-headless-shell >/dev/null && ! command -v chromium >/de
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null
 fi
 
-echo "== Python client tests (ADBC, pyarrow.flight, SQLAlchemy/flightsql-dbapi)"
+echo "== nginx for the replica test (round-robin gRPC proxy)"
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends nginx-light >/dev/null \
+    || $SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
+fi
+
+echo "== Python client tests (ADBC, pyarrow.flight, SQLAlchemy/flightsql-dbapi; replicas behind nginx)"
 # `cargo test` above built target/debug/meshgate with the same features (a separate
 # `cargo build` would resolve features without dev-dependencies and rebuild DataFusion).
 MESHGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/meshgate" "$venv/bin/python" -m pytest -q tests/clients

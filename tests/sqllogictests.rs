@@ -4,6 +4,10 @@
 //! `cargo test --test sqllogictests -- marketer/` runs one role;
 //! `MESHGATE_SLT_COMPLETE=1 cargo test --test sqllogictests` rewrites expected results
 //! (review the diff before committing it).
+//!
+//! Every file runs a second time as `s3/<role>/<file>`, the sample domains read from a
+//! local S3 server (moto, from `MESHGATE_TEST_PYTHON` or `.venv`; tests/run-all.sh sets
+//! it up): the same expected output, so S3 products behave exactly like local ones.
 
 mod common;
 
@@ -140,21 +144,41 @@ fn normalize(s: &String) -> String {
     TMP.replace_all(s.trim(), "<tmp>").into_owned()
 }
 
-fn run_file(path: &Path, role: &str) -> Result<(), Failed> {
+/// One local S3 server for every `s3/` trial of this process.
+static S3: std::sync::OnceLock<common::s3::LocalS3> = std::sync::OnceLock::new();
+
+/// Plans over S3 name objects by their key; the same plans over local files show their
+/// path. One form for both: `<repo>/sample-data/<key>`.
+#[allow(clippy::ptr_arg)] // the signature sqllogictest expects
+fn normalize_s3(s: &String) -> String {
+    static KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(^|[\[ ,])((checkout|customers|inventory|web)/[A-Za-z0-9_]+/v[0-9]+/)")
+            .unwrap()
+    });
+    let s = normalize(s);
+    KEY.replace_all(&s, "${1}<repo>/sample-data/${2}")
+        .into_owned()
+}
+
+fn run_file(path: &Path, role: &str, s3: bool) -> Result<(), Failed> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let mesh = common::TestMesh::load().await;
+        let mesh = if s3 {
+            common::TestMesh::load_s3(S3.get_or_init(common::s3::LocalS3::start)).await
+        } else {
+            common::TestMesh::load().await
+        };
         let make = || async {
             Ok::<_, QueryError>(MeshDb {
                 session: mesh.session(role),
             })
         };
         let mut runner = sqllogictest::Runner::new(make);
-        runner.with_normalizer(normalize);
-        if std::env::var_os("MESHGATE_SLT_COMPLETE").is_some() {
+        runner.with_normalizer(if s3 { normalize_s3 } else { normalize });
+        if std::env::var_os("MESHGATE_SLT_COMPLETE").is_some() && !s3 {
             let col_sep = " ";
             let validator = sqllogictest::default_validator;
             runner
@@ -194,7 +218,8 @@ fn main() {
     files.sort();
     let trials = files
         .into_iter()
-        .map(|f| {
+        .flat_map(|f| [(f.clone(), false), (f, true)])
+        .map(|(f, s3)| {
             let role = f
                 .parent()
                 .unwrap()
@@ -203,8 +228,12 @@ fn main() {
                 .to_str()
                 .unwrap()
                 .to_string();
-            let name = format!("{role}/{}", f.file_name().unwrap().to_str().unwrap());
-            Trial::test(name, move || run_file(&f, &role))
+            let name = format!(
+                "{}{role}/{}",
+                if s3 { "s3/" } else { "" },
+                f.file_name().unwrap().to_str().unwrap()
+            );
+            Trial::test(name, move || run_file(&f, &role, s3))
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();

@@ -20,8 +20,13 @@ pub(crate) type Client = FlightSqlServiceClient<Channel>;
 
 /// The same mesh without the gateway: the baseline every ratio is taken against.
 pub(crate) fn embedded(mesh: &Mesh, default_schema: &str) -> SessionContext {
-    let ctx = SessionContext::new_with_config(
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_object_store_registry(mesh.object_stores())
+        .build_arc()
+        .unwrap();
+    let ctx = SessionContext::new_with_config_rt(
         SessionConfig::new().with_default_catalog_and_schema(CATALOG, default_schema),
+        runtime,
     );
     ctx.register_catalog(CATALOG, mesh.catalog());
     ctx
@@ -54,6 +59,7 @@ pub(crate) async fn gateway(mesh: Arc<Mesh>) -> (RunningServer, Vec<Client>) {
     let secrets = Secrets {
         hash_key: meshgate_policy::HashKey::new(b"benchmark-hash-key-0123456789").unwrap(),
         token_key: b"benchmark-token-key-0123456789".to_vec(),
+        previous_token_keys: vec![],
     };
     let server = RunningServer::start(mesh, config, secrets).await.unwrap();
     let mut clients = Vec::new();

@@ -13,6 +13,8 @@ use meshgate_policy::{HashKey, MeshSession, Policy, Principal, SessionOptions};
 use parquet::arrow::ArrowWriter;
 use tempfile::TempDir;
 
+pub mod s3;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -43,6 +45,20 @@ pub struct TestMesh {
 
 impl TestMesh {
     pub async fn load() -> TestMesh {
+        TestMesh::load_with(|_| {}).await
+    }
+
+    /// The same mesh with the sample domains read from `s3://meshgate-sample/` on `s3`
+    /// (the lab domain stays local).
+    pub async fn load_s3(s3: &s3::LocalS3) -> TestMesh {
+        TestMesh::load_with(|config| {
+            config.data = PathBuf::from(format!("s3://{}", s3::BUCKET));
+            config.s3 = s3.config();
+        })
+        .await
+    }
+
+    async fn load_with(adjust: impl FnOnce(&mut MeshConfig)) -> TestMesh {
         let dir = tempfile::tempdir().unwrap();
         let contracts = dir.path().join("contracts");
         copy_yaml(&repo().join("contracts"), &contracts);
@@ -52,13 +68,14 @@ impl TestMesh {
         let mut config = MeshConfig::at(repo());
         config.contracts = contracts;
         config.domain_roots.insert("lab".into(), lab);
+        adjust(&mut config);
         let mesh = Mesh::load(config).await.unwrap();
         TestMesh { mesh, dir }
     }
 
     pub fn session(&self, role_dir: &str) -> MeshSession {
         // Fixed partitioning, so that plans read the same on every machine.
-        let mut options = SessionOptions::default();
+        let mut options = SessionOptions::for_mesh(&self.mesh);
         options.config = options.config.with_target_partitions(2);
         MeshSession::with_options(&self.mesh, Policy::new(principal(role_dir), key()), options)
     }

@@ -125,7 +125,7 @@ async fn checks_count_failing_rows_and_measure_quality_and_freshness() {
     let mesh = Mesh::load(shop_mesh(dir.path())).await.unwrap();
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
     let now = SystemTime::UNIX_EPOCH + Duration::from_micros(NEWEST_US as u64 + 7_200_000_000);
-    let r = check_product(Arc::clone(&mesh.tables()[0]), now)
+    let r = check_product(&mesh, Arc::clone(&mesh.tables()[0]), now)
         .await
         .unwrap();
 
@@ -167,6 +167,7 @@ async fn checks_count_failing_rows_and_measure_quality_and_freshness() {
 
     // An hour after the newest row, freshness is within its SLA.
     let fresh = check_product(
+        &mesh,
         Arc::clone(&mesh.tables()[0]),
         SystemTime::UNIX_EPOCH + Duration::from_micros(NEWEST_US as u64 + 1_800_000_000),
     )

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 use crate::common::{TEST_KEY, TestMesh};
 
-type Client = FlightSqlServiceClient<Channel>;
+pub(crate) type Client = FlightSqlServiceClient<Channel>;
 
 pub(crate) struct TestServer {
     pub(crate) server: RunningServer,
@@ -76,6 +76,7 @@ impl TestServer {
         let secrets = Secrets {
             hash_key: meshgate_policy::HashKey::new(TEST_KEY).unwrap(),
             token_key: b"test-token-key-0123456789".to_vec(),
+            previous_token_keys: vec![],
         };
         // The mesh is shared with the server; the TestMesh keeps the temp data alive.
         let shared = Arc::new(
@@ -108,7 +109,7 @@ impl TestServer {
 }
 
 /// The gRPC code inside a client error, however the client wrapped it.
-trait HasCode {
+pub(crate) trait HasCode {
     fn code(&self) -> Code;
 }
 
@@ -139,7 +140,7 @@ impl HasCode for arrow::error::ArrowError {
     }
 }
 
-fn code<T: std::fmt::Debug, E: HasCode>(r: Result<T, E>) -> Code {
+pub(crate) fn code<T: std::fmt::Debug, E: HasCode>(r: Result<T, E>) -> Code {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
         Err(e) => e.code(),
@@ -148,7 +149,7 @@ fn code<T: std::fmt::Debug, E: HasCode>(r: Result<T, E>) -> Code {
 
 /// Runs every endpoint of a FlightInfo and checks that each stream's schema is the one
 /// announced, nullability included (what ADBC checks).
-async fn fetch(client: &mut Client, info: FlightInfo) -> (Schema, Vec<RecordBatch>) {
+pub(crate) async fn fetch(client: &mut Client, info: FlightInfo) -> (Schema, Vec<RecordBatch>) {
     let announced = info.clone().try_decode_schema().unwrap();
     let mut batches = Vec::new();
     for ep in info.endpoint {
@@ -175,7 +176,7 @@ async fn query(client: &mut Client, sql: &str) -> (Schema, Vec<RecordBatch>) {
     fetch(client, info).await
 }
 
-fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
+pub(crate) fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
     batches
         .iter()
         .flat_map(|b| {
@@ -419,7 +420,9 @@ async fn prepared_statements_bind_for_both_kinds_of_clients() {
     s.server.shutdown().await.unwrap();
 }
 
-fn prepared_handle(stmt: &arrow_flight::sql::client::PreparedStatement<Channel>) -> Vec<u8> {
+pub(crate) fn prepared_handle(
+    stmt: &arrow_flight::sql::client::PreparedStatement<Channel>,
+) -> Vec<u8> {
     // The handle is not exposed; Debug shows it as bytes, so take it from there.
     let dbg = format!("{stmt:?}");
     let start = dbg

@@ -4,4 +4,6 @@ mod cli;
 mod flight;
 mod plans;
 mod publish;
+mod replicas;
+mod s3;
 mod transport;

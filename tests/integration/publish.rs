@@ -128,6 +128,7 @@ async fn serve_with(shop: &Shop, reload_interval_secs: u64) -> RunningServer {
     let secrets = Secrets {
         hash_key: meshgate_policy::HashKey::new(crate::common::TEST_KEY).unwrap(),
         token_key: b"test-token-key-0123456789".to_vec(),
+        previous_token_keys: vec![],
     };
     let mesh = Mesh::load(shop.config.clone()).await.unwrap();
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());

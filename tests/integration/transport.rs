@@ -101,6 +101,7 @@ async fn start_error(tls: TlsConfig) -> String {
     let secrets = meshgate_server::Secrets {
         hash_key: meshgate_policy::HashKey::new(crate::common::TEST_KEY).unwrap(),
         token_key: b"test-token-key-0123456789".to_vec(),
+        previous_token_keys: vec![],
     };
     let shared = std::sync::Arc::new(
         meshgate_catalog::Mesh::load(mesh.mesh.config().clone())

@@ -18,7 +18,7 @@ use meshgate_contract::{Column, ColumnType, Contract, Scalar};
 use serde::Serialize;
 use std::path::Path;
 
-use crate::ContractTable;
+use crate::{ContractTable, Mesh};
 
 /// One column check and how many rows break it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -87,23 +87,28 @@ const PII_LOOKS: [(&str, &str); 4] = [
     ("card number", r"^([0-9][ -]?){12,18}[0-9]$"),
 ];
 
-/// Checks one served product. `now` is a parameter so that tests can fix it.
-pub async fn check_product(table: Arc<ContractTable>, now: SystemTime) -> Result<ProductReport> {
+/// Checks one served product of `mesh`. `now` is a parameter so that tests can fix it.
+pub async fn check_product(
+    mesh: &Mesh,
+    table: Arc<ContractTable>,
+    now: SystemTime,
+) -> Result<ProductReport> {
     let product = Arc::clone(table.product());
     let dir = std::path::PathBuf::from(product.location.trim_end_matches('/'));
-    check_data(table, &product.contract, &product.domain, &dir, now).await
+    let ctx = mesh.session_context();
+    check_data(ctx, table, &product.contract, &product.domain, &dir, now).await
 }
 
 /// Checks data that is not served yet (a publish being staged) the same way; `files` is
 /// the folder whose modification times tell freshness when there is no freshness column.
 pub(crate) async fn check_data(
+    ctx: SessionContext,
     table: Arc<dyn TableProvider>,
     c: &Contract,
     domain: &str,
     files: &Path,
     now: SystemTime,
 ) -> Result<ProductReport> {
-    let ctx = SessionContext::new();
     ctx.register_table("product", table)?;
 
     // One pass: per-check failure counts, rows passing all, newest freshness value, and

@@ -3,6 +3,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::stores::S3Config;
+
 /// Where the mesh lives on disk. Relative paths are resolved against `root`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -17,6 +19,23 @@ pub struct MeshConfig {
     pub domain_roots: BTreeMap<String, PathBuf>,
     /// The mesh-wide rules; default `<contracts>/governance.yaml` when that file exists.
     pub governance: Option<PathBuf>,
+    /// How `s3://` locations and data roots are reached.
+    pub s3: S3Config,
+}
+
+/// A domain's data root: a folder, or an object store prefix (`data: s3://bucket/mesh`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataRoot {
+    Local(PathBuf),
+    /// Without a trailing slash.
+    Url(String),
+}
+
+/// `s3://…` as written, trailing slashes removed; `None` for a path.
+pub(crate) fn url_of(p: &Path) -> Option<String> {
+    p.to_str()
+        .filter(|s| s.starts_with("s3://"))
+        .map(|s| s.trim_end_matches('/').to_string())
 }
 
 impl Default for MeshConfig {
@@ -27,6 +46,7 @@ impl Default for MeshConfig {
             data: PathBuf::from("sample-data"),
             domain_roots: BTreeMap::new(),
             governance: None,
+            s3: S3Config::default(),
         }
     }
 }
@@ -60,11 +80,17 @@ impl MeshConfig {
         }
     }
 
-    /// The only folder a domain's products may read from.
-    pub fn domain_root(&self, domain: &str) -> PathBuf {
+    /// The only folder (or object store prefix) a domain's products may read from.
+    pub fn domain_root(&self, domain: &str) -> DataRoot {
         match self.domain_roots.get(domain) {
-            Some(p) => self.resolve(p),
-            None => self.resolve(&self.data).join(domain),
+            Some(p) => match url_of(p) {
+                Some(u) => DataRoot::Url(u),
+                None => DataRoot::Local(self.resolve(p)),
+            },
+            None => match url_of(&self.data) {
+                Some(u) => DataRoot::Url(format!("{u}/{domain}")),
+                None => DataRoot::Local(self.resolve(&self.data).join(domain)),
+            },
         }
     }
 }

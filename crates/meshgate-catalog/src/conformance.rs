@@ -15,6 +15,8 @@ use datafusion::datasource::listing::{
 use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
+
+use crate::stores::scrub;
 use meshgate_contract::{ColumnType, Contract};
 
 /// A product's files, checked against its contract.
@@ -22,6 +24,8 @@ pub(crate) struct Bound {
     pub(crate) schema: SchemaRef,
     pub(crate) row_filters: BTreeMap<String, Expr>,
     pub(crate) files: ListingTable,
+    /// How many Parquet files the location holds.
+    pub(crate) files_found: usize,
 }
 
 /// Reads every Parquet footer under `location` and checks it against the contract.
@@ -37,15 +41,15 @@ pub(crate) async fn bind(
     let store = ctx
         .runtime_env()
         .object_store(url.object_store())
-        .map_err(|e| one(format!("location {location}: {e}")))?;
+        .map_err(|e| one(scrub(&format!("location {location}: {e}"))))?;
     let state = ctx.state();
     let files: Vec<_> = url
         .list_all_files(&state, store.as_ref(), "parquet")
         .await
-        .map_err(|e| one(format!("cannot list {location}: {e}")))?
+        .map_err(|e| one(scrub(&format!("cannot list {location}: {e}"))))?
         .try_collect()
         .await
-        .map_err(|e| one(format!("cannot list {location}: {e}")))?;
+        .map_err(|e| one(scrub(&format!("cannot list {location}: {e}"))))?;
 
     let format = ParquetFormat::default();
     let mut problems = Vec::new();
@@ -120,11 +124,12 @@ pub(crate) async fn bind(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(Arc::clone(&schema));
-    let files = ListingTable::try_new(config).map_err(|e| one(e.to_string()))?;
+    let table = ListingTable::try_new(config).map_err(|e| one(e.to_string()))?;
     Ok(Bound {
         schema,
         row_filters,
-        files,
+        files: table,
+        files_found: files.len(),
     })
 }
 

@@ -4,12 +4,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::prelude::SessionContext;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_contract::{Contract, Governance, load_governed_contract, peek_identity};
 use tracing::{info, warn};
 
+use crate::config::DataRoot;
 use crate::conformance::bind;
 use crate::provider::{Entry, MeshCatalogProvider};
+use crate::stores::MeshStores;
 use crate::{CatalogError, ContractTable, MeshConfig, Product, Quarantine, Result};
 
 /// One immutable snapshot of the mesh: what is served, what is quarantined and why.
@@ -22,6 +26,8 @@ pub struct Mesh {
     /// Contracts edited into invalid ones whose last good version is still served.
     kept: Vec<Arc<Quarantine>>,
     catalog: Arc<MeshCatalogProvider>,
+    epoch: String,
+    stores: Arc<MeshStores>,
 }
 
 /// A contract that parsed, on its way to being served.
@@ -43,7 +49,7 @@ impl Location {
         match self {
             // ListingTableUrl treats a trailing slash as "this folder".
             Location::Local(p) => format!("{}/", p.display()),
-            Location::Url(u) => u.clone(),
+            Location::Url(u) => format!("{}/", u.trim_end_matches('/')),
         }
     }
 }
@@ -52,6 +58,11 @@ impl Mesh {
     /// Loads every contract under the configured folder. Only an unreadable contracts folder
     /// is an error: a broken contract or product is quarantined and the rest still served.
     pub async fn load(config: MeshConfig) -> Result<Mesh> {
+        let stores = Arc::new(MeshStores::new(config.s3.clone()));
+        Mesh::load_with(config, stores).await
+    }
+
+    async fn load_with(config: MeshConfig, stores: Arc<MeshStores>) -> Result<Mesh> {
         let dir = config.contracts_dir();
         let files = contract_files(&dir).map_err(|source| CatalogError::ContractsFolder {
             path: dir.clone(),
@@ -73,7 +84,7 @@ impl Mesh {
         }
         refuse_conflicts(&mut candidates, &mut quarantined);
 
-        let ctx = SessionContext::new();
+        let ctx = session_context(&stores);
         let mut products = Vec::new();
         let mut tables = Vec::new();
         for c in candidates {
@@ -83,6 +94,15 @@ impl Mesh {
                 Err(vec![format!("location {location} does not exist")])
             } else {
                 bind(&ctx, &c.contract, &location).await
+            };
+            // An object store has no folders: nothing under the prefix means it is missing.
+            let bound = match bound {
+                Ok(b) if b.files_found == 0 && matches!(c.location, Location::Url(_)) => {
+                    Err(vec![format!(
+                        "no Parquet files under {location} (missing prefix or bucket?)"
+                    )])
+                }
+                other => other,
             };
             match bound {
                 Ok(bound) => {
@@ -101,7 +121,10 @@ impl Mesh {
                     )));
                     products.push(product);
                 }
-                Err(reasons) => quarantined.push(quarantine_of(&c, reasons)),
+                Err(reasons) => {
+                    let reasons = reasons.iter().map(|r| config.s3.scrub(r)).collect();
+                    quarantined.push(quarantine_of(&c, reasons))
+                }
             }
         }
         let quarantined: Vec<Arc<Quarantine>> = quarantined.into_iter().map(Arc::new).collect();
@@ -110,12 +133,14 @@ impl Mesh {
         }
         let catalog = Arc::new(MeshCatalogProvider::new(names(&tables, &quarantined)));
         Ok(Mesh {
+            epoch: epoch(&products, &quarantined),
             config,
             products,
             tables,
             quarantined,
             kept: Vec::new(),
             catalog,
+            stores,
         })
     }
 
@@ -123,7 +148,7 @@ impl Mesh {
     /// into an invalid one keeps its last good version served (reported in [`Mesh::kept`])
     /// rather than disappearing from under its consumers; everything else is as loaded.
     pub async fn reload(&self) -> Result<Mesh> {
-        let next = Mesh::load(self.config.clone()).await?;
+        let next = Mesh::load_with(self.config.clone(), Arc::clone(&self.stores)).await?;
         let mut products = next.products;
         let mut tables = next.tables;
         let mut quarantined = Vec::new();
@@ -147,6 +172,8 @@ impl Mesh {
         }
         let catalog = Arc::new(MeshCatalogProvider::new(names(&tables, &quarantined)));
         Ok(Mesh {
+            epoch: epoch(&products, &quarantined),
+            stores: next.stores,
             config: next.config,
             products,
             tables,
@@ -154,6 +181,23 @@ impl Mesh {
             kept,
             catalog,
         })
+    }
+
+    /// Where product files are read from; every DataFusion runtime that scans this mesh's
+    /// tables must use it.
+    pub fn object_stores(&self) -> Arc<dyn ObjectStoreRegistry> {
+        Arc::clone(&self.stores) as Arc<dyn ObjectStoreRegistry>
+    }
+
+    /// A plain DataFusion session over this mesh's object stores (checks, tools).
+    pub fn session_context(&self) -> SessionContext {
+        session_context(&self.stores)
+    }
+
+    /// Identifies what is served: the same contracts give the same epoch on every replica
+    /// (local paths are left out), any change to a served contract gives another.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     /// Contracts whose latest edit is invalid, while their last good version is served.
@@ -188,6 +232,43 @@ impl Mesh {
 /// SQL names: `dataset_vN` for every version, `dataset` for the newest one. The newest
 /// version wins the short name even when it is quarantined: silently serving an older
 /// major under the same name would hand callers a schema they did not ask for.
+fn session_context(stores: &Arc<MeshStores>) -> SessionContext {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::clone(stores) as Arc<dyn ObjectStoreRegistry>)
+        .build_arc()
+        .expect("a runtime with default settings");
+    SessionContext::new_with_config_rt(SessionConfig::new(), runtime)
+}
+
+/// SHA-256 over each served contract (with its domain) and each quarantined product's
+/// name, in a fixed order; 12 hex digits.
+fn epoch(products: &[Arc<Product>], quarantined: &[Arc<Quarantine>]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut served: Vec<String> = products
+        .iter()
+        .map(|p| {
+            let contract = serde_json::to_string(&p.contract).unwrap_or_default();
+            format!("{}\0{contract}", p.domain)
+        })
+        .collect();
+    served.sort();
+    let mut refused: Vec<String> = quarantined
+        .iter()
+        .map(|q| format!("{}.{}", q.domain, q.dataset))
+        .collect();
+    refused.sort();
+    let mut h = Sha256::new();
+    for s in served
+        .iter()
+        .chain([&String::from("\0quarantined")])
+        .chain(&refused)
+    {
+        h.update(s.as_bytes());
+        h.update([0xff]);
+    }
+    hex::encode(&h.finalize()[..6])
+}
+
 fn names(
     tables: &[Arc<ContractTable>],
     quarantined: &[Arc<Quarantine>],
@@ -321,33 +402,57 @@ fn candidate(
         }
     };
 
-    let root = normalize(&config.domain_root(&domain));
-    let default = root
-        .join(contract.dataset.as_str())
-        .join(contract.version.to_string());
-    let (location, is_default_location) = match contract.location.as_deref() {
-        None => (Location::Local(default), true),
-        Some(l) if l.contains("://") && !l.starts_with("file://") => {
-            (Location::Url(l.into()), false)
-        }
-        Some(l) => {
-            let p = normalize(&config.resolve(Path::new(l.trim_start_matches("file://"))));
-            let is_default = p == default;
-            (Location::Local(p), is_default)
-        }
-    };
+    let dataset = contract.dataset.as_str();
+    let version = contract.version.to_string();
+    let declared_location = contract.location.as_deref();
     // DESIGN §4.7: a contract may only expose data under its own domain's root, also after
-    // following symbolic links.
-    let inside = match &location {
-        Location::Local(p) => p.starts_with(&root) && real(p).starts_with(real(&root)),
-        Location::Url(_) => false,
+    // following symbolic links (local) or `..` segments (URLs).
+    let (location, is_default_location, root, inside) = match config.domain_root(&domain) {
+        DataRoot::Local(root) => {
+            let root = normalize(&root);
+            let default = root.join(dataset).join(&version);
+            let (location, is_default) = match declared_location {
+                None => (Location::Local(default), true),
+                Some(l) if l.contains("://") && !l.starts_with("file://") => {
+                    (Location::Url(l.into()), false)
+                }
+                Some(l) => {
+                    let p = normalize(&config.resolve(Path::new(l.trim_start_matches("file://"))));
+                    let is_default = p == default;
+                    (Location::Local(p), is_default)
+                }
+            };
+            let inside = match &location {
+                Location::Local(p) => p.starts_with(&root) && real(p).starts_with(real(&root)),
+                Location::Url(_) => false,
+            };
+            (location, is_default, root.display().to_string(), inside)
+        }
+        DataRoot::Url(root) => {
+            let default = format!("{root}/{dataset}/{version}");
+            let (location, is_default) = match declared_location {
+                None => (Location::Url(default), true),
+                Some(l) => {
+                    let l = l.trim_end_matches('/').to_string();
+                    let is_default = l == default;
+                    (Location::Url(l), is_default)
+                }
+            };
+            let inside = match &location {
+                Location::Url(u) => {
+                    u.starts_with(&format!("{root}/"))
+                        && !u.split('/').any(|seg| seg == ".." || seg == ".")
+                }
+                Location::Local(_) => false,
+            };
+            (location, is_default, root, inside)
+        }
     };
     if !inside {
         return Err(reject(
             format!(
-                "location {} is outside the data root {} of domain {domain}",
+                "location {} is outside the data root {root} of domain {domain}",
                 location.as_url(),
-                root.display()
             ),
             domain,
         ));
@@ -381,10 +486,16 @@ fn refuse_conflicts(candidates: &mut Vec<Candidate>, quarantined: &mut Vec<Quara
                     b.file.display()
                 ));
             }
-            let (Location::Local(pa), Location::Local(pb)) = (&a.location, &b.location) else {
-                continue;
+            let overlap = match (&a.location, &b.location) {
+                (Location::Local(pa), Location::Local(pb)) => {
+                    pa.starts_with(pb) || pb.starts_with(pa)
+                }
+                (Location::Url(_), Location::Url(_)) => {
+                    let (ua, ub) = (a.location.as_url(), b.location.as_url());
+                    ua.starts_with(&ub) || ub.starts_with(&ua)
+                }
+                _ => false,
             };
-            let overlap = pa.starts_with(pb) || pb.starts_with(pa);
             if overlap && !same_product && (!a.is_default_location || b.is_default_location) {
                 reasons[i].push(format!(
                     "location {} overlaps the location of {}.{} ({})",

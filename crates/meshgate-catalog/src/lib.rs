@@ -12,13 +12,14 @@ mod conformance;
 mod discover;
 mod provider;
 pub mod publish;
+pub mod stores;
 mod table;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use config::MeshConfig;
+pub use config::{DataRoot, MeshConfig};
 pub use discover::{Mesh, contract_files};
 pub use provider::{CATALOG, MeshCatalogProvider};
 pub use table::{ContractTable, Product};

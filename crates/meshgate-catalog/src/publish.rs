@@ -261,7 +261,15 @@ async fn stage_and_check(
         .infer_schema(&ctx.state())
         .await?;
     let table = Arc::new(ListingTable::try_new(config)?);
-    let report = check_data(table, contract, domain, staging, SystemTime::now()).await?;
+    let report = check_data(
+        SessionContext::new(),
+        table,
+        contract,
+        domain,
+        staging,
+        SystemTime::now(),
+    )
+    .await?;
     let mut problems = Vec::new();
     // Without an SLA, every row must pass every check.
     let required = report.quality_sla.unwrap_or(1.0);

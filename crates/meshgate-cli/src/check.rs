@@ -59,7 +59,7 @@ pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         seen += 1;
-        let report = check_product(std::sync::Arc::clone(table), SystemTime::now())
+        let report = check_product(&mesh, std::sync::Arc::clone(table), SystemTime::now())
             .await
             .with_context(|| format!("cannot check {}", p.display_name()))?;
         failed |= !report.sla_ok();

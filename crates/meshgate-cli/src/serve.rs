@@ -27,6 +27,10 @@ pub(crate) struct ServeArgs {
     /// Signs tokens and tickets; replicas that share it accept each other's.
     #[arg(long, env = "MESHGATE_TOKEN_KEY", hide_env_values = true)]
     token_key: Option<String>,
+    /// The token key before a rotation: still accepted, never used to sign. Rotate replicas
+    /// one at a time with the new key here and the old one in this variable.
+    #[arg(long, env = "MESHGATE_TOKEN_KEY_PREVIOUS", hide_env_values = true)]
+    previous_token_key: Option<String>,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -38,7 +42,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = args.http_addr {
         config.http_addr = a;
     }
-    let secrets = secrets(args.hash_key, args.token_key)?;
+    let secrets = secrets(args.hash_key, args.token_key, args.previous_token_key)?;
     let mesh = Mesh::load(config.mesh.clone())
         .await
         .context("cannot load the mesh")?;
@@ -55,7 +59,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn secrets(hash_key: Option<String>, token_key: Option<String>) -> anyhow::Result<Secrets> {
+fn secrets(
+    hash_key: Option<String>,
+    token_key: Option<String>,
+    previous_token_key: Option<String>,
+) -> anyhow::Result<Secrets> {
     let hash_key = match hash_key {
         Some(k) => match HashKey::new(k.as_bytes()) {
             Ok(k) => k,
@@ -80,9 +88,15 @@ fn secrets(hash_key: Option<String>, token_key: Option<String>) -> anyhow::Resul
             uuid::Uuid::new_v4().as_bytes().repeat(2)
         }
     };
+    let previous_token_keys = match previous_token_key {
+        Some(k) if k.len() >= 16 => vec![k.into_bytes()],
+        Some(_) => bail!("MESHGATE_TOKEN_KEY_PREVIOUS must be at least 16 bytes"),
+        None => vec![],
+    };
     Ok(Secrets {
         hash_key,
         token_key,
+        previous_token_keys,
     })
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::{Analyzer, AnalyzerRule};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -23,11 +23,17 @@ pub struct SessionOptions {
     pub runtime: Arc<RuntimeEnv>,
 }
 
-impl Default for SessionOptions {
-    fn default() -> Self {
+impl SessionOptions {
+    /// Default settings over `mesh`'s object stores (a runtime without them cannot read
+    /// products on S3).
+    pub fn for_mesh(mesh: &Mesh) -> Self {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(mesh.object_stores())
+            .build_arc()
+            .expect("a runtime with default settings");
         SessionOptions {
             config: SessionConfig::new(),
-            runtime: Arc::new(RuntimeEnv::default()),
+            runtime,
         }
     }
 }
@@ -40,7 +46,7 @@ pub struct MeshSession {
 
 impl MeshSession {
     pub fn new(mesh: &Mesh, policy: Policy) -> Self {
-        Self::with_options(mesh, policy, SessionOptions::default())
+        Self::with_options(mesh, policy, SessionOptions::for_mesh(mesh))
     }
 
     pub fn with_options(mesh: &Mesh, policy: Policy, options: SessionOptions) -> Self {

@@ -37,6 +37,13 @@ pub struct AuditRecord {
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The contracts a query ran under ([`meshgate_catalog::Mesh::epoch`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog_epoch: Option<String>,
+    /// The epoch its ticket was planned under, when that was another one (contracts
+    /// changed in between, or replicas not yet reloaded alike).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_epoch: Option<String>,
 }
 
 static STRING_LITERAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"'(?:[^']|'')*'").unwrap());

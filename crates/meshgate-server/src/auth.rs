@@ -2,9 +2,10 @@
 //! signed envelopes (tickets, prepared-statement handles) bound to the principal that
 //! made them.
 //!
-//! Everything a replica needs to verify a token or ticket is in it (subject, roles in
-//! effect, expiry) and signed with the shared token key, so no session state lives in a
-//! gateway's memory.
+//! Everything a replica needs to verify a token or ticket is in it (key id, subject, roles
+//! in effect, catalog epoch, expiry) and signed with the shared token key, so no session
+//! state lives in a gateway's memory. The key id lets replicas rotate keys one at a time:
+//! each signs with its current key and still verifies with the previous one.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,7 +19,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use meshgate_policy::Principal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -89,7 +90,7 @@ impl Claims {
 }
 
 /// What a ticket or prepared-statement handle carries: the statement, its bound parameters,
-/// and whom it was made for.
+/// whom it was made for and under which contracts.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
     pub sub: String,
@@ -99,42 +100,117 @@ pub struct Envelope {
     /// Bound parameters as one Arrow IPC row, base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<String>,
+    /// The catalog epoch ([`meshgate_catalog::Mesh::epoch`]) it was planned under. Redeeming
+    /// always re-plans under the current contracts; a different epoch is audited.
+    pub epoch: String,
     pub exp: u64,
 }
 
-/// Signs and verifies tokens and envelopes with HMAC-SHA256.
+/// Why a sealed value was refused; all are UNAUTHENTICATED, the message says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealError {
+    Malformed,
+    /// Signed with a key this gateway does not hold (another deployment, or a key retired
+    /// by rotation).
+    UnknownKey,
+    BadSignature,
+}
+
+impl std::fmt::Display for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SealError::Malformed => "malformed",
+            SealError::UnknownKey => "signed with a key this gateway does not hold",
+            SealError::BadSignature => "bad signature",
+        })
+    }
+}
+
+/// Signs tokens and envelopes with HMAC-SHA256 under the current key, and verifies them
+/// under the current or a previous key, chosen by the key id they carry.
 #[derive(Clone)]
 pub struct Signer {
+    current: SigningKey,
+    previous: Vec<SigningKey>,
+}
+
+#[derive(Clone)]
+struct SigningKey {
+    /// Public, short and stable: the first 4 bytes of SHA-256 over a label and the key.
+    id: String,
     mac: Hmac<Sha256>,
 }
 
-const TOKEN_PREFIX: &str = "mg1.";
-const ENVELOPE_PREFIX: &str = "mge1.";
-
-impl Signer {
-    pub fn new(key: &[u8]) -> Self {
-        Signer {
+impl SigningKey {
+    fn new(key: &[u8]) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"meshgate token key id\0")
+            .chain_update(key)
+            .finalize();
+        SigningKey {
+            id: hex::encode(&digest[..4]),
             mac: <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length"),
         }
     }
 
-    fn seal<T: Serialize>(&self, prefix: &str, value: &T) -> String {
-        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("serializable"));
+    fn mac(&self, prefix: &str, body: &str) -> Hmac<Sha256> {
         let mut mac = self.mac.clone();
         mac.update(prefix.as_bytes());
+        mac.update(self.id.as_bytes());
+        mac.update(b".");
         mac.update(body.as_bytes());
-        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{prefix}{body}.{sig}")
+        mac
+    }
+}
+
+const TOKEN_PREFIX: &str = "mg2.";
+const ENVELOPE_PREFIX: &str = "mge2.";
+
+impl Signer {
+    pub fn new(key: &[u8]) -> Self {
+        Signer::with_previous(key, &[])
     }
 
-    fn open<T: DeserializeOwned>(&self, prefix: &str, sealed: &str) -> Option<T> {
-        let (body, sig) = sealed.strip_prefix(prefix)?.split_once('.')?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
-        let mut mac = self.mac.clone();
-        mac.update(prefix.as_bytes());
-        mac.update(body.as_bytes());
-        mac.verify_slice(&sig).ok()?;
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
+    /// Signs with `key`; still accepts what was signed with one of `previous`.
+    pub fn with_previous(key: &[u8], previous: &[Vec<u8>]) -> Self {
+        Signer {
+            current: SigningKey::new(key),
+            previous: previous.iter().map(|k| SigningKey::new(k)).collect(),
+        }
+    }
+
+    /// The id of the key new tokens and tickets are signed with.
+    pub fn key_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// `prefix` `key id` `.` `body` `.` `signature`, all URL-safe.
+    fn seal<T: Serialize>(&self, prefix: &str, value: &T) -> String {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).expect("serializable"));
+        let sig = URL_SAFE_NO_PAD.encode(self.current.mac(prefix, &body).finalize().into_bytes());
+        format!("{prefix}{}.{body}.{sig}", self.current.id)
+    }
+
+    fn open<T: DeserializeOwned>(&self, prefix: &str, sealed: &str) -> Result<T, SealError> {
+        let rest = sealed.strip_prefix(prefix).ok_or(SealError::Malformed)?;
+        let mut parts = rest.splitn(3, '.');
+        let (Some(id), Some(body), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(SealError::Malformed);
+        };
+        let key = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+            .ok_or(SealError::UnknownKey)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| SealError::Malformed)?;
+        key.mac(prefix, body)
+            .verify_slice(&sig)
+            .map_err(|_| SealError::BadSignature)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| SealError::Malformed)?;
+        serde_json::from_slice(&json).map_err(|_| SealError::Malformed)
     }
 
     pub fn mint_token(&self, principal: &Principal, ttl_secs: u64) -> String {
@@ -152,7 +228,7 @@ impl Signer {
     pub fn verify_token(&self, token: &str) -> Result<Claims, Status> {
         let claims: Claims = self
             .open(TOKEN_PREFIX, token)
-            .ok_or_else(|| Status::unauthenticated("invalid bearer token"))?;
+            .map_err(|e| Status::unauthenticated(format!("invalid bearer token: {e}")))?;
         if claims.exp <= now() {
             return Err(Status::unauthenticated(
                 "bearer token expired: authenticate again",
@@ -172,7 +248,7 @@ impl Signer {
             .map_err(|_| Status::invalid_argument("malformed ticket or handle"))?;
         let envelope: Envelope = self
             .open(ENVELOPE_PREFIX, text)
-            .ok_or_else(|| Status::unauthenticated("invalid ticket or handle signature"))?;
+            .map_err(|e| Status::unauthenticated(format!("invalid ticket or handle: {e}")))?;
         if envelope.exp <= now() {
             return Err(Status::unauthenticated("ticket or handle expired"));
         }
@@ -271,11 +347,39 @@ mod tests {
             roles: vec!["data_analyst".into()],
             sql: "SELECT 1".into(),
             params: None,
+            epoch: "e1".into(),
             exp: now() + 60,
         };
         let sealed = signer().seal_envelope(&e);
         assert_eq!(signer().open_envelope(&sealed, &analyst).unwrap(), e);
         let err = signer().open_envelope(&sealed, &marketer).unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn rotation_accepts_the_previous_key_and_names_an_unknown_one() {
+        let p = Principal::new("analyst", ["data_analyst"]);
+        let old = signer();
+        let rotated = Signer::with_previous(
+            b"the-next-token-key-0123456789ab",
+            &[b"test-token-key-0123456789abcdef".to_vec()],
+        );
+        assert_ne!(old.key_id(), rotated.key_id());
+        // A replica that rotated still accepts tokens of one that has not, and mints its
+        // own under the new key, which the old replica does not know.
+        let t = old.mint_token(&p, 60);
+        assert_eq!(rotated.verify_token(&t).unwrap().principal(), p);
+        let t2 = rotated.mint_token(&p, 60);
+        assert!(t2.starts_with(&format!("mg2.{}.", rotated.key_id())));
+        let err = old.verify_token(&t2).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(
+            err.message().contains("a key this gateway does not hold"),
+            "{err:?}"
+        );
+        // Relabelling a token with another key id does not make its signature valid.
+        let relabelled = t.replacen(old.key_id(), rotated.key_id(), 1);
+        let err = rotated.verify_token(&relabelled).unwrap_err();
+        assert!(err.message().contains("bad signature"), "{err:?}");
     }
 }

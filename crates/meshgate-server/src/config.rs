@@ -112,6 +112,8 @@ pub struct Secrets {
     pub hash_key: meshgate_policy::HashKey,
     /// Signs tokens and tickets; replicas that share it accept each other's.
     pub token_key: Vec<u8>,
+    /// Keys retired by a rotation: what they signed is still accepted until it expires.
+    pub previous_token_keys: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +146,15 @@ impl ServerConfig {
         {
             config.audit_file = Some(base.join(audit));
         }
+        // Refused at start, not at the first query: plaintext to an object store.
+        config
+            .mesh
+            .s3
+            .validate()
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("mesh.s3: {message}"),
+            })?;
         Ok(config)
     }
 }

@@ -127,6 +127,11 @@ impl MeshFlightSql {
         let result = async {
             let envelope = self.gateway.signer.open_envelope(handle, &principal)?;
             record.sql = Some(redact_sql(&envelope.sql));
+            let epoch = self.gateway.mesh().epoch().to_string();
+            if envelope.epoch != epoch {
+                record.ticket_epoch = Some(envelope.epoch.clone());
+            }
+            record.catalog_epoch = Some(epoch);
             let params = envelope.params.or(fallback_params);
             let batch = params.as_deref().map(decode_params).transpose()?;
             let permit = self.gateway.slot().await?;

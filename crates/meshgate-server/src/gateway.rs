@@ -74,6 +74,9 @@ impl Gateway {
     ) -> std::io::Result<Gateway> {
         let limits = &config.limits;
         let runtime = RuntimeEnvBuilder::new()
+            // The mesh's stores (local, S3): they come from meshgate.yaml, which a contract
+            // reload does not change.
+            .with_object_store_registry(mesh.object_stores())
             .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_limit_mb << 20)))
             // DataFusion caches directory listings forever by default: published data
             // would stay invisible until a restart. Listing a product's folder is cheap.
@@ -81,7 +84,7 @@ impl Gateway {
             .build_arc()
             .map_err(std::io::Error::other)?;
         Ok(Gateway {
-            signer: Signer::new(&secrets.token_key),
+            signer: Signer::with_previous(&secrets.token_key, &secrets.previous_token_keys),
             users: Users::new(&config.users),
             key: Arc::new(secrets.hash_key),
             slots: Arc::new(Semaphore::new(limits.max_concurrent_queries.max(1))),
@@ -247,6 +250,7 @@ impl Gateway {
             roles: principal.roles.iter().cloned().collect(),
             sql: sql.to_string(),
             params,
+            epoch: self.mesh().epoch().to_string(),
             exp: now() + self.config.token_ttl_secs,
         })
     }

@@ -46,7 +46,7 @@ pub(crate) async fn evaluate(gateway: &Gateway) {
             domain: p.domain.clone(),
             owner: p.owner().to_string(),
         };
-        match check_product(Arc::clone(table), now).await {
+        match check_product(&mesh, Arc::clone(table), now).await {
             Ok(r) => {
                 m.conformant.get_or_create(&labels).set(1);
                 m.rows.get_or_create(&labels).set(r.rows as i64);
