@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark suite (README, "Benchmarks"): TPC-H in embedded DataFusion, through the
-# gateway (clear and masked) and in DuckDB; the mask cost; the load test. Writes
-# benches/RESULTS.md.
+# gateway (clear and masked) and in DuckDB; the mask cost; the load test; with --s3, local
+# files vs a local S3 server. Writes benches/RESULTS.md.
 #
 #   benches/run-suite.sh [--sf 1] [--runs 3] [--load-secs 20] [--clients 1,8,32,64]
-#                        [--memory-limit-mb 1024]
+#                        [--memory-limit-mb 1024] [--s3]
 #
-# Installs DuckDB in a virtualenv (benches/.cache/venv, or $MESHGATE_BENCH_VENV) and builds
-# meshgate in release mode (the first time: about 20 minutes on 2 cores).
+# Installs DuckDB and moto in a virtualenv (benches/.cache/venv, or $MESHGATE_BENCH_VENV) and builds
+# meshgate in release mode (the first time: about 25 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

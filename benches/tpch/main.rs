@@ -2,16 +2,19 @@
 //! - the 22 queries in embedded DataFusion, through the gateway as the analyst (clear) and
 //!   as the marketer (customer and supplier PII masked), and in DuckDB, same Parquet files;
 //! - the mask cost: the same scans clear and masked;
-//! - load: 1, 8, 32, 64 clients on a mixed workload, with the gateway's RSS.
+//! - load: 1, 8, 32, 64 clients on a mixed workload, with the gateway's RSS;
+//! - with `--s3`: the 22 queries on local files against the same files on a local S3
+//!   server (moto).
 //!
 //! The gateway is the real `meshgate serve` in its own process. `benches/run-suite.sh`
 //! runs it all and writes `benches/RESULTS.md`; by hand:
 //! `cargo bench --bench tpch -- [--sf 1] [--runs 3] [--load-secs 20] [--clients 1,8,32,64]
-//! [--memory-limit-mb 1024] [--python PATH-with-duckdb] [--results FILE]`.
+//! [--memory-limit-mb 1024] [--python PATH-with-duckdb-and-moto] [--s3] [--results FILE]`.
 //! Data is cached in `benches/.cache/tpch-sf<SF>/` (not committed).
 //!
 //! Under `cargo test` it runs the whole suite small (SF 0.01, one run, one second per load
-//! level) so that it cannot rot; DuckDB is included when `MESHGATE_BENCH_PYTHON` is set.
+//! level) so that it cannot rot; DuckDB and S3 are included when `MESHGATE_BENCH_PYTHON`
+//! is set.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -20,6 +23,7 @@ mod data;
 mod duckdb;
 mod load;
 mod report;
+mod s3;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +56,7 @@ struct Options {
     clients: Vec<usize>,
     memory_limit_mb: usize,
     python: Option<PathBuf>,
+    s3: bool,
     results: Option<PathBuf>,
     command: String,
 }
@@ -81,6 +86,7 @@ fn main() {
                 .map(|c| c.trim().parse().expect("--clients: a list like 1,8,32,64"))
                 .collect(),
             memory_limit_mb: arg(&args, "--memory-limit-mb").unwrap_or(1024),
+            s3: args.iter().any(|a| a == "--s3"),
             python,
             results: arg(&args, "--results"),
             command: std::env::var("MESHGATE_BENCH_COMMAND")
@@ -93,6 +99,7 @@ fn main() {
             load_secs: 1,
             clients: vec![1, 4],
             memory_limit_mb: 512,
+            s3: python.is_some(),
             python,
             results: None,
             command: "cargo test --bench tpch".into(),
@@ -101,19 +108,23 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let report = rt.block_on(run(&options));
     if !bench {
-        smoke_checks(&report);
+        smoke_checks(&report, options.python.is_some());
     }
 }
 
 /// What the small run under `cargo test` must show: every part ran and produced numbers.
-fn smoke_checks(markdown: &str) {
-    for section in [
+fn smoke_checks(markdown: &str, with_python: bool) {
+    let mut sections = vec![
         "## Targets",
         "## TPC-H SF0.01",
         "| q22 |",
         "## Mask cost",
         "## Load",
-    ] {
+    ];
+    if with_python {
+        sections.extend(["| DuckDB |", "## Local files vs a local S3 server"]);
+    }
+    for section in sections {
         assert!(markdown.contains(section), "{section} missing:\n{markdown}");
     }
     println!("tpch suite smoke run: ok");
@@ -177,6 +188,15 @@ async fn run(o: &Options) -> String {
         d
     });
 
+    let s3 = match (&o.python, o.s3) {
+        (Some(python), true) => {
+            println!("\nlocal files vs a local S3 server (moto), embedded DataFusion");
+            s3::run(python, repo, &contracts, &data_dir, &ctx, &queries, o.runs).await
+        }
+        (None, true) => panic!("--s3 needs --python (a Python with moto)"),
+        _ => Vec::new(),
+    };
+
     println!(
         "\nload: mixed workload, {} s per level, gateway memory limit {} MiB",
         o.load_secs, o.memory_limit_mb
@@ -207,6 +227,7 @@ async fn run(o: &Options) -> String {
         tpch: &tpch,
         masks: &masks,
         duckdb: duckdb.as_ref(),
+        s3: &s3,
         load: &levels,
         memory_limit_mb: o.memory_limit_mb,
         max_concurrent_queries,

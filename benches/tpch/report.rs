@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::duckdb::DuckDb;
 use crate::load::Level;
+use crate::s3::S3Query;
 use crate::support::Measured;
 
 pub(crate) struct Run<'a> {
@@ -16,6 +17,7 @@ pub(crate) struct Run<'a> {
     pub(crate) tpch: &'a [Measured],
     pub(crate) masks: &'a [Measured],
     pub(crate) duckdb: Option<&'a DuckDb>,
+    pub(crate) s3: &'a [S3Query],
     pub(crate) load: &'a [Level],
     pub(crate) memory_limit_mb: usize,
     pub(crate) max_concurrent_queries: usize,
@@ -212,6 +214,36 @@ impl Run<'_> {
                 ms(a),
                 ms(m),
                 ratio(m, a)
+            );
+        }
+
+        if !self.s3.is_empty() {
+            let _ = writeln!(
+                w,
+                "\n## Local files vs a local S3 server (moto on this machine; embedded DataFusion, median of {} runs, ms)\n",
+                self.runs
+            );
+            let _ = writeln!(w, "| query | local | S3 | S3 / local |\n|---|--:|--:|--:|");
+            for q in self.s3 {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {:.2} |",
+                    q.name,
+                    ms(q.local),
+                    ms(q.s3),
+                    ratio(q.s3, q.local)
+                );
+            }
+            let (l, s3): (Duration, Duration) = (
+                self.s3.iter().map(|q| q.local).sum(),
+                self.s3.iter().map(|q| q.s3).sum(),
+            );
+            let _ = writeln!(
+                w,
+                "| **total** | {} | {} | **{:.2}** |",
+                ms(l),
+                ms(s3),
+                ratio(s3, l)
             );
         }
 

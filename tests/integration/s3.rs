@@ -266,7 +266,7 @@ async fn plaintext_needs_allow_http_and_credentials_never_reach_logs_audit_or_pl
         );
         texts.push(plan);
     }
-    let readyz = reqwest_like_get(http, "/readyz").await;
+    let readyz = crate::common::http_get(http.parse().unwrap(), "/readyz").await;
     child.kill().await.unwrap();
     texts.push(readyz);
     texts.push(std::fs::read_to_string(&log).unwrap());
@@ -277,18 +277,4 @@ async fn plaintext_needs_allow_http_and_credentials_never_reach_logs_audit_or_pl
             "a credential leaked: {text}"
         );
     }
-}
-
-/// A GET over plain HTTP/1.1 (the tests need nothing more than the body).
-async fn reqwest_like_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    body
 }

@@ -1,0 +1,116 @@
+//! Local files against the same files on a local S3 server (moto, started with the
+//! suite's Python): the 22 queries in embedded DataFusion over each, row counts checked
+//! equal. moto is a Python server on the same two cores, so this measures the cost of
+//! going through the object store protocol on one machine, not S3's speed.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+use meshgate_catalog::stores::S3Config;
+use meshgate_catalog::{Mesh, MeshConfig};
+
+use crate::support;
+
+const BUCKET: &str = "tpch-bench";
+
+pub(crate) struct S3Query {
+    pub(crate) name: String,
+    pub(crate) local: Duration,
+    pub(crate) s3: Duration,
+}
+
+pub(crate) async fn run(
+    python: &Path,
+    repo: &Path,
+    contracts: &Path,
+    data: &Path,
+    local: &SessionContext,
+    queries: &[(String, String)],
+    runs: usize,
+) -> Vec<S3Query> {
+    let started = Instant::now();
+    let mut moto = Command::new(python)
+        .arg(repo.join("tests/s3/moto_server.py"))
+        .arg(BUCKET)
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    let mut line = String::new();
+    BufReader::new(moto.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let ["ready", endpoint, id, secret] = parts.as_slice() else {
+        panic!(
+            "moto did not start (is moto installed in {}?): {line:?}",
+            python.display()
+        );
+    };
+    println!(
+        "local S3 server with the data ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut config = MeshConfig::at(repo);
+    config.contracts = contracts.to_path_buf();
+    config.data = data.to_path_buf();
+    config
+        .domain_roots
+        .insert("tpch".into(), format!("s3://{BUCKET}/tpch").into());
+    config.s3 = S3Config {
+        endpoint: Some(endpoint.to_string()),
+        region: Some("us-east-1".into()),
+        allow_http: Some(true),
+        path_style: Some(true),
+        connect_timeout_secs: Some(5),
+        credentials: Some((id.to_string(), secret.to_string())),
+    };
+    let mesh = Mesh::load(config).await.unwrap();
+    assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
+    let on_s3 = support::embedded(&mesh, "tpch");
+
+    let mut out = Vec::new();
+    println!("{:<5} {:>12} {:>12} {:>8}", "query", "local", "S3", "ratio");
+    for (name, sql) in queries {
+        let (mut tl, mut ts) = (Vec::new(), Vec::new());
+        for run in 0..=runs {
+            let s = Instant::now();
+            let a = support::embedded_run(local, sql).await;
+            let dl = s.elapsed();
+            let s = Instant::now();
+            let b = support::embedded_run(&on_s3, sql).await;
+            let ds = s.elapsed();
+            assert_eq!(
+                support::rows(&a),
+                support::rows(&b),
+                "{name}: the same rows from S3 as from local files"
+            );
+            if run > 0 {
+                tl.push(dl);
+                ts.push(ds);
+            }
+        }
+        let q = S3Query {
+            name: name.clone(),
+            local: support::median(tl),
+            s3: support::median(ts),
+        };
+        println!(
+            "{:<5} {:>10.1}ms {:>10.1}ms {:>8.2}",
+            q.name,
+            q.local.as_secs_f64() * 1e3,
+            q.s3.as_secs_f64() * 1e3,
+            q.s3.as_secs_f64() / q.local.as_secs_f64()
+        );
+        out.push(q);
+    }
+    let _ = moto.kill();
+    let _ = moto.wait();
+    out
+}
