@@ -1,6 +1,7 @@
 mod catalog;
 mod checks;
 mod cli;
+mod codec;
 mod flight;
 mod plans;
 mod publish;

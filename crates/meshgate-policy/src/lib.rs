@@ -6,6 +6,7 @@
 //! other operator sees its rows, and then verifies the result.
 
 mod access;
+pub mod codec;
 pub mod masks;
 mod node;
 mod rule;

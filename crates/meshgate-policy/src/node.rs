@@ -210,6 +210,13 @@ impl PolicyBarrierExec {
     }
 }
 
+impl PolicyBarrierExec {
+    /// Which product's policy this barrier closes.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
 impl DisplayAs for PolicyBarrierExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "PolicyBarrierExec: {}", self.label)

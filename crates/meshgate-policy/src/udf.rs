@@ -35,6 +35,19 @@ impl MaskUdf {
         }
     }
 
+    pub(crate) fn kind(&self) -> MaskKind {
+        self.kind
+    }
+
+    /// The id of the key a hash made by this function is keyed with.
+    pub(crate) fn key_id(&self) -> &str {
+        self.key.id()
+    }
+
+    pub(crate) fn name_str(&self) -> &str {
+        &self.name
+    }
+
     /// `mask(column)` as an expression.
     pub(crate) fn call(kind: MaskKind, key: &Arc<HashKey>, arg: Expr) -> Expr {
         ScalarUDF::new_from_impl(MaskUdf::new(kind, Arc::clone(key))).call(vec![arg])
