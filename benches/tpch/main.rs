@@ -19,6 +19,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// The local S3 server the tests use, serving the TPC-H files here.
+#[path = "../../tests/common/s3.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod local_s3;
+
 mod data;
 mod duckdb;
 mod load;

@@ -3,15 +3,13 @@
 //! equal. moto is a Python server on the same two cores, so this measures the cost of
 //! going through the object store protocol on one machine, not S3's speed.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datafusion::prelude::SessionContext;
-use meshgate_catalog::stores::S3Config;
 use meshgate_catalog::{Mesh, MeshConfig};
 
+use crate::local_s3::LocalS3;
 use crate::support;
 
 const BUCKET: &str = "tpch-bench";
@@ -32,26 +30,7 @@ pub(crate) async fn run(
     runs: usize,
 ) -> Vec<S3Query> {
     let started = Instant::now();
-    let mut moto = Command::new(python)
-        .arg(repo.join("tests/s3/moto_server.py"))
-        .arg(BUCKET)
-        .arg(data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
-    let mut line = String::new();
-    BufReader::new(moto.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let parts: Vec<&str> = line.split_whitespace().collect();
-    let ["ready", endpoint, id, secret] = parts.as_slice() else {
-        panic!(
-            "moto did not start (is moto installed in {}?): {line:?}",
-            python.display()
-        );
-    };
+    let moto = LocalS3::serving(python, BUCKET, data);
     println!(
         "local S3 server with the data ready in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -63,14 +42,7 @@ pub(crate) async fn run(
     config
         .domain_roots
         .insert("tpch".into(), format!("s3://{BUCKET}/tpch").into());
-    config.s3 = S3Config {
-        endpoint: Some(endpoint.to_string()),
-        region: Some("us-east-1".into()),
-        allow_http: Some(true),
-        path_style: Some(true),
-        connect_timeout_secs: Some(5),
-        credentials: Some((id.to_string(), secret.to_string())),
-    };
+    config.s3 = moto.config();
     let mesh = Mesh::load(config).await.unwrap();
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
     let on_s3 = support::embedded(&mesh, "tpch");
@@ -110,7 +82,6 @@ pub(crate) async fn run(
         );
         out.push(q);
     }
-    let _ = moto.kill();
-    let _ = moto.wait();
+    drop(moto);
     out
 }

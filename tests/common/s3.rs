@@ -1,9 +1,10 @@
 //! A local S3 server (moto, `tests/s3/moto_server.py`) holding the sample mesh, for the
 //! tests that serve products from `s3://`. The Python comes from `MESHGATE_TEST_PYTHON`
 //! (tests/run-all.sh points it at its virtualenv, which has moto), else `.venv/bin/python`.
+//! The TPC-H bench includes this file too, to serve its own data.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use meshgate_catalog::stores::S3Config;
@@ -17,21 +18,29 @@ pub struct LocalS3 {
     pub secret_access_key: String,
 }
 
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// The Python with moto.
 pub fn python() -> PathBuf {
     std::env::var_os("MESHGATE_TEST_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| super::repo().join(".venv/bin/python"))
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
 }
 
 impl LocalS3 {
     /// Starts moto on a free port and uploads `sample-data/` into [`BUCKET`].
     pub fn start() -> LocalS3 {
-        let python = python();
-        let mut child = Command::new(&python)
-            .arg(super::repo().join("tests/s3/moto_server.py"))
-            .arg(BUCKET)
-            .arg(super::repo().join("sample-data"))
+        LocalS3::serving(&python(), BUCKET, &repo().join("sample-data"))
+    }
+
+    /// Starts moto with `python` and uploads every Parquet file under `data` into `bucket`.
+    pub fn serving(python: &Path, bucket: &str, data: &Path) -> LocalS3 {
+        let mut child = Command::new(python)
+            .arg(repo().join("tests/s3/moto_server.py"))
+            .arg(bucket)
+            .arg(data)
             // The server lives until this pipe closes, also if the test process dies.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
