@@ -8,10 +8,16 @@
 //! Every file runs a second time as `s3/<role>/<file>`, the sample domains read from a
 //! local S3 server (moto, from `MESHGATE_TEST_PYTHON` or `.venv`; tests/run-all.sh sets
 //! it up): the same expected output, so S3 products behave exactly like local ones.
+//! And twice more as `distributed/…` and `s3-distributed/…`: every statement that reads
+//! product files runs on a Ballista cluster of real processes (a scheduler and two
+//! executors), its physical plan shipped as the gateway ships it, with the same expected
+//! output again.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
@@ -31,6 +37,10 @@ struct QueryError {
 
 struct MeshDb {
     session: MeshSession,
+    cluster: Option<meshgate_cluster::Cluster>,
+    /// Statements that read product files, and how many of them ran on the cluster.
+    reads: Arc<AtomicUsize>,
+    ran_distributed: Arc<AtomicUsize>,
 }
 
 #[async_trait]
@@ -40,11 +50,49 @@ impl AsyncDB for MeshDb {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, QueryError> {
         let fail = |e: datafusion::error::DataFusionError| {
+            // A query that failed on an executor reads as it does locally (the gateway
+            // reports it so too); the cluster failing is an error of its own.
+            if let Some(meshgate_cluster::JobError::Query { error, .. }) =
+                meshgate_cluster::JobError::find(&e)
+            {
+                return QueryError {
+                    class: ErrorClass::InvalidQuery,
+                    message: error.clone(),
+                };
+            }
             let (class, message) = classify(&e);
             QueryError { class, message }
         };
         let df = self.session.sql(sql).await.map_err(fail)?;
-        let batches = df.collect().await.map_err(fail)?;
+        let explain = matches!(
+            df.logical_plan(),
+            datafusion::logical_expr::LogicalPlan::Explain(_)
+        );
+        let batches = match &self.cluster {
+            // As the gateway routes: what reads no product files, and EXPLAIN, stays here.
+            Some(cluster) if !explain => {
+                let (state, plan) = df.into_parts();
+                let optimized = state.optimize(&plan).map_err(fail)?;
+                let physical = state.create_physical_plan(&plan).await.map_err(fail)?;
+                let reads = meshgate_cluster::scan_bytes(&physical).is_some();
+                let distributable = reads && cluster.refuses(&physical).is_none();
+                self.reads.fetch_add(usize::from(reads), Ordering::Relaxed);
+                self.ran_distributed
+                    .fetch_add(usize::from(distributable), Ordering::Relaxed);
+                let (plan, task) = if distributable {
+                    let (physical, task) = meshgate_cluster::plan_for_cluster(&state, &optimized)
+                        .await
+                        .map_err(fail)?;
+                    (cluster.exec(physical) as _, task)
+                } else {
+                    (physical, state.task_ctx())
+                };
+                datafusion::physical_plan::collect(plan, task)
+                    .await
+                    .map_err(fail)?
+            }
+            _ => df.collect().await.map_err(fail)?,
+        };
         Ok(to_output(&batches))
     }
 
@@ -147,6 +195,31 @@ fn normalize(s: &String) -> String {
 /// One local S3 server for every `s3/` trial of this process.
 static S3: std::sync::OnceLock<common::s3::LocalS3> = std::sync::OnceLock::new();
 
+/// One cluster for every `distributed/` trial, one for every `s3-distributed/` trial.
+static CLUSTER: std::sync::OnceLock<common::cluster::LocalCluster> = std::sync::OnceLock::new();
+static S3_CLUSTER: std::sync::OnceLock<common::cluster::LocalCluster> = std::sync::OnceLock::new();
+
+fn s3() -> &'static common::s3::LocalS3 {
+    S3.get_or_init(common::s3::LocalS3::start)
+}
+
+fn cluster(s3: bool) -> meshgate_cluster::Cluster {
+    let local = if s3 {
+        S3_CLUSTER.get_or_init(|| {
+            common::cluster::LocalCluster::start(&common::cluster::ClusterSpec {
+                s3: Some(self::s3()),
+                ..Default::default()
+            })
+        })
+    } else {
+        CLUSTER.get_or_init(|| common::cluster::LocalCluster::start(&Default::default()))
+    };
+    meshgate_cluster::Cluster::new(
+        &local.scheduler,
+        meshgate_cluster::ClusterCodec::new(common::key()),
+    )
+}
+
 /// Plans over S3 name objects by their key; the same plans over local files show their
 /// path. One form for both: `<repo>/sample-data/<key>`.
 #[allow(clippy::ptr_arg)] // the signature sqllogictest expects
@@ -160,25 +233,31 @@ fn normalize_s3(s: &String) -> String {
         .into_owned()
 }
 
-fn run_file(path: &Path, role: &str, s3: bool) -> Result<(), Failed> {
+fn run_file(path: &Path, role: &str, s3: bool, distributed: bool) -> Result<(), Failed> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mesh = if s3 {
-            common::TestMesh::load_s3(S3.get_or_init(common::s3::LocalS3::start)).await
+            common::TestMesh::load_s3(self::s3()).await
         } else {
             common::TestMesh::load().await
         };
+        let cluster = distributed.then(|| cluster(s3));
+        let (reads, ran_distributed) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let make = || async {
             Ok::<_, QueryError>(MeshDb {
                 session: mesh.session(role),
+                cluster: cluster.clone(),
+                reads: Arc::clone(&reads),
+                ran_distributed: Arc::clone(&ran_distributed),
             })
         };
         let mut runner = sqllogictest::Runner::new(make);
         runner.with_normalizer(if s3 { normalize_s3 } else { normalize });
-        if std::env::var_os("MESHGATE_SLT_COMPLETE").is_some() && !s3 {
+        if std::env::var_os("MESHGATE_SLT_COMPLETE").is_some() && !s3 && !distributed {
             let col_sep = " ";
             let validator = sqllogictest::default_validator;
             runner
@@ -196,7 +275,18 @@ fn run_file(path: &Path, role: &str, s3: bool) -> Result<(), Failed> {
         runner
             .run_file_async(path)
             .await
-            .map_err(|e| Failed::from(format!("{}", e.display(true))))
+            .map_err(|e| Failed::from(format!("{}", e.display(true))))?;
+        // A distributed run that ran nothing on the cluster would prove nothing.
+        let (reads, ran) = (
+            reads.load(Ordering::Relaxed),
+            ran_distributed.load(Ordering::Relaxed),
+        );
+        if distributed && reads > 0 && ran == 0 {
+            return Err(Failed::from(format!(
+                "{reads} statements read products, none ran on the cluster"
+            )));
+        }
+        Ok(())
     })
 }
 
@@ -218,8 +308,11 @@ fn main() {
     files.sort();
     let trials = files
         .into_iter()
-        .flat_map(|f| [(f.clone(), false), (f, true)])
-        .map(|(f, s3)| {
+        .flat_map(|f| {
+            [(false, false), (true, false), (false, true), (true, true)]
+                .map(|(s3, distributed)| (f.clone(), s3, distributed))
+        })
+        .map(|(f, s3, distributed)| {
             let role = f
                 .parent()
                 .unwrap()
@@ -228,12 +321,17 @@ fn main() {
                 .to_str()
                 .unwrap()
                 .to_string();
+            let prefix = match (s3, distributed) {
+                (false, false) => "",
+                (true, false) => "s3/",
+                (false, true) => "distributed/",
+                (true, true) => "s3-distributed/",
+            };
             let name = format!(
-                "{}{role}/{}",
-                if s3 { "s3/" } else { "" },
+                "{prefix}{role}/{}",
                 f.file_name().unwrap().to_str().unwrap()
             );
-            Trial::test(name, move || run_file(&f, &role, s3))
+            Trial::test(name, move || run_file(&f, &role, s3, distributed))
         })
         .collect();
     libtest_mimic::run(&args, trials).exit();

@@ -13,6 +13,7 @@ use meshgate_policy::{HashKey, MeshSession, Policy, Principal, SessionOptions};
 use parquet::arrow::ArrowWriter;
 use tempfile::TempDir;
 
+pub mod cluster;
 pub mod s3;
 
 pub fn repo() -> PathBuf {

@@ -2,6 +2,7 @@
 
 mod catalog;
 mod check;
+mod cluster;
 mod connect;
 mod diff;
 mod lint;
@@ -43,6 +44,11 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Classify the changes between two contract versions; breaking ones need a new major.
     Diff(diff::DiffArgs),
+    /// Run the Ballista processes that execute heavy queries (see README, "Cluster").
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -82,6 +88,7 @@ pub fn main() -> ExitCode {
             Command::Init(args) => publish::init(args),
             Command::Catalog(args) => catalog::run(args).await,
             Command::Publish(args) => publish::publish_cmd(args).await,
+            Command::Cluster { command } => cluster::run(command).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },
             } => match meshgate_server::audit::verify(&file) {

@@ -64,19 +64,7 @@ fn secrets(
     token_key: Option<String>,
     previous_token_key: Option<String>,
 ) -> anyhow::Result<Secrets> {
-    let hash_key = match hash_key {
-        Some(k) => match HashKey::new(k.as_bytes()) {
-            Ok(k) => k,
-            Err(e) => bail!("MESHGATE_HASH_KEY is refused: {e}"),
-        },
-        None => {
-            warn!(
-                "!!! MESHGATE_HASH_KEY is not set: using the fixed DEVELOPMENT hash key. \
-                 Anyone can recompute masked values. Never use this in production. !!!"
-            );
-            HashKey::development()
-        }
-    };
+    let hash_key = hash_key_from(hash_key)?;
     let token_key = match token_key {
         Some(k) if k.len() >= 16 => k.into_bytes(),
         Some(_) => bail!("MESHGATE_TOKEN_KEY must be at least 16 bytes"),
@@ -100,10 +88,32 @@ fn secrets(
     })
 }
 
-fn init_tracing() {
+/// The `hash` mask's key, as every process that evaluates masks reads it.
+pub(crate) fn hash_key_from(hash_key: Option<String>) -> anyhow::Result<HashKey> {
+    Ok(match hash_key {
+        Some(k) => match HashKey::new(k.as_bytes()) {
+            Ok(k) => k,
+            Err(e) => bail!("MESHGATE_HASH_KEY is refused: {e}"),
+        },
+        None => {
+            warn!(
+                "!!! MESHGATE_HASH_KEY is not set: using the fixed DEVELOPMENT hash key. \
+                 Anyone can recompute masked values. Never use this in production. !!!"
+            );
+            HashKey::development()
+        }
+    })
+}
+
+pub(crate) fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MESHGATE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,meshgate::audit=info"));
+    // Ballista logs every plan and task at info: useful when debugging it, noise otherwise.
+    let filter = EnvFilter::try_from_env("MESHGATE_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(
+            "info,meshgate::audit=info,ballista_core=warn,ballista_scheduler=warn,\
+             ballista_executor=warn",
+        )
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -37,6 +37,25 @@ impl MeshCodec {
     pub fn new(key: Arc<HashKey>) -> Self {
         MeshCodec { key }
     }
+
+    /// Whether `node` is one of meshgate's operators, written by this codec.
+    pub fn encodes(node: &dyn ExecutionPlan) -> bool {
+        (node as &dyn Any).is::<PolicyBarrierExec>()
+    }
+}
+
+/// Whether `buf` was written by this codec: a composite codec hands those to it.
+pub fn is_meshgate_encoding(buf: &[u8]) -> bool {
+    buf.starts_with(format!("{MASK}/").as_bytes())
+        || buf.starts_with(format!("{BARRIER}/").as_bytes())
+}
+
+/// Whether `name` is the name a mask is planned under. A function of that name that
+/// arrives without its encoding is refused, never looked up.
+pub fn is_mask_name(name: &str) -> bool {
+    MaskKind::ALL
+        .into_iter()
+        .any(|k| name.strip_prefix("mask_") == Some(&k.to_string()))
 }
 
 /// `meshgate.mask/1/hash/1a2b3c4d`: what, in which format, under which key.

@@ -44,6 +44,15 @@ pub struct AuditRecord {
     /// changed in between, or replicas not yet reloaded alike).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket_epoch: Option<String>,
+    /// `local` or `distributed`, for queries that ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// Why the routing rule chose that engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// The Ballista job of a distributed query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 static STRING_LITERAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"'(?:[^']|'')*'").unwrap());

@@ -104,6 +104,10 @@ pub struct Envelope {
     /// always re-plans under the current contracts; a different epoch is audited.
     pub epoch: String,
     pub exp: u64,
+    /// The engine the caller asked for when it was made (`x-meshgate-execution`), so that
+    /// any replica redeeming it honours the choice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
 }
 
 /// Why a sealed value was refused; all are UNAUTHENTICATED, the message says which.
@@ -349,6 +353,7 @@ mod tests {
             params: None,
             epoch: "e1".into(),
             exp: now() + 60,
+            exec: None,
         };
         let sealed = signer().seal_envelope(&e);
         assert_eq!(signer().open_envelope(&sealed, &analyst).unwrap(), e);

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub view_types: bool,
     /// How often the contracts folder is checked for changes; 0 turns reloading off.
     pub reload_interval_secs: u64,
+    /// A Ballista cluster for heavy queries; everything runs here without one.
+    pub distributed: Option<crate::routing::DistributedConfig>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +46,7 @@ impl Default for ServerConfig {
             tls: None,
             view_types: false,
             reload_interval_secs: 5,
+            distributed: None,
         }
     }
 }
@@ -155,6 +158,12 @@ impl ServerConfig {
                 path: path.to_path_buf(),
                 message: format!("mesh.s3: {message}"),
             })?;
+        if let Some(d) = &config.distributed {
+            d.validate().map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("distributed: {message}"),
+            })?;
+        }
         Ok(config)
     }
 }

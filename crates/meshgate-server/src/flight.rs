@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::{AuditRecord, redact_sql};
 use crate::auth::caller;
 use crate::gateway::{Gateway, client, decode_params, encode_params};
+use crate::routing::Execution;
 use crate::session_options;
 
 /// The Flight SQL service; cheap to clone.
@@ -95,10 +96,14 @@ impl MeshFlightSql {
         sql: &str,
         params: Option<String>,
         descriptor: FlightDescriptor,
+        execution: Option<Execution>,
     ) -> Result<FlightInfo, Status> {
         let batch = params.as_deref().map(decode_params).transpose()?;
-        let planned = self.gateway.plan(principal, sql, batch.as_ref()).await?;
-        let handle = self.gateway.envelope(principal, sql, params);
+        let planned = self
+            .gateway
+            .plan(principal, sql, batch.as_ref(), execution)
+            .await?;
+        let handle = self.gateway.envelope(principal, sql, params, execution);
         let ticket = TicketStatementQuery {
             statement_handle: handle.into(),
         };
@@ -121,11 +126,17 @@ impl MeshFlightSql {
         request_meta: (Principal, AuditRecord),
         handle: &[u8],
         fallback_params: Option<String>,
+        execution: Option<Execution>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let (principal, mut record) = request_meta;
         let started = Instant::now();
         let result = async {
             let envelope = self.gateway.signer.open_envelope(handle, &principal)?;
+            // The header on this call wins over the choice sealed in the ticket.
+            let execution = match execution {
+                Some(e) => Some(e),
+                None => envelope.exec.as_deref().map(Execution::parse).transpose()?,
+            };
             record.sql = Some(redact_sql(&envelope.sql));
             let epoch = self.gateway.mesh().epoch().to_string();
             if envelope.epoch != epoch {
@@ -137,7 +148,7 @@ impl MeshFlightSql {
             let permit = self.gateway.slot().await?;
             let planned = self
                 .gateway
-                .plan(&principal, &envelope.sql, batch.as_ref())
+                .plan(&principal, &envelope.sql, batch.as_ref(), execution)
                 .await?;
             let schema = Arc::clone(&planned.wire_schema);
             let batches = self
@@ -456,10 +467,11 @@ impl FlightSqlService for MeshFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.caller(&request)?;
+        let execution = Execution::from_metadata(request.metadata())?;
         let descriptor = request.get_ref().clone();
         let started = Instant::now();
         let result = self
-            .statement_info(&principal, &query.query, None, descriptor)
+            .statement_info(&principal, &query.query, None, descriptor, execution)
             .await;
         self.audit_refusal(
             &request,
@@ -483,10 +495,14 @@ impl FlightSqlService for MeshFlightSql {
         let params = envelope
             .params
             .or_else(|| self.gateway.recall_params(handle));
+        let execution = match Execution::from_metadata(request.metadata())? {
+            Some(e) => Some(e),
+            None => envelope.exec.as_deref().map(Execution::parse).transpose()?,
+        };
         let descriptor = request.get_ref().clone();
         let started = Instant::now();
         let result = self
-            .statement_info(&principal, &envelope.sql, params, descriptor)
+            .statement_info(&principal, &envelope.sql, params, descriptor, execution)
             .await;
         self.audit_refusal(
             &request,
@@ -516,8 +532,14 @@ impl FlightSqlService for MeshFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let principal = self.caller(&request)?;
         let record = self.record(&request, &principal, "statement");
-        self.run_sealed((principal, record), &ticket.statement_handle, None)
-            .await
+        let execution = Execution::from_metadata(request.metadata())?;
+        self.run_sealed(
+            (principal, record),
+            &ticket.statement_handle,
+            None,
+            execution,
+        )
+        .await
     }
 
     async fn do_get_prepared_statement(
@@ -529,7 +551,9 @@ impl FlightSqlService for MeshFlightSql {
         let record = self.record(&request, &principal, "prepared");
         let handle = query.prepared_statement_handle.as_ref();
         let fallback = self.gateway.recall_params(handle);
-        self.run_sealed((principal, record), handle, fallback).await
+        let execution = Execution::from_metadata(request.metadata())?;
+        self.run_sealed((principal, record), handle, fallback, execution)
+            .await
     }
 
     async fn get_flight_info_catalogs(
@@ -794,9 +818,12 @@ impl FlightSqlService for MeshFlightSql {
         };
         let encoded = encode_params(params)?;
         self.gateway.remember_params(&handle, &encoded);
-        let new_handle = self
-            .gateway
-            .envelope(&principal, &envelope.sql, Some(encoded));
+        let new_handle = self.gateway.envelope(
+            &principal,
+            &envelope.sql,
+            Some(encoded),
+            envelope.exec.as_deref().map(Execution::parse).transpose()?,
+        );
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(new_handle.into()),
         })
@@ -838,6 +865,7 @@ impl FlightSqlService for MeshFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = self.caller(&request)?;
+        let execution = Execution::from_metadata(request.metadata())?;
         let (dataset, parameters) = self.gateway.describe(&principal, &query.query).await?;
         let ipc = |s: &Schema| -> Result<Vec<u8>, Status> {
             let IpcMessage(bytes) = SchemaAsIpc::new(s, &IpcWriteOptions::default())
@@ -846,7 +874,10 @@ impl FlightSqlService for MeshFlightSql {
             Ok(bytes.to_vec())
         };
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: self.gateway.envelope(&principal, &query.query, None).into(),
+            prepared_statement_handle: self
+                .gateway
+                .envelope(&principal, &query.query, None, execution)
+                .into(),
             dataset_schema: ipc(&dataset)?.into(),
             // No parameters: no parameter schema, as clients expect.
             parameter_schema: if parameters.fields().is_empty() {

@@ -11,7 +11,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
-use base64::Engine;
+use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
@@ -37,6 +37,7 @@ use crate::audit::{AuditLog, AuditRecord};
 use crate::auth::{Envelope, Signer, Users, now};
 use crate::config::{Secrets, ServerConfig};
 use crate::metrics::{CodeLabel, KindLabel, Metrics};
+use crate::routing::{Engine, Execution, Route, route};
 
 pub struct Gateway {
     /// Swapped whole by the reloader; each request plans against one snapshot.
@@ -55,6 +56,8 @@ pub struct Gateway {
     /// clients that keep using the old handle (flightsql-dbapi). Bounded; clients that use
     /// the updated handle never need it.
     bound: Mutex<BoundParams>,
+    /// The Ballista cluster of `distributed:`, if any.
+    cluster: Option<meshgate_cluster::Cluster>,
 }
 
 /// A statement planned as its caller, ready to execute.
@@ -64,6 +67,9 @@ pub(crate) struct Planned {
     pub(crate) wire_schema: SchemaRef,
     pub(crate) applied: Vec<AppliedPolicy>,
     pub(crate) task: Arc<datafusion::execution::TaskContext>,
+    pub(crate) route: Route,
+    /// The cluster's job id, once a distributed query is accepted.
+    pub(crate) job_id: Option<Arc<Mutex<Option<String>>>>,
 }
 
 impl Gateway {
@@ -83,10 +89,18 @@ impl Gateway {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()
             .map_err(std::io::Error::other)?;
+        let key = Arc::new(secrets.hash_key);
+        let cluster = config.distributed.as_ref().map(|d| {
+            meshgate_cluster::Cluster::new(
+                &d.scheduler,
+                meshgate_cluster::ClusterCodec::new(Arc::clone(&key)),
+            )
+        });
         Ok(Gateway {
+            cluster,
             signer: Signer::with_previous(&secrets.token_key, &secrets.previous_token_keys),
             users: Users::new(&config.users),
-            key: Arc::new(secrets.hash_key),
+            key,
             slots: Arc::new(Semaphore::new(limits.max_concurrent_queries.max(1))),
             audit: AuditLog::open(config.audit_file.as_deref())?,
             metrics: Arc::new(Metrics::default()),
@@ -138,12 +152,14 @@ impl Gateway {
     }
 
     /// Plans `sql` as `principal`, parameters bound, and builds the physical plan it will
-    /// run: the schema announced is the schema of the plan that executes.
+    /// run, on the engine the routing rule picks: the schema announced is the schema of
+    /// the plan that executes.
     pub(crate) async fn plan(
         &self,
         principal: &Principal,
         sql: &str,
         params: Option<&RecordBatch>,
+        execution: Option<Execution>,
     ) -> Result<Planned, Status> {
         let session = self.session(principal);
         let mut df = session.sql(sql).await.map_err(|e| self.status(&e))?;
@@ -152,25 +168,76 @@ impl Gateway {
                 .with_param_values(param_values(params)?)
                 .map_err(|e| self.status(&e))?;
         }
-        self.build(df).await
+        self.build(df, execution).await
     }
 
-    /// Analyzes, optimizes and physically plans a parsed statement.
-    async fn build(&self, df: datafusion::dataframe::DataFrame) -> Result<Planned, Status> {
+    /// Where `physical` runs. An EXPLAIN runs here, and says where its statement would.
+    async fn route(
+        &self,
+        execution: Option<Execution>,
+        physical: &Arc<dyn ExecutionPlan>,
+    ) -> Result<Route, Status> {
+        route(
+            self.config.distributed.as_ref(),
+            self.cluster.as_ref(),
+            execution,
+            physical,
+        )
+        .await
+    }
+
+    /// Analyzes, optimizes and physically plans a parsed statement, and routes it.
+    async fn build(
+        &self,
+        df: datafusion::dataframe::DataFrame,
+        execution: Option<Execution>,
+    ) -> Result<Planned, Status> {
         let (state, plan) = df.into_parts();
         let optimized = state.optimize(&plan).map_err(|e| self.status(&e))?;
         let applied = applied_policies(&optimized);
-        let physical = state
+        let mut physical = state
             .query_planner()
             .create_physical_plan(&optimized, &state)
             .await
             .map_err(|e| self.status(&e))?;
+        let route = match &optimized {
+            datafusion::logical_expr::LogicalPlan::Explain(explain) => {
+                let inner = state
+                    .query_planner()
+                    .create_physical_plan(&explain.plan, &state)
+                    .await
+                    .map_err(|e| self.status(&e))?;
+                let would = self.route(execution, &inner).await?;
+                physical = explain_with_route(&physical, &would);
+                Route {
+                    engine: Engine::Local,
+                    reason: "EXPLAIN".into(),
+                }
+            }
+            _ => self.route(execution, &physical).await?,
+        };
+        let mut task = state.task_ctx();
+        let mut job_id = None;
+        if route.engine == Engine::Distributed
+            && let Some(cluster) = &self.cluster
+        {
+            let (for_cluster, cluster_task) =
+                meshgate_cluster::plan_for_cluster(&state, &optimized)
+                    .await
+                    .map_err(|e| self.status(&e))?;
+            let exec = cluster.exec(for_cluster);
+            job_id = Some(exec.job_id_handle());
+            physical = exec;
+            task = cluster_task;
+        }
         let wire_schema = self.wire_schema(&physical.schema());
         Ok(Planned {
             physical,
             wire_schema,
             applied,
-            task: state.task_ctx(),
+            task,
+            route,
+            job_id,
         })
     }
 
@@ -188,7 +255,7 @@ impl Gateway {
             .map_err(|e| self.status(&e))?;
         if params.is_empty() {
             // Parsed once: the same statement is planned through to its physical schema.
-            let planned = self.build(df).await?;
+            let planned = self.build(df, Some(Execution::Local)).await?;
             return Ok((planned.wire_schema, Schema::empty()));
         }
         let (state, plan) = df.into_parts();
@@ -223,6 +290,21 @@ impl Gateway {
     /// A gRPC status for a query error. Internal errors are logged with an id and reach
     /// the caller as that id only.
     pub(crate) fn status(&self, e: &DataFusionError) -> Status {
+        match meshgate_cluster::JobError::find(e) {
+            Some(job @ meshgate_cluster::JobError::Unavailable(_)) => {
+                warn!("{job}");
+                return Status::unavailable(job.to_string());
+            }
+            Some(meshgate_cluster::JobError::Query {
+                error,
+                resources_exhausted: true,
+                ..
+            }) => return Status::resource_exhausted(error.clone()),
+            Some(meshgate_cluster::JobError::Query { error, .. }) => {
+                return Status::invalid_argument(error.clone());
+            }
+            None => {}
+        }
         let (class, message) = classify(e);
         match class {
             ErrorClass::PermissionDenied | ErrorClass::Refused => {
@@ -244,6 +326,7 @@ impl Gateway {
         principal: &Principal,
         sql: &str,
         params: Option<String>,
+        execution: Option<Execution>,
     ) -> Vec<u8> {
         self.signer.seal_envelope(&Envelope {
             sub: principal.name.clone(),
@@ -252,6 +335,7 @@ impl Gateway {
             params,
             epoch: self.mesh().epoch().to_string(),
             exp: now() + self.config.token_ttl_secs,
+            exec: execution.map(|e| e.to_string()),
         })
     }
 
@@ -297,9 +381,12 @@ impl Gateway {
             execute_stream(Arc::clone(&planned.physical), planned.task)
                 .map_err(|e| self.status(&e))?;
         fill_policies(&mut record, &planned.applied);
+        record.engine = Some(planned.route.engine.to_string());
+        record.route = Some(planned.route.reason.clone());
         self.metrics.active_queries.inc();
         let guard = QueryGuard {
             gateway: Arc::clone(self),
+            job_id: planned.job_id,
             record,
             started,
             outcome: None,
@@ -413,6 +500,7 @@ pub(crate) fn fill_policies(record: &mut AuditRecord, applied: &[AppliedPolicy])
 /// Writes the audit record once, however the stream ends.
 struct QueryGuard {
     gateway: Arc<Gateway>,
+    job_id: Option<Arc<Mutex<Option<String>>>>,
     record: AuditRecord,
     started: Instant,
     outcome: Option<Result<(), Status>>,
@@ -431,6 +519,9 @@ impl Drop for QueryGuard {
         gw.metrics.active_queries.dec();
         gw.metrics.rows.inc_by(self.record.rows);
         gw.metrics.bytes.inc_by(self.record.bytes);
+        if let Some(job) = &self.job_id {
+            self.record.job_id = job.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        }
         let cancelled = Status::cancelled("the client went away before the end of the result");
         let outcome = match &self.outcome {
             Some(Ok(())) => Ok(()),
@@ -442,6 +533,31 @@ impl Drop for QueryGuard {
         };
         gw.audit_now(std::mem::take(&mut self.record), self.started, outcome);
     }
+}
+
+/// The EXPLAIN of a statement, with a last line saying which engine would run it.
+fn explain_with_route(physical: &Arc<dyn ExecutionPlan>, route: &Route) -> Arc<dyn ExecutionPlan> {
+    use datafusion::common::display::{PlanType, StringifiedPlan};
+    use datafusion::physical_plan::explain::ExplainExec;
+    let Some(explain) = physical.downcast_ref::<ExplainExec>() else {
+        return Arc::clone(physical);
+    };
+    let plans = explain
+        .stringified_plans()
+        .iter()
+        .map(|p| match p.plan_type {
+            PlanType::FinalPhysicalPlan => StringifiedPlan::new(
+                p.plan_type.clone(),
+                format!("{}meshgate: {route}\n", p.plan),
+            ),
+            _ => p.clone(),
+        })
+        .collect();
+    Arc::new(ExplainExec::new(
+        physical.schema(),
+        plans,
+        explain.verbose(),
+    ))
 }
 
 /// View types become their classic forms on the wire (FLIGHT-SQL.md: older drivers).

@@ -12,6 +12,7 @@ mod gateway;
 mod http;
 mod metrics;
 mod reload;
+pub mod routing;
 mod session_options;
 mod sla;
 

@@ -1,0 +1,164 @@
+//! `meshgate cluster scheduler|executor`: the Ballista processes that run heavy queries.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use meshgate_cluster::process::{
+    EXECUTOR_FLIGHT_PORT, EXECUTOR_GRPC_PORT, ExecutorOptions, SCHEDULER_PORT, SchedulerOptions,
+    Scheduling, run_executor, run_scheduler,
+};
+use meshgate_server::ServerConfig;
+
+use crate::serve::{hash_key_from, init_tracing};
+
+#[derive(Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Plan stages and hand tasks to executors; the gateway submits jobs here.
+    Scheduler(SchedulerArgs),
+    /// Run tasks: reads products (files, S3) and evaluates masks with its own hash key.
+    Executor(ExecutorArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchedulingArg {
+    /// The scheduler pushes tasks (lower latency).
+    Push,
+    /// Executors poll the scheduler for tasks.
+    Pull,
+}
+
+impl From<SchedulingArg> for Scheduling {
+    fn from(s: SchedulingArg) -> Self {
+        match s {
+            SchedulingArg::Push => Scheduling::Push,
+            SchedulingArg::Pull => Scheduling::Pull,
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct SchedulerArgs {
+    /// Where the S3 settings (`mesh.s3`) are read from, as for executors.
+    #[arg(long, env = "MESHGATE_CONFIG", default_value = "meshgate.yaml")]
+    config: PathBuf,
+    /// Loopback only: cluster ports are inside the trust boundary.
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], SCHEDULER_PORT)))]
+    bind: SocketAddr,
+    /// Must match the executors'.
+    #[arg(long, value_enum, default_value = "push")]
+    scheduling: SchedulingArg,
+    #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
+    hash_key: Option<String>,
+    /// Stop when standard input closes: a supervisor (or a test) that dies takes the
+    /// process with it.
+    #[arg(long)]
+    until_stdin_closes: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ExecutorArgs {
+    /// Where the S3 settings (`mesh.s3`) are read from; credentials come from `AWS_*`.
+    #[arg(long, env = "MESHGATE_CONFIG", default_value = "meshgate.yaml")]
+    config: PathBuf,
+    /// The scheduler to register with.
+    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], SCHEDULER_PORT)))]
+    scheduler: SocketAddr,
+    /// Loopback only, like the scheduler.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// Arrow Flight port: shuffle data and results.
+    #[arg(long, default_value_t = EXECUTOR_FLIGHT_PORT)]
+    flight_port: u16,
+    /// Where the scheduler pushes tasks.
+    #[arg(long, default_value_t = EXECUTOR_GRPC_PORT)]
+    grpc_port: u16,
+    #[arg(long, value_enum, default_value = "push")]
+    scheduling: SchedulingArg,
+    /// Tasks at once; 0 is one per core.
+    #[arg(long, default_value_t = 0)]
+    concurrent_tasks: usize,
+    /// Shuffle files; a temporary folder by default.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Memory pool of the executor, in MiB; spills beyond it. Default: a share of the host's.
+    #[arg(long)]
+    memory_limit_mb: Option<u64>,
+    /// The same key as the gateway's: a mask planned under another key is refused.
+    #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
+    hash_key: Option<String>,
+    /// Stop when standard input closes, as for the scheduler.
+    #[arg(long)]
+    until_stdin_closes: bool,
+}
+
+/// Runs `process` until it ends, or until standard input closes when asked to.
+async fn supervised(
+    until_stdin_closes: bool,
+    process: impl std::future::Future<Output = Result<(), meshgate_cluster::ClusterError>>,
+) -> anyhow::Result<()> {
+    if !until_stdin_closes {
+        return Ok(process.await?);
+    }
+    let stdin_closed = async {
+        use tokio::io::AsyncReadExt;
+        let mut sink = [0u8; 256];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        r = process => Ok(r?),
+        () = stdin_closed => Ok(()),
+    }
+}
+
+pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    match command {
+        ClusterCommand::Scheduler(args) => {
+            let key = Arc::new(hash_key_from(args.hash_key)?);
+            let opts = SchedulerOptions {
+                bind: args.bind,
+                scheduling: args.scheduling.into(),
+                s3: s3_settings(&args.config)?,
+            };
+            println!("meshgate cluster scheduler on {}", args.bind);
+            supervised(args.until_stdin_closes, run_scheduler(opts, key)).await?;
+        }
+        ClusterCommand::Executor(args) => {
+            let key = Arc::new(hash_key_from(args.hash_key)?);
+            let s3 = s3_settings(&args.config)?;
+            let opts = ExecutorOptions {
+                bind: args.bind,
+                flight_port: args.flight_port,
+                grpc_port: args.grpc_port,
+                scheduler: args.scheduler,
+                scheduling: args.scheduling.into(),
+                concurrent_tasks: args.concurrent_tasks,
+                work_dir: args.work_dir,
+                memory_pool_bytes: args.memory_limit_mb.map(|m| m << 20),
+                s3,
+            };
+            println!(
+                "meshgate cluster executor on {}:{} (tasks on {}), scheduler {}",
+                args.bind, args.flight_port, args.grpc_port, args.scheduler
+            );
+            supervised(args.until_stdin_closes, run_executor(opts, key))
+                .await
+                .context("the executor stopped")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mesh.s3` of the configuration, if there is one; cluster processes need nothing else.
+fn s3_settings(config: &std::path::Path) -> anyhow::Result<meshgate_catalog::stores::S3Config> {
+    Ok(if config.exists() {
+        ServerConfig::load(config)?.mesh.s3
+    } else {
+        Default::default()
+    })
+}

@@ -1,0 +1,663 @@
+//! The gateway's side of a distributed query: the physical plan it has planned and
+//! checked is encoded with [`ClusterCodec`] and submitted to the scheduler as is, so the
+//! plan that runs is the one the policy rule produced; results are fetched from the
+//! executors and counted against what the executors reported writing.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ballista_core::client::BallistaClient;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::{
+    CancelJobParams, ExecuteQueryParams, GetJobStatusParams, KeyValuePair, PartitionLocation,
+    SuccessfulJob, execute_query_params::Query, execute_query_result, job_status,
+};
+use ballista_core::version::insert_version_header;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use datafusion_proto::physical_plan::AsExecutionPlan;
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::transport::Channel;
+use tracing::{debug, warn};
+
+use crate::codec::ClusterCodec;
+
+/// Where the cluster is and how to talk to it; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `http://127.0.0.1:50060`
+    scheduler: String,
+    codec: ClusterCodec,
+    /// One scheduler session for the gateway; its settings are sent with every job.
+    session_id: String,
+    max_message_size: usize,
+    health: Mutex<Option<(Instant, Health)>>,
+}
+
+/// What the scheduler said about itself, cached briefly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ready(String),
+    Unavailable(String),
+}
+
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Health::Ready(_))
+    }
+}
+
+/// How long a health answer is reused: routing must not cost a round trip per query.
+const HEALTH_TTL: Duration = Duration::from_secs(2);
+
+impl Cluster {
+    pub fn new(scheduler: &str, codec: ClusterCodec) -> Cluster {
+        Cluster {
+            inner: Arc::new(Inner {
+                scheduler: scheduler.trim_end_matches('/').to_string(),
+                codec,
+                session_id: format!("meshgate-{}", uuid::Uuid::new_v4()),
+                max_message_size: 64 << 20,
+                health: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn scheduler(&self) -> &str {
+        &self.inner.scheduler
+    }
+
+    /// Ready when the scheduler answers `/readyz` with at least one executor registered.
+    pub async fn health(&self) -> Health {
+        if let Some((at, h)) = self
+            .inner
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            && at.elapsed() < HEALTH_TTL
+        {
+            return h;
+        }
+        let health = probe(&self.inner.scheduler).await;
+        *self.inner.health.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), health.clone()));
+        health
+    }
+
+    /// Forgets the cached health (a job could not be submitted).
+    pub fn invalidate(&self) {
+        *self.inner.health.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// `plan`, to be run on the cluster when executed.
+    pub fn exec(&self, plan: Arc<dyn ExecutionPlan>) -> Arc<DistributedExec> {
+        Arc::new(DistributedExec::new(self.clone(), plan))
+    }
+
+    /// Why `plan` cannot run on the cluster, if it cannot: operators Ballista 55 cannot
+    /// split into stages, or that do not encode.
+    pub fn refuses(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+        let mut stack = vec![Arc::clone(plan)];
+        while let Some(node) = stack.pop() {
+            // Its subquery results live in this process only (datafusion-ballista#1909).
+            if node.name() == "ScalarSubqueryExec" {
+                return Some(
+                    "an uncorrelated scalar subquery (ScalarSubqueryExec) runs in one process"
+                        .into(),
+                );
+            }
+            stack.extend(node.children().into_iter().cloned());
+        }
+        self.encode(Arc::clone(plan))
+            .err()
+            .map(|e| format!("the plan does not encode: {e}"))
+    }
+
+    /// The bytes the scheduler receives for `plan`.
+    pub fn encode(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+        let node = PhysicalPlanNode::try_from_physical_plan(plan, &self.inner.codec)?;
+        Ok(node.encode_to_vec())
+    }
+}
+
+async fn probe(scheduler: &str) -> Health {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return Health::Unavailable(e.to_string()),
+    };
+    match client.get(format!("{scheduler}/readyz")).send().await {
+        Ok(r) => {
+            let ok = r.status().is_success();
+            let body = r.text().await.unwrap_or_default().trim().to_string();
+            if ok {
+                Health::Ready(body)
+            } else {
+                Health::Unavailable(format!("scheduler at {scheduler}: {body}"))
+            }
+        }
+        Err(e) => Health::Unavailable(format!("scheduler at {scheduler} unreachable: {e}")),
+    }
+}
+
+/// Runs its input on the cluster: the one partition it yields is the job's result.
+pub struct DistributedExec {
+    cluster: Cluster,
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+    job_id: Arc<Mutex<Option<String>>>,
+}
+
+impl DistributedExec {
+    fn new(cluster: Cluster, input: Arc<dyn ExecutionPlan>) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(input.schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        DistributedExec {
+            cluster,
+            input,
+            properties,
+            job_id: Arc::default(),
+        }
+    }
+
+    /// The scheduler's job id, once the job is accepted; shared with clones of this node.
+    pub fn job_id_handle(&self) -> Arc<Mutex<Option<String>>> {
+        Arc::clone(&self.job_id)
+    }
+}
+
+impl fmt::Debug for DistributedExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DistributedExec")
+            .field("scheduler", &self.cluster.inner.scheduler)
+            .finish()
+    }
+}
+
+impl DisplayAs for DistributedExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "DistributedExec: engine=ballista, scheduler={}",
+            self.cluster.inner.scheduler
+        )?;
+        if let Some(id) = self
+            .job_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            write!(f, ", job={id}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for DistributedExec {
+    fn name(&self) -> &str {
+        "DistributedExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (Some(input), true) = (children.pop(), children.is_empty()) else {
+            return Err(DataFusionError::Internal(
+                "DistributedExec has one input".into(),
+            ));
+        };
+        let mut exec = DistributedExec::new(self.cluster.clone(), input);
+        exec.job_id = Arc::clone(&self.job_id);
+        Ok(Arc::new(exec))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "DistributedExec has one partition, not {partition}"
+            )));
+        }
+        let plan = self.cluster.encode(Arc::clone(&self.input))?;
+        let settings = context
+            .session_config()
+            .options()
+            .entries()
+            .into_iter()
+            .map(|e| KeyValuePair {
+                key: e.key,
+                value: e.value,
+            })
+            .collect();
+        let job = Job {
+            cluster: self.cluster.clone(),
+            job_id: Arc::clone(&self.job_id),
+            done: false,
+        };
+        let stream = futures::stream::once(job.run(plan, settings)).try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+}
+
+/// One submitted job; cancelled on the scheduler if dropped before it finished.
+struct Job {
+    cluster: Cluster,
+    job_id: Arc<Mutex<Option<String>>>,
+    done: bool,
+}
+
+/// How a distributed query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The cluster could not run it (scheduler or executor gone, result lost): the
+    /// gateway answers UNAVAILABLE.
+    #[error("cluster: {0}")]
+    Unavailable(String),
+    /// The query itself failed on an executor; `error` is worded as DataFusion words it
+    /// in this process, so a caller sees the same error local or distributed.
+    #[error("{error}")]
+    Query {
+        job_id: String,
+        error: String,
+        resources_exhausted: bool,
+    },
+}
+
+impl JobError {
+    pub fn find(e: &DataFusionError) -> Option<&JobError> {
+        match e.find_root() {
+            DataFusionError::External(inner) => inner.downcast_ref(),
+            _ => None,
+        }
+    }
+}
+
+fn cluster_err(what: &str, e: impl fmt::Display) -> DataFusionError {
+    DataFusionError::External(Box::new(JobError::Unavailable(format!("{what}: {e}"))))
+}
+
+/// The error of a failed job. Ballista reports a task's error as the `Debug` form of
+/// DataFusion's error; this gives it back its `Display` form where it can.
+fn job_failed(job_id: &str, ballista: &str) -> DataFusionError {
+    let lost = [
+        "executor lost",
+        "Executor lost",
+        "FetchFailed",
+        "fetch partition",
+        "IoError",
+    ];
+    if lost.iter().any(|l| ballista.contains(l)) {
+        return cluster_err(&format!("job {job_id} failed"), ballista);
+    }
+    let error = reword(ballista).unwrap_or_else(|| ballista.to_string());
+    DataFusionError::External(Box::new(JobError::Query {
+        job_id: job_id.to_string(),
+        resources_exhausted: ballista.contains("ResourcesExhausted("),
+        error,
+    }))
+}
+
+/// `…: DataFusionError(Shared(ArrowError(CastError("x"), None)))` → `Arrow error: Cast error: x`.
+fn reword(ballista: &str) -> Option<String> {
+    const WRAPPERS: [(&str, &str); 14] = [
+        ("DataFusionError(", ""),
+        ("Shared(", ""),
+        ("External(", ""),
+        ("Context(", ""),
+        ("ArrowError(", "Arrow error: "),
+        ("CastError(", "Cast error: "),
+        ("ComputeError(", "Compute error: "),
+        ("InvalidArgumentError(", "Invalid argument error: "),
+        ("DivideByZero", "Divide by zero error"),
+        ("Execution(", "Execution error: "),
+        ("Plan(", "Error during planning: "),
+        ("ResourcesExhausted(", "Resources exhausted: "),
+        ("NotImplemented(", "This feature is not implemented: "),
+        ("Internal(", "Internal error: "),
+    ];
+    let mut rest = &ballista[ballista.find("DataFusionError(")?..];
+    let mut out = String::new();
+    loop {
+        if let Some(literal) = rest.strip_prefix('"') {
+            let mut chars = literal.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return Some(out),
+                    '\\' => out.push(match chars.next()? {
+                        'n' => '\n',
+                        't' => '\t',
+                        other => other,
+                    }),
+                    c => out.push(c),
+                }
+            }
+            return None;
+        }
+        let (prefix, words) = WRAPPERS.iter().find(|(p, _)| rest.starts_with(p))?;
+        out.push_str(words);
+        if *prefix == "DivideByZero" {
+            return Some(out);
+        }
+        rest = &rest[prefix.len()..];
+    }
+}
+
+impl Job {
+    async fn run(
+        mut self,
+        plan: Vec<u8>,
+        settings: Vec<KeyValuePair>,
+    ) -> Result<impl futures::Stream<Item = Result<arrow::array::RecordBatch>> + Send> {
+        let inner = &self.cluster.inner;
+        let mut scheduler = SchedulerGrpcClient::connect(inner.scheduler.clone())
+            .await
+            .map_err(|e| {
+                self.cluster.invalidate();
+                cluster_err(
+                    &format!("cannot reach the scheduler at {}", inner.scheduler),
+                    e,
+                )
+            })?
+            .max_encoding_message_size(inner.max_message_size)
+            .max_decoding_message_size(inner.max_message_size);
+        let mut request = tonic::Request::new(ExecuteQueryParams {
+            query: Some(Query::PhysicalPlan(plan)),
+            settings,
+            session_id: inner.session_id.clone(),
+            operation_id: uuid::Uuid::now_v7().to_string(),
+        });
+        insert_version_header(request.metadata_mut());
+        let response = scheduler
+            .execute_query(request)
+            .await
+            .map_err(|e| cluster_err("job refused", e.message()))?
+            .into_inner();
+        let job_id = match response.result {
+            Some(execute_query_result::Result::Success(s)) => s.job_id,
+            Some(execute_query_result::Result::Failure(f)) => {
+                return Err(cluster_err("job refused", format!("{:?}", f.failure)));
+            }
+            None => return Err(cluster_err("job refused", "empty answer")),
+        };
+        *self.job_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_id.clone());
+        debug!(%job_id, "job submitted");
+        let done = self.wait(&mut scheduler, &job_id).await?;
+        self.done = true;
+        let max = inner.max_message_size;
+        let mut locations = done.partition_location;
+        locations.sort_by_key(|l| l.partition_id.as_ref().map(|p| p.partition_id));
+        let streams = locations
+            .into_iter()
+            .map(move |l| futures::stream::once(fetch(l, max)).try_flatten());
+        Ok(futures::stream::iter(streams).flatten())
+    }
+
+    async fn wait(
+        &self,
+        scheduler: &mut SchedulerGrpcClient<Channel>,
+        job_id: &str,
+    ) -> Result<SuccessfulJob> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let status = scheduler
+                .get_job_status(GetJobStatusParams {
+                    job_id: job_id.to_string(),
+                })
+                .await
+                .map_err(|e| {
+                    cluster_err(&format!("job {job_id}: lost the scheduler"), e.message())
+                })?
+                .into_inner()
+                .status
+                .and_then(|s| s.status);
+            match status {
+                Some(job_status::Status::Successful(done)) => return Ok(done),
+                Some(job_status::Status::Failed(f)) => return Err(job_failed(job_id, &f.error)),
+                _ => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let Some(job_id) = self
+            .job_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let scheduler = self.cluster.inner.scheduler.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Ok(mut s) = SchedulerGrpcClient::connect(scheduler).await
+                    && let Err(e) = s
+                        .cancel_job(CancelJobParams {
+                            job_id: job_id.clone(),
+                        })
+                        .await
+                {
+                    warn!(%job_id, "cannot cancel the job: {}", e.message());
+                }
+            });
+        }
+    }
+}
+
+/// One result partition, checked against the row count its writer reported: an
+/// executor that vanishes mid-transfer gives an error, never a short answer.
+async fn fetch(
+    location: PartitionLocation,
+    max_message_size: usize,
+) -> Result<impl futures::Stream<Item = Result<arrow::array::RecordBatch>> + Send> {
+    let layout = location.layout();
+    let expected = location
+        .partition_stats
+        .as_ref()
+        .map(|s| s.num_rows)
+        .filter(|n| *n >= 0);
+    let meta = location
+        .executor_meta
+        .ok_or_else(|| cluster_err("result", "a partition without its executor"))?;
+    let id = location
+        .partition_id
+        .ok_or_else(|| cluster_err("result", "a partition without its id"))?;
+    let partition = id.partition_id;
+    let mut client = BallistaClient::try_new(
+        &meta.host,
+        meta.port as u16,
+        max_message_size,
+        false,
+        None,
+        3,
+        50,
+        0,
+        0,
+    )
+    .await
+    .map_err(|e| cluster_err(&format!("executor {} unreachable", meta.id), e))?;
+    let stream = client
+        .fetch_partition(&meta.id, &id.into(), location.file_id, layout, true)
+        .await
+        .map_err(|e| cluster_err(&format!("executor {}", meta.id), e))?;
+    let executor = meta.id;
+    let counted = futures::stream::unfold(
+        (stream, 0i64, false),
+        move |(mut stream, seen, finished)| {
+            let executor = executor.clone();
+            async move {
+                if finished {
+                    return None;
+                }
+                match stream.next().await {
+                    Some(Ok(batch)) => {
+                        let seen = seen + batch.num_rows() as i64;
+                        Some((Ok(batch), (stream, seen, false)))
+                    }
+                    Some(Err(e)) => Some((Err(e), (stream, seen, true))),
+                    None => match expected {
+                        Some(n) if n != seen => Some((
+                            Err(cluster_err(
+                                "short result",
+                                format!(
+                                    "partition {partition} from executor {executor}: \
+                                     {seen} rows of {n}"
+                                ),
+                            )),
+                            (stream, seen, true),
+                        )),
+                        _ => None,
+                    },
+                }
+            }
+        },
+    );
+    Ok(counted)
+}
+
+/// Plans `optimized` (an optimized logical plan) for the cluster: as `state` would, but
+/// with the settings Ballista 55 needs. Dynamic filters are produced by one operator and
+/// read by another in the same process; split into stages, the scan would wait forever
+/// (datafusion-ballista#1375) or the scheduler's join selection fails on them. The
+/// policy is in the logical plan and in the session's planner, so it is all there.
+pub async fn plan_for_cluster(
+    state: &SessionState,
+    optimized: &LogicalPlan,
+) -> Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)> {
+    let mut config = state.config().clone();
+    // Through `set`: it also turns off the join, TopK and aggregate filters it governs.
+    config.options_mut().set(
+        "datafusion.optimizer.enable_dynamic_filter_pushdown",
+        "false",
+    )?;
+    let state = SessionStateBuilder::new_from_existing(state.clone())
+        .with_config(config)
+        .build();
+    let physical = state
+        .query_planner()
+        .create_physical_plan(optimized, &state)
+        .await?;
+    Ok((physical, state.task_ctx()))
+}
+
+/// The bytes a plan will read, after pruning: the sizes of the files its scans list.
+pub fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
+    use datafusion::datasource::physical_plan::FileScanConfig;
+    use datafusion::datasource::source::DataSourceExec;
+    let mut total = None;
+    let mut stack = vec![Arc::clone(plan)];
+    while let Some(node) = stack.pop() {
+        if let Some(source) = node.downcast_ref::<DataSourceExec>()
+            && let Some(files) = source.data_source().downcast_ref::<FileScanConfig>()
+        {
+            let bytes: u64 = files
+                .file_groups
+                .iter()
+                .flat_map(|g| g.files())
+                .map(|f| match &f.range {
+                    Some(r) => (r.end - r.start).max(0) as u64,
+                    None => f.object_meta.size,
+                })
+                .sum();
+            total = Some(total.unwrap_or(0) + bytes);
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_errors_are_worded_as_datafusion_words_them() {
+        let ballista = "Job failed due to stage 1 failed: Task failed due to runtime execution \
+            error: DataFusionError(Shared(External(ArrowError(CastError(\"Cannot cast string \
+            'x\\\"y' to value of Int64 type\")))))";
+        assert_eq!(
+            reword(ballista).unwrap(),
+            "Arrow error: Cast error: Cannot cast string 'x\"y' to value of Int64 type"
+        );
+        assert_eq!(
+            reword("DataFusionError(Execution(\"boom\"))").unwrap(),
+            "Execution error: boom"
+        );
+        // Anything else stays as Ballista said it.
+        assert_eq!(reword("DataFusionError(SomethingNew(\"x\"))"), None);
+        assert_eq!(reword("no error here"), None);
+    }
+
+    #[test]
+    fn lost_executors_are_unavailable_and_query_errors_are_not() {
+        let lost = job_failed("j", "Task failed due to executor lost: e1");
+        assert!(matches!(
+            JobError::find(&lost),
+            Some(JobError::Unavailable(_))
+        ));
+        let query = job_failed("j", "DataFusionError(ResourcesExhausted(\"pool\"))");
+        let Some(JobError::Query {
+            error,
+            resources_exhausted,
+            ..
+        }) = JobError::find(&query)
+        else {
+            panic!("{query}");
+        };
+        assert_eq!(error, "Resources exhausted: pool");
+        assert!(resources_exhausted);
+    }
+}

@@ -1,0 +1,229 @@
+//! A Ballista cluster of real processes for the tests: `meshgate cluster scheduler` and
+//! executors on 127.0.0.1, ports chosen at run time, each process stopping when the test
+//! that started it is gone (its stdin closes).
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::s3::LocalS3;
+
+/// How to start one.
+pub struct ClusterSpec<'a> {
+    pub executors: usize,
+    pub hash_key: &'a [u8],
+    /// Products on this S3 server: executors get its endpoint and credentials.
+    pub s3: Option<&'a LocalS3>,
+    pub scheduling: &'a str,
+}
+
+impl Default for ClusterSpec<'_> {
+    fn default() -> Self {
+        ClusterSpec {
+            executors: 2,
+            hash_key: super::TEST_KEY,
+            s3: None,
+            scheduling: "push",
+        }
+    }
+}
+
+pub struct LocalCluster {
+    scheduler_child: Child,
+    executors: Vec<Child>,
+    pub scheduler_addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`, as the gateway's `distributed.scheduler`.
+    pub scheduler: String,
+    dir: tempfile::TempDir,
+}
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn meshgate() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_meshgate"))
+}
+
+fn spawn(args: &[&str], env: &[(&str, String)], log: &Path) -> Child {
+    let mut cmd = Command::new(meshgate());
+    cmd.args(args)
+        .arg("--until-stdin-closes")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+impl LocalCluster {
+    /// A scheduler and `spec.executors` executors, once all have registered.
+    pub fn start(spec: &ClusterSpec) -> LocalCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let scheduler_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let key = String::from_utf8(spec.hash_key.to_vec()).unwrap();
+        let (config, env) = process_config(spec, dir.path(), "scheduler");
+        let mut env = env;
+        env.push(("MESHGATE_HASH_KEY", key));
+        let scheduler_child = spawn(
+            &[
+                "cluster",
+                "scheduler",
+                "--config",
+                config.to_str().unwrap(),
+                "--bind",
+                &scheduler_addr.to_string(),
+                "--scheduling",
+                spec.scheduling,
+            ],
+            &env,
+            &dir.path().join("scheduler.log"),
+        );
+        let mut cluster = LocalCluster {
+            scheduler_child,
+            executors: vec![],
+            scheduler: format!("http://{scheduler_addr}"),
+            scheduler_addr,
+            dir,
+        };
+        for _ in 0..spec.executors {
+            cluster.add_executor(spec, scheduler_addr);
+        }
+        cluster.wait_ready(spec.executors);
+        cluster
+    }
+
+    /// One more executor registering with `scheduler` (the scheduler, or a proxy to it).
+    pub fn add_executor(&mut self, spec: &ClusterSpec, scheduler: SocketAddr) {
+        let n = self.executors.len();
+        let (config, mut env) = process_config(spec, self.dir.path(), &format!("executor-{n}"));
+        env.push((
+            "MESHGATE_HASH_KEY",
+            String::from_utf8(spec.hash_key.to_vec()).unwrap(),
+        ));
+        let (flight, grpc) = (free_port(), free_port());
+        let work = self.dir.path().join(format!("work-{n}"));
+        let child = spawn(
+            &[
+                "cluster",
+                "executor",
+                "--config",
+                config.to_str().unwrap(),
+                "--scheduler",
+                &scheduler.to_string(),
+                "--flight-port",
+                &flight.to_string(),
+                "--grpc-port",
+                &grpc.to_string(),
+                "--scheduling",
+                spec.scheduling,
+                "--concurrent-tasks",
+                "2",
+                "--work-dir",
+                work.to_str().unwrap(),
+            ],
+            &env,
+            &self.dir.path().join(format!("executor-{n}.log")),
+        );
+        self.executors.push(child);
+    }
+
+    /// Waits until `/readyz` counts `n` executors.
+    pub fn wait_ready(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let want = format!("ready: {n} executors");
+        loop {
+            let body = readyz(self.scheduler_addr).unwrap_or_default();
+            if body.contains(&want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not get {n} executors within 60 s: {body:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills executor `i` at once (SIGKILL: no goodbye to the scheduler).
+    pub fn kill_executor(&mut self, i: usize) {
+        let _ = self.executors[i].kill();
+        let _ = self.executors[i].wait();
+    }
+
+    /// What the processes wrote, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            let p = entry.path();
+            if p.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                out.push_str(&format!("--- {}\n", p.display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A meshgate.yaml with the S3 settings of `spec`, and the credentials as `AWS_*`.
+fn process_config(
+    spec: &ClusterSpec,
+    dir: &Path,
+    name: &str,
+) -> (PathBuf, Vec<(&'static str, String)>) {
+    let config = dir.join(format!("{name}.yaml"));
+    let mut env = vec![];
+    let mut yaml = String::from("mesh:\n  contracts: contracts\n");
+    if let Some(s3) = spec.s3 {
+        yaml.push_str(&format!(
+            "  s3:\n    endpoint: {}\n    region: us-east-1\n    allow_http: true\n    path_style: true\n",
+            s3.endpoint
+        ));
+        env.push(("AWS_ACCESS_KEY_ID", s3.access_key_id.clone()));
+        env.push(("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.clone()));
+    }
+    std::fs::File::create(&config)
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    (config, env)
+}
+
+/// The scheduler's readiness text, by a plain HTTP/1 GET.
+pub fn readyz(addr: SocketAddr) -> Option<String> {
+    use std::io::Read;
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    sock.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    sock.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for c in self.executors.iter_mut().chain([&mut self.scheduler_child]) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
