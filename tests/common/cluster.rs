@@ -17,6 +17,12 @@ pub struct ClusterSpec<'a> {
     /// Products on this S3 server: executors get its endpoint and credentials.
     pub s3: Option<&'a LocalS3>,
     pub scheduling: &'a str,
+    /// The executors' key, when it is not `hash_key` (a misconfigured executor).
+    pub executor_key: Option<&'a [u8]>,
+    /// Executors register here instead of with the scheduler (a proxy in front of it).
+    pub executors_via: Option<SocketAddr>,
+    /// The scheduler's port, when the test must know it in advance.
+    pub scheduler_port: Option<u16>,
 }
 
 impl Default for ClusterSpec<'_> {
@@ -26,6 +32,9 @@ impl Default for ClusterSpec<'_> {
             hash_key: super::TEST_KEY,
             s3: None,
             scheduling: "push",
+            executor_key: None,
+            executors_via: None,
+            scheduler_port: None,
         }
     }
 }
@@ -71,7 +80,7 @@ impl LocalCluster {
     /// A scheduler and `spec.executors` executors, once all have registered.
     pub fn start(spec: &ClusterSpec) -> LocalCluster {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = spec.scheduler_port.unwrap_or_else(free_port);
         let scheduler_addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let key = String::from_utf8(spec.hash_key.to_vec()).unwrap();
         let (config, env) = process_config(spec, dir.path(), "scheduler");
@@ -98,8 +107,18 @@ impl LocalCluster {
             scheduler_addr,
             dir,
         };
+        // The scheduler first: executors give up on one that is not there yet.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while readyz(scheduler_addr).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no scheduler:\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         for _ in 0..spec.executors {
-            cluster.add_executor(spec, scheduler_addr);
+            cluster.add_executor(spec, spec.executors_via.unwrap_or(scheduler_addr));
         }
         cluster.wait_ready(spec.executors);
         cluster
@@ -111,7 +130,7 @@ impl LocalCluster {
         let (config, mut env) = process_config(spec, self.dir.path(), &format!("executor-{n}"));
         env.push((
             "MESHGATE_HASH_KEY",
-            String::from_utf8(spec.hash_key.to_vec()).unwrap(),
+            String::from_utf8(spec.executor_key.unwrap_or(spec.hash_key).to_vec()).unwrap(),
         ));
         let (flight, grpc) = (free_port(), free_port());
         let work = self.dir.path().join(format!("work-{n}"));
@@ -143,7 +162,11 @@ impl LocalCluster {
     /// Waits until `/readyz` counts `n` executors.
     pub fn wait_ready(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let want = format!("ready: {n} executors");
+        // With none, the scheduler says "not ready: 0/1", and that is what is wanted.
+        let want = match n {
+            0 => "0/1 executors".to_string(),
+            n => format!("ready: {n} executors"),
+        };
         loop {
             let body = readyz(self.scheduler_addr).unwrap_or_default();
             if body.contains(&want) {

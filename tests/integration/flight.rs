@@ -46,7 +46,14 @@ impl TestServer {
 
     /// A server whose configuration the test adjusts before it starts.
     pub(crate) async fn with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        let mesh = TestMesh::load().await;
+        Self::with_mesh(TestMesh::load().await, adjust).await
+    }
+
+    /// A server on `mesh` (local or S3) whose configuration the test adjusts.
+    pub(crate) async fn with_mesh(
+        mesh: TestMesh,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let audit = dir.path().join("audit.log");
         let user = |name: &str, roles: &[&str]| UserConfig {

@@ -2,6 +2,7 @@ mod catalog;
 mod checks;
 mod cli;
 mod codec;
+mod distributed;
 mod flight;
 mod plans;
 mod publish;

@@ -324,12 +324,15 @@ fn cluster_err(what: &str, e: impl fmt::Display) -> DataFusionError {
 /// The error of a failed job. Ballista reports a task's error as the `Debug` form of
 /// DataFusion's error; this gives it back its `Display` form where it can.
 fn job_failed(job_id: &str, ballista: &str) -> DataFusionError {
+    // The cluster's own failures, not the query's: a task no executor would take (it
+    // could not decode the plan: another key, no meshgate codec), executors gone.
     let lost = [
         "executor lost",
         "Executor lost",
         "FetchFailed",
         "fetch partition",
         "IoError",
+        "could not be prepared or was rejected",
     ];
     if lost.iter().any(|l| ballista.contains(l)) {
         return cluster_err(&format!("job {job_id} failed"), ballista);

@@ -93,6 +93,9 @@ pub async fn run_scheduler(opts: SchedulerOptions, key: Arc<HashKey>) -> Result<
         .with_port(opts.bind.port())
         .with_scheduler_policy(opts.scheduling.into());
     config.bind_host = opts.bind.ip().to_string();
+    // Executors heartbeat every 5 s; one silent for 20 s is gone and its tasks rerun.
+    config.executor_timeout_seconds = 20;
+    config.expire_dead_executor_interval_seconds = 5;
     config.override_physical_codec = Some(Arc::new(ClusterCodec::new(Arc::clone(&key))));
     config.override_logical_codec = Some(Arc::new(ClusterLogicalCodec::new(key)));
     opts.s3.validate().map_err(ClusterError::S3)?;
