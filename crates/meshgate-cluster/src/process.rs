@@ -151,10 +151,10 @@ pub async fn run_executor(opts: ExecutorOptions, key: Arc<HashKey>) -> Result<()
         override_logical_codec: Some(Arc::new(ClusterLogicalCodec::new(key))),
         // The mesh's stores: `file://` and `s3://bucket`, built from mesh.s3 and AWS_*.
         override_runtime_producer: Some(Arc::new(move |_| {
-            Ok(RuntimeEnvBuilder::new()
+            RuntimeEnvBuilder::new()
                 .with_object_store_registry(Arc::clone(&stores) as _)
                 .with_temp_file_path(temp.clone())
-                .build_arc()?)
+                .build_arc()
         })),
         ..ExecutorProcessConfig::default()
     };
