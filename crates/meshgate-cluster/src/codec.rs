@@ -35,9 +35,32 @@ impl ClusterCodec {
     }
 }
 
-/// Whether a function named `name`, encoded as `buf`, is meshgate's to decode.
-fn ours(name: &str, buf: &[u8]) -> bool {
-    is_meshgate_encoding(buf) || is_mask_name(name)
+/// A mask (or anything that looks like one) is meshgate's to decode; the rest is Ballista's.
+fn decode_udf(
+    mesh: &MeshCodec,
+    name: &str,
+    buf: &[u8],
+    otherwise: impl FnOnce() -> Result<Arc<ScalarUDF>>,
+) -> Result<Arc<ScalarUDF>> {
+    if is_meshgate_encoding(buf) || is_mask_name(name) {
+        PhysicalExtensionCodec::try_decode_udf(mesh, name, buf)
+    } else {
+        otherwise()
+    }
+}
+
+/// A mask is written by meshgate; any other function as Ballista writes it.
+fn encode_udf(
+    mesh: &MeshCodec,
+    node: &ScalarUDF,
+    buf: &mut Vec<u8>,
+    otherwise: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    PhysicalExtensionCodec::try_encode_udf(mesh, node, buf)?;
+    if buf.is_empty() {
+        otherwise(buf)?;
+    }
+    Ok(())
 }
 
 impl PhysicalExtensionCodec for ClusterCodec {
@@ -69,19 +92,15 @@ impl PhysicalExtensionCodec for ClusterCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        if ours(name, buf) {
-            PhysicalExtensionCodec::try_decode_udf(&self.mesh, name, buf)
-        } else {
+        decode_udf(&self.mesh, name, buf, || {
             self.ballista.try_decode_udf(name, buf)
-        }
+        })
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        PhysicalExtensionCodec::try_encode_udf(&self.mesh, node, buf)?;
-        if buf.is_empty() {
-            self.ballista.try_encode_udf(node, buf)?;
-        }
-        Ok(())
+        encode_udf(&self.mesh, node, buf, |buf| {
+            self.ballista.try_encode_udf(node, buf)
+        })
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
@@ -171,18 +190,14 @@ impl LogicalExtensionCodec for ClusterLogicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        if ours(name, buf) {
-            PhysicalExtensionCodec::try_decode_udf(&self.mesh, name, buf)
-        } else {
+        decode_udf(&self.mesh, name, buf, || {
             self.ballista.try_decode_udf(name, buf)
-        }
+        })
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        PhysicalExtensionCodec::try_encode_udf(&self.mesh, node, buf)?;
-        if buf.is_empty() {
-            self.ballista.try_encode_udf(node, buf)?;
-        }
-        Ok(())
+        encode_udf(&self.mesh, node, buf, |buf| {
+            self.ballista.try_encode_udf(node, buf)
+        })
     }
 }
