@@ -57,12 +57,6 @@ pub enum Health {
     Unavailable(String),
 }
 
-impl Health {
-    pub fn is_ready(&self) -> bool {
-        matches!(self, Health::Ready(_))
-    }
-}
-
 /// How long a health answer is reused: routing must not cost a round trip per query.
 const HEALTH_TTL: Duration = Duration::from_secs(2);
 
@@ -77,10 +71,6 @@ impl Cluster {
                 health: Mutex::new(None),
             }),
         }
-    }
-
-    pub fn scheduler(&self) -> &str {
-        &self.inner.scheduler
     }
 
     /// Ready when the scheduler answers `/readyz` with at least one executor registered.
