@@ -14,9 +14,11 @@ fi
   -r tests/clients/requirements.txt -r benches/requirements.txt
 
 echo "== cargo test"
-# Includes the benches' small runs (`benches/tpch` runs the whole suite at SF 0.01) and,
+# Includes the benches' small runs (`benches/tpch` runs the whole suite, with the local S3
+# server and a Ballista cluster, at SF 0.1 here and SF 0.01 under a bare `cargo test`) and,
 # through MESHGATE_TEST_PYTHON, the tests that start a local S3 server (moto) themselves.
 MESHGATE_BENCH_PYTHON="$venv/bin/python" MESHGATE_TEST_PYTHON="$venv/bin/python" \
+  MESHGATE_BENCH_SF="${MESHGATE_BENCH_SF:-0.1}" \
   cargo test --workspace --all-targets
 
 echo "== Headless Chromium for the catalog page test"

@@ -4,7 +4,10 @@
 //! - the mask cost: the same scans clear and masked;
 //! - load: 1, 8, 32, 64 clients on a mixed workload, with the gateway's RSS;
 //! - with `--s3`: the 22 queries on local files against the same files on a local S3
-//!   server (moto).
+//!   server (moto);
+//! - scale-out: the 22 queries as the marketer locally and on a Ballista cluster (a
+//!   scheduler and two executors, `meshgate cluster`, on this machine), and the same
+//!   tickets fetched from two gateway replicas.
 //!
 //! The gateway is the real `meshgate serve` in its own process. `benches/run-suite.sh`
 //! runs it all and writes `benches/RESULTS.md`; by hand:
@@ -19,16 +22,15 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-/// The local S3 server the tests use, serving the TPC-H files here.
-#[path = "../../tests/common/s3.rs"]
+/// What the tests use to start a local S3 server and a local Ballista cluster.
 #[allow(dead_code, unreachable_pub)]
-mod local_s3;
-
+mod common;
 mod data;
 mod duckdb;
 mod load;
 mod report;
 mod s3;
+mod scaleout;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -99,7 +101,10 @@ fn main() {
         }
     } else {
         Options {
-            sf: 0.01,
+            sf: std::env::var("MESHGATE_BENCH_SF")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.01),
             runs: 1,
             load_secs: 1,
             clients: vec![1, 4],
@@ -121,9 +126,11 @@ fn main() {
 fn smoke_checks(markdown: &str, with_python: bool) {
     let mut sections = vec![
         "## Targets",
-        "## TPC-H SF0.01",
+        "## TPC-H SF",
         "| q22 |",
         "## Mask cost",
+        "## Distributed",
+        "## Replicas",
         "## Load",
     ];
     if with_python {
@@ -148,11 +155,20 @@ async fn run(o: &Options) -> String {
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
     let ctx = support::embedded(&mesh, "tpch");
 
+    let started = std::time::Instant::now();
+    let cluster = common::cluster::LocalCluster::start(&common::cluster::ClusterSpec::default());
+    println!(
+        "Ballista cluster (scheduler + 2 executors) ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // Both replicas know the cluster, as in a deployment; only a caller's
+    // `x-meshgate-execution: distributed` sends a query there.
     let gateway = server::GatewayProcess::start(
         &contracts,
         &data_dir,
         &cache.join("gateway"),
         o.memory_limit_mb,
+        Some(&cluster.scheduler),
     )
     .await;
     let mut clients = vec![
@@ -202,6 +218,21 @@ async fn run(o: &Options) -> String {
         _ => Vec::new(),
     };
 
+    println!("\nscale-out: the gateway as marketer, local and on the cluster");
+    let distributed = scaleout::distributed(gateway.flight_addr, &queries, o.runs).await;
+    let replica_b = server::GatewayProcess::start(
+        &contracts,
+        &data_dir,
+        &cache.join("gateway-b"),
+        o.memory_limit_mb,
+        Some(&cluster.scheduler),
+    )
+    .await;
+    println!("\nreplicas: tickets from gateway A fetched from A and from B");
+    let replicas =
+        scaleout::replicas(gateway.flight_addr, replica_b.flight_addr, &queries, o.runs).await;
+    replica_b.stop().await;
+
     println!(
         "\nload: mixed workload, {} s per level, gateway memory limit {} MiB",
         o.load_secs, o.memory_limit_mb
@@ -223,6 +254,7 @@ async fn run(o: &Options) -> String {
     let log = gateway.log.clone();
     let max_concurrent_queries = gateway.max_concurrent_queries;
     gateway.stop().await;
+    drop(cluster);
 
     let run = report::Run {
         sf: o.sf,
@@ -233,6 +265,8 @@ async fn run(o: &Options) -> String {
         masks: &masks,
         duckdb: duckdb.as_ref(),
         s3: &s3,
+        distributed: &distributed,
+        replicas: &replicas,
         load: &levels,
         memory_limit_mb: o.memory_limit_mb,
         max_concurrent_queries,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::duckdb::DuckDb;
 use crate::load::Level;
 use crate::s3::S3Query;
+use crate::scaleout::{DistributedQuery, ReplicaQuery};
 use crate::support::Measured;
 
 pub(crate) struct Run<'a> {
@@ -18,6 +19,8 @@ pub(crate) struct Run<'a> {
     pub(crate) masks: &'a [Measured],
     pub(crate) duckdb: Option<&'a DuckDb>,
     pub(crate) s3: &'a [S3Query],
+    pub(crate) distributed: &'a [DistributedQuery],
+    pub(crate) replicas: &'a [ReplicaQuery],
     pub(crate) load: &'a [Level],
     pub(crate) memory_limit_mb: usize,
     pub(crate) max_concurrent_queries: usize,
@@ -247,6 +250,8 @@ impl Run<'_> {
             );
         }
 
+        self.scale_out(w);
+
         let _ = writeln!(
             w,
             "\n## Load ({} s per level, mixed workload, half analysts, half marketers; gateway memory limit {} MiB, {} queries at a time)\n",
@@ -275,6 +280,97 @@ impl Run<'_> {
             }
         }
         s
+    }
+}
+
+impl Run<'_> {
+    /// The distributed and replica tables.
+    fn scale_out(&self, w: &mut String) {
+        let d = self.distributed;
+        if !d.is_empty() {
+            let _ = writeln!(
+                w,
+                "\n## Distributed vs local (gateway as marketer, `x-meshgate-execution`; Ballista scheduler + 2 executors on the same {} cores; median of {} runs, ms)\n",
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                self.runs
+            );
+            let _ = writeln!(
+                w,
+                "Results checked equal value for value. One machine runs the gateway, the scheduler and both \
+                 executors: this measures the cluster's overhead (job submission, status polling, shuffle \
+                 files between stages, Flight fetches), not a speed-up.\n"
+            );
+            let _ = writeln!(
+                w,
+                "| query | rows | local | distributed | distributed / local | engine (EXPLAIN) |\n|---|--:|--:|--:|--:|---|"
+            );
+            for q in d {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {} | {:.2} | {} |",
+                    q.name,
+                    q.rows,
+                    ms(q.local),
+                    ms(q.distributed),
+                    ratio(q.distributed, q.local),
+                    q.engine
+                );
+            }
+            let sum = |f: &dyn Fn(&DistributedQuery) -> Duration, only: bool| -> Duration {
+                d.iter().filter(|q| !only || q.on_cluster()).map(f).sum()
+            };
+            let (l, c) = (sum(&|q| q.local, false), sum(&|q| q.distributed, false));
+            let _ = writeln!(
+                w,
+                "| **total** | | {} | {} | **{:.2}** | |",
+                ms(l),
+                ms(c),
+                ratio(c, l)
+            );
+            let on = d.iter().filter(|q| q.on_cluster()).count();
+            let (l, c) = (sum(&|q| q.local, true), sum(&|q| q.distributed, true));
+            let _ = writeln!(
+                w,
+                "| total of the {on} that ran on the cluster | | {} | {} | **{:.2}** | |",
+                ms(l),
+                ms(c),
+                ratio(c, l)
+            );
+            let _ = writeln!(
+                w,
+                "| geometric mean of ratios | | | | {:.2} | |",
+                geomean(d.iter().map(|q| ratio(q.distributed, q.local)))
+            );
+        }
+
+        let r = self.replicas;
+        if !r.is_empty() {
+            let _ = writeln!(
+                w,
+                "\n## Replicas: A's tickets fetched from A and from B (two `meshgate serve`, same keys; DoGet only, median of {} runs, ms)\n",
+                self.runs
+            );
+            let _ = writeln!(w, "| query | A | B | B / A |\n|---|--:|--:|--:|");
+            for q in r {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {:.2} |",
+                    q.name,
+                    ms(q.a),
+                    ms(q.b),
+                    ratio(q.b, q.a)
+                );
+            }
+            let (a, b): (Duration, Duration) =
+                (r.iter().map(|q| q.a).sum(), r.iter().map(|q| q.b).sum());
+            let _ = writeln!(
+                w,
+                "| **total** | {} | {} | **{:.2}** |",
+                ms(a),
+                ms(b),
+                ratio(b, a)
+            );
+        }
     }
 }
 
@@ -331,11 +427,12 @@ fn machine(repo: &Path, duckdb: Option<&DuckDb>) -> Vec<String> {
             command("rustc", &["--version"])
         ),
         format!(
-            "DataFusion {}, arrow {}, arrow-flight {}, tonic {}",
+            "DataFusion {}, arrow {}, arrow-flight {}, tonic {}, Ballista {}",
             version("datafusion"),
             version("arrow"),
             version("arrow-flight"),
-            version("tonic")
+            version("tonic"),
+            version("ballista-core")
         ),
     ];
     if let Some(d) = duckdb {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use datafusion::prelude::SessionContext;
 use meshgate_catalog::{Mesh, MeshConfig};
 
-use crate::local_s3::LocalS3;
+use crate::common::s3::LocalS3;
 use crate::support;
 
 const BUCKET: &str = "tpch-bench";

@@ -9,6 +9,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The gateways' keys: replicas share them, and the cluster masks with the same hash key.
+pub(crate) const HASH_KEY: &str = "benchmark-hash-key-0123456789";
+const TOKEN_KEY: &str = "benchmark-token-key-0123456789";
+
 pub(crate) struct GatewayProcess {
     child: Child,
     pub(crate) pid: u32,
@@ -21,11 +25,14 @@ pub(crate) struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `meshgate serve` on ports chosen by the OS, serving `contracts` over `data`,
     /// with users `analyst` (data_analyst) and `marketer` (marketing), passwords = names.
+    /// With `scheduler`, the gateway has that Ballista cluster configured, with a threshold
+    /// no query reaches: queries run on it only when the caller asks.
     pub(crate) async fn start(
         contracts: &Path,
         data: &Path,
         dir: &Path,
         memory_limit_mb: usize,
+        scheduler: Option<&str>,
     ) -> GatewayProcess {
         std::fs::create_dir_all(dir).unwrap();
         let max_concurrent_queries = 8;
@@ -46,12 +53,16 @@ impl GatewayProcess {
              limits:\n  memory_limit_mb: {memory_limit_mb}\n  \
              max_concurrent_queries: {max_concurrent_queries}\n  \
              queue_timeout_secs: 60\n  sla_check_interval_secs: 0\n\
-             users:\n{analyst}{marketer}",
+             users:\n{analyst}{marketer}{distributed}",
             contracts = contracts.display(),
             data = data.display(),
             audit = dir.join("audit.log").display(),
             analyst = user("analyst", "data_analyst"),
             marketer = user("marketer", "marketing"),
+            distributed = scheduler.map_or(String::new(), |s| format!(
+                "distributed:\n  scheduler: {s}\n  min_scan_bytes: {}\n  allow_override: true\n",
+                u64::MAX
+            )),
         );
         let config_path = dir.join("meshgate.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -60,8 +71,8 @@ impl GatewayProcess {
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .env("MESHGATE_HASH_KEY", "benchmark-hash-key-0123456789")
-            .env("MESHGATE_TOKEN_KEY", "benchmark-token-key-0123456789")
+            .env("MESHGATE_HASH_KEY", HASH_KEY)
+            .env("MESHGATE_TOKEN_KEY", TOKEN_KEY)
             .env("MESHGATE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
