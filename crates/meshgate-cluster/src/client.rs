@@ -20,6 +20,7 @@ use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -155,6 +156,9 @@ pub struct DistributedExec {
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
     job_id: Arc<Mutex<Option<String>>>,
+    /// What EXPLAIN ANALYZE shows for the job: the rows it returned (the stages' own
+    /// metrics stay on the executors).
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl DistributedExec {
@@ -170,6 +174,7 @@ impl DistributedExec {
             input,
             properties,
             job_id: Arc::default(),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -240,6 +245,10 @@ impl ExecutionPlan for DistributedExec {
         Ok(Arc::new(exec))
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -266,7 +275,10 @@ impl ExecutionPlan for DistributedExec {
             job_id: Arc::clone(&self.job_id),
             done: false,
         };
-        let stream = futures::stream::once(job.run(plan, settings)).try_flatten();
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        let stream = futures::stream::once(job.run(plan, settings))
+            .try_flatten()
+            .inspect_ok(move |batch| baseline.record_output(batch.num_rows()));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             stream,

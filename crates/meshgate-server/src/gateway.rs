@@ -214,6 +214,10 @@ impl Gateway {
                     reason: "EXPLAIN".into(),
                 }
             }
+            // EXPLAIN ANALYZE runs its statement where the statement would run.
+            datafusion::logical_expr::LogicalPlan::Analyze(_) => {
+                self.route(execution, physical.children()[0]).await?
+            }
             _ => self.route(execution, &physical).await?,
         };
         let mut task = state.task_ctx();
@@ -221,13 +225,32 @@ impl Gateway {
         if route.engine == Engine::Distributed
             && let Some(cluster) = &self.cluster
         {
-            let (for_cluster, cluster_task) =
-                meshgate_cluster::plan_for_cluster(&state, &optimized)
-                    .await
-                    .map_err(|e| self.status(&e))?;
+            // For EXPLAIN ANALYZE the statement goes to the cluster and the report is made
+            // here, where the DistributedExec line names the job.
+            let (statement, analyze) = match &optimized {
+                datafusion::logical_expr::LogicalPlan::Analyze(a) => {
+                    (a.input.as_ref(), Some(Arc::clone(&physical)))
+                }
+                other => (other, None),
+            };
+            let (for_cluster, cluster_task) = meshgate_cluster::plan_for_cluster(&state, statement)
+                .await
+                .map_err(|e| self.status(&e))?;
             let exec = cluster.exec(for_cluster);
             job_id = Some(exec.job_id_handle());
-            physical = exec;
+            let exec: Arc<dyn ExecutionPlan> = exec;
+            physical = match analyze {
+                Some(analyze) => {
+                    use datafusion::physical_plan::execution_plan::{
+                        ChildrenPropertiesMode, ReplaceChildrenOptions,
+                    };
+                    let recompute = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+                    analyze
+                        .replace_children(vec![exec], recompute)
+                        .map_err(|e| self.status(&e))?
+                }
+                None => exec,
+            };
             task = cluster_task;
         }
         let wire_schema = self.wire_schema(&physical.schema());
