@@ -70,6 +70,39 @@ def test_adbc_guest_is_denied(gateway):
             cur.execute(Q)
 
 
+def test_adbc_session_option_chooses_the_engine(gateway):
+    """`x-meshgate-execution` as a Flight session option, set through ADBC: the gateway
+    answers SetSessionOptions with a cookie, which the driver's cookie middleware sends
+    back on every call. This gateway has no cluster, so `distributed` is refused per query
+    until the option is set back or erased."""
+    import adbc_driver_flightsql.dbapi as flightsql
+    import adbc_driver_manager
+    option = "adbc.flight.sql.session.option.x-meshgate-execution"
+    erase = "adbc.flight.sql.session.optionerase.x-meshgate-execution"
+    with flightsql.connect(
+        f"grpc://{gateway['flight']}",
+        db_kwargs={"username": "analyst", "password": "analyst",
+                   "adbc.flight.sql.rpc.with_cookie_middleware": "true"},
+    ) as conn, conn.cursor() as cur:
+        def query():
+            cur.execute(Q)
+            return cur.fetch_arrow_table().column("email")[0].as_py()
+
+        assert query() == EMAIL
+        conn.adbc_connection.set_options(**{option: "distributed"})
+        assert conn.adbc_connection.get_option(option) == "distributed"
+        with pytest.raises(adbc_driver_manager.Error, match="no cluster configured"):
+            query()
+        conn.adbc_connection.set_options(**{option: "local"})
+        assert query() == EMAIL
+        with pytest.raises(adbc_driver_manager.Error):
+            conn.adbc_connection.set_options(**{option: "fast"})
+        assert query() == EMAIL, "a refused value changes nothing"
+        conn.adbc_connection.set_options(**{option: "distributed"})
+        conn.adbc_connection.set_options(**{erase: ""})
+        assert query() == EMAIL
+
+
 # ---------------------------------------------------------------- pyarrow.flight
 def any_command(type_name: str, field1: str) -> bytes:
     """A Flight SQL command as protobuf Any: field 1 of the message is a string."""

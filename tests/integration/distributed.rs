@@ -251,6 +251,46 @@ async fn the_routing_rule_the_header_and_explain() {
         "{plan}"
     );
 
+    // EXPLAIN ANALYZE runs the statement on the cluster and names the job, the one the
+    // audit line names.
+    let analyzed = all_strings(
+        &run(
+            &mut client(&s, "analyst", "distributed").await,
+            &format!("EXPLAIN ANALYZE {sql}"),
+        )
+        .await
+        .unwrap(),
+    )
+    .join("\n");
+    let line = audited(&s).pop().unwrap();
+    let job = line["job_id"].as_str().expect("a job id in the audit line");
+    assert!(
+        analyzed.contains(&format!(
+            "DistributedExec: engine=ballista, scheduler={}, job={job}",
+            cluster.scheduler
+        )),
+        "{analyzed}\n{line}"
+    );
+    assert!(analyzed.contains("output_rows="), "{analyzed}");
+
+    // The Flight session option does what the header does: SetSessionOptions answers
+    // with a cookie, and calls that send it back are routed as asked.
+    let mut c = s.client("analyst").await;
+    let cookie = set_execution_option(&mut c, "distributed").await;
+    assert_eq!(cookie, "x-meshgate-execution=distributed");
+    c.set_header("cookie", format!("theme=dark; {cookie}"));
+    run(&mut c, sql).await.unwrap();
+    let line = audited(&s).pop().unwrap();
+    assert_eq!(
+        (line["engine"].as_str(), line["route"].as_str()),
+        (Some("distributed"), Some("asked for by the caller")),
+        "{line}"
+    );
+    // The header, sent as well, wins.
+    c.set_header("x-meshgate-execution", "local");
+    run(&mut c, sql).await.unwrap();
+    assert_eq!(audited(&s).pop().unwrap()["engine"], "local");
+
     // Another value is INVALID_ARGUMENT, on GetFlightInfo and on DoGet.
     let bad = run(&mut client(&s, "analyst", "fast").await, sql)
         .await
@@ -291,6 +331,45 @@ async fn the_routing_rule_the_header_and_explain() {
     run(&mut client(&strict, "analyst", "auto").await, sql)
         .await
         .unwrap();
+}
+
+/// SetSessionOptions `x-meshgate-execution = value` as `c`'s user: the `Set-Cookie` the
+/// gateway answers with.
+async fn set_execution_option(c: &mut Client, value: &str) -> String {
+    use meshgate_proto::flight_session::{
+        SET_SESSION_OPTIONS, SessionOptionValue, SetSessionOptionsRequest, SetSessionOptionsResult,
+        session_option_value::OptionValue,
+    };
+    use prost::Message;
+    let request = SetSessionOptionsRequest {
+        session_options: [(
+            "x-meshgate-execution".to_string(),
+            SessionOptionValue {
+                option_value: Some(OptionValue::StringValue(value.into())),
+            },
+        )]
+        .into(),
+    };
+    let mut req = tonic::Request::new(arrow_flight::Action::new(
+        SET_SESSION_OPTIONS,
+        request.encode_to_vec(),
+    ));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", c.token().unwrap()).parse().unwrap(),
+    );
+    let response = c.inner_mut().do_action(req).await.unwrap();
+    let cookie = response
+        .metadata()
+        .get("set-cookie")
+        .expect("a Set-Cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let result = response.into_inner().message().await.unwrap().unwrap();
+    let errors = SetSessionOptionsResult::decode(result.body).unwrap().errors;
+    assert!(errors.is_empty(), "{errors:?}");
+    cookie
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -834,15 +834,27 @@ impl FlightSqlService for MeshFlightSql {
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         self.caller(&request)?;
+        let metadata = request.metadata().clone();
         let action = request.into_inner();
-        let body = session_options::answer(&action.r#type, &action.body).unwrap_or_else(|| {
-            Err(Status::invalid_argument(format!(
-                "unknown action {:?}",
-                action.r#type
-            )))
-        })?;
-        let result = arrow_flight::Result { body: body.into() };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+        let answer = session_options::answer(&action.r#type, &action.body, &metadata)
+            .unwrap_or_else(|| {
+                Err(Status::invalid_argument(format!(
+                    "unknown action {:?}",
+                    action.r#type
+                )))
+            })?;
+        let result = arrow_flight::Result {
+            body: answer.body.into(),
+        };
+        let mut response: Response<<Self as FlightService>::DoActionStream> =
+            Response::new(Box::pin(futures::stream::iter([Ok(result)])));
+        if let Some(cookie) = answer.set_cookie {
+            let value = cookie
+                .parse()
+                .map_err(|_| Status::internal("a session cookie that is not header text"))?;
+            response.metadata_mut().insert("set-cookie", value);
+        }
+        Ok(response)
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {

@@ -39,20 +39,47 @@ impl Execution {
         }
     }
 
-    /// The caller's choice from request metadata; `None` when it made none.
+    /// The caller's choice from request metadata: the header, else the session option
+    /// (the cookie `SetSessionOptions` sets, which cookie-aware clients send back on every
+    /// call, so any replica sees it); `None` when the caller made no choice.
     pub fn from_metadata(
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Option<Execution>, Status> {
-        match metadata.get(EXECUTION_HEADER) {
-            None => Ok(None),
-            Some(v) => {
-                let text = v.to_str().map_err(|_| {
-                    Status::invalid_argument(format!("{EXECUTION_HEADER} is not text"))
-                })?;
-                Execution::parse(text).map(Some)
-            }
+        if let Some(v) = metadata.get(EXECUTION_HEADER) {
+            let text = v
+                .to_str()
+                .map_err(|_| Status::invalid_argument(format!("{EXECUTION_HEADER} is not text")))?;
+            return Execution::parse(text).map(Some);
         }
+        session_cookie(metadata)
+            .map(|v| Execution::parse(&v))
+            .transpose()
     }
+
+    /// The `Set-Cookie` value that makes a client send this choice back.
+    pub fn cookie(self) -> String {
+        format!("{EXECUTION_HEADER}={self}")
+    }
+
+    /// The `Set-Cookie` value that makes a client forget its choice.
+    pub fn clear_cookie() -> String {
+        format!("{EXECUTION_HEADER}=; Max-Age=0")
+    }
+}
+
+/// The session option's value, from the request's `cookie` headers (HTTP/2 may split
+/// them into several); an empty one, a cleared cookie a client still sends, is none.
+pub fn session_cookie(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
+    metadata
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == EXECUTION_HEADER)
+        .last()
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 impl fmt::Display for Execution {

@@ -2,12 +2,20 @@
 //!
 //! The JDBC driver turns a `catalog` connection property into `SetSessionOptions` and
 //! treats UNIMPLEMENTED as fatal (FLIGHT-SQL.md). meshgate's sessions are stateless (the
-//! token is the session), so the only option it takes is the one whose value is already
-//! true: `catalog = mesh`. Anything else is refused per option, never silently ignored.
+//! token is the session, any replica serves it), so it takes two options:
+//! - `catalog = mesh`, the value that is already true;
+//! - `x-meshgate-execution = local|distributed|auto`, answered with a `Set-Cookie` that
+//!   cookie-aware clients (JDBC, ADBC with `adbc.flight.sql.rpc.with_cookie_middleware`)
+//!   send back on every call; it then counts as the header would, on any replica.
+//!
+//! Anything else is refused per option, never silently ignored.
 
 use std::collections::HashMap;
 
 use meshgate_catalog::CATALOG;
+use tonic::metadata::MetadataMap;
+
+use crate::routing::{EXECUTION_HEADER, Execution};
 use meshgate_proto::flight_session::session_option_value::OptionValue;
 use meshgate_proto::flight_session::set_session_options_result::{Error, ErrorValue};
 use meshgate_proto::flight_session::{
@@ -22,7 +30,8 @@ use tonic::Status;
 pub(crate) const ACTIONS: [(&str, &str); 3] = [
     (
         SET_SESSION_OPTIONS,
-        "Set session options; meshgate accepts catalog=mesh",
+        "Set session options; meshgate accepts catalog=mesh and \
+         x-meshgate-execution=local|distributed|auto",
     ),
     (GET_SESSION_OPTIONS, "The session's options"),
     (
@@ -31,30 +40,49 @@ pub(crate) const ACTIONS: [(&str, &str); 3] = [
     ),
 ];
 
-/// Answers one session action; `None` when `kind` is not a session action.
-pub(crate) fn answer(kind: &str, body: &[u8]) -> Option<Result<Vec<u8>, Status>> {
+/// What a session action answers: the result body, and a `Set-Cookie` value when the
+/// session's options changed.
+pub(crate) struct Answer {
+    pub(crate) body: Vec<u8>,
+    pub(crate) set_cookie: Option<String>,
+}
+
+/// Answers one session action for a request carrying `metadata`; `None` when `kind` is
+/// not a session action.
+pub(crate) fn answer(
+    kind: &str,
+    body: &[u8],
+    metadata: &MetadataMap,
+) -> Option<Result<Answer, Status>> {
     let malformed =
         |e: prost::DecodeError| Status::invalid_argument(format!("malformed {kind}: {e}"));
     Some(match kind {
         SET_SESSION_OPTIONS => SetSessionOptionsRequest::decode(body)
             .map_err(malformed)
-            .map(|r| set(&r).encode_to_vec()),
+            .map(|r| set(&r)),
         GET_SESSION_OPTIONS => GetSessionOptionsRequest::decode(body)
             .map_err(malformed)
-            .map(|_| current().encode_to_vec()),
+            .and_then(|_| current(metadata))
+            .map(|r| Answer {
+                body: r.encode_to_vec(),
+                set_cookie: None,
+            }),
         CLOSE_SESSION => CloseSessionRequest::decode(body)
             .map_err(malformed)
-            .map(|_| {
-                CloseSessionResult {
+            .map(|_| Answer {
+                body: CloseSessionResult {
                     status: close_session_result::Status::Closed as i32,
                 }
-                .encode_to_vec()
+                .encode_to_vec(),
+                set_cookie: crate::routing::session_cookie(metadata)
+                    .map(|_| Execution::clear_cookie()),
             }),
         _ => return None,
     })
 }
 
-fn set(request: &SetSessionOptionsRequest) -> SetSessionOptionsResult {
+fn set(request: &SetSessionOptionsRequest) -> Answer {
+    let mut set_cookie = None;
     let errors = request
         .session_options
         .iter()
@@ -62,6 +90,21 @@ fn set(request: &SetSessionOptionsRequest) -> SetSessionOptionsResult {
             let verdict = match (name.as_str(), &value.option_value) {
                 ("catalog", Some(OptionValue::StringValue(v))) if v == CATALOG => return None,
                 ("catalog", _) => ErrorValue::InvalidValue,
+                (EXECUTION_HEADER, Some(OptionValue::StringValue(v))) => {
+                    match Execution::parse(v) {
+                        Ok(e) => {
+                            set_cookie = Some(e.cookie());
+                            return None;
+                        }
+                        Err(_) => ErrorValue::InvalidValue,
+                    }
+                }
+                // No value: the client erases the option.
+                (EXECUTION_HEADER, None) => {
+                    set_cookie = Some(Execution::clear_cookie());
+                    return None;
+                }
+                (EXECUTION_HEADER, _) => ErrorValue::InvalidValue,
                 _ => ErrorValue::InvalidName,
             };
             Some((
@@ -72,16 +115,21 @@ fn set(request: &SetSessionOptionsRequest) -> SetSessionOptionsResult {
             ))
         })
         .collect();
-    SetSessionOptionsResult { errors }
+    Answer {
+        body: SetSessionOptionsResult { errors }.encode_to_vec(),
+        set_cookie,
+    }
 }
 
-fn current() -> GetSessionOptionsResult {
-    let catalog = SessionOptionValue {
-        option_value: Some(OptionValue::StringValue(CATALOG.to_string())),
+fn current(metadata: &MetadataMap) -> Result<GetSessionOptionsResult, Status> {
+    let string = |v: String| SessionOptionValue {
+        option_value: Some(OptionValue::StringValue(v)),
     };
-    GetSessionOptionsResult {
-        session_options: HashMap::from([("catalog".to_string(), catalog)]),
+    let mut session_options = HashMap::from([("catalog".to_string(), string(CATALOG.into()))]);
+    if let Some(e) = Execution::from_metadata(metadata)? {
+        session_options.insert(EXECUTION_HEADER.to_string(), string(e.to_string()));
     }
+    Ok(GetSessionOptionsResult { session_options })
 }
 
 #[cfg(test)]
@@ -101,10 +149,14 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
         };
-        let bytes = answer(SET_SESSION_OPTIONS, &request.encode_to_vec())
-            .unwrap()
-            .unwrap();
-        SetSessionOptionsResult::decode(bytes.as_slice())
+        let answer = answer(
+            SET_SESSION_OPTIONS,
+            &request.encode_to_vec(),
+            &MetadataMap::new(),
+        )
+        .unwrap()
+        .unwrap();
+        SetSessionOptionsResult::decode(answer.body.as_slice())
             .unwrap()
             .errors
             .into_iter()
@@ -132,10 +184,111 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_invalid_arguments_and_other_actions_are_not_ours() {
-        let err = answer(SET_SESSION_OPTIONS, b"\xff\xff\xff")
+        let none = MetadataMap::new();
+        let err = answer(SET_SESSION_OPTIONS, b"\xff\xff\xff", &none)
             .unwrap()
-            .unwrap_err();
+            .err()
+            .unwrap();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert!(answer("CreatePreparedStatement", b"").is_none());
+        assert!(answer("CreatePreparedStatement", b"", &none).is_none());
+    }
+
+    fn set_execution(value: Option<OptionValue>) -> Answer {
+        let request = SetSessionOptionsRequest {
+            session_options: HashMap::from([(
+                EXECUTION_HEADER.to_string(),
+                SessionOptionValue {
+                    option_value: value,
+                },
+            )]),
+        };
+        answer(
+            SET_SESSION_OPTIONS,
+            &request.encode_to_vec(),
+            &MetadataMap::new(),
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    fn with_cookie(cookie: &str) -> MetadataMap {
+        let mut m = MetadataMap::new();
+        m.insert("cookie", cookie.parse().unwrap());
+        m
+    }
+
+    fn options(metadata: &MetadataMap) -> HashMap<String, SessionOptionValue> {
+        let answer = answer(GET_SESSION_OPTIONS, &[], metadata).unwrap().unwrap();
+        GetSessionOptionsResult::decode(answer.body.as_slice())
+            .unwrap()
+            .session_options
+    }
+
+    #[test]
+    fn execution_is_set_as_a_cookie_that_counts_as_the_header() {
+        let set = set_execution(Some(OptionValue::StringValue("Distributed".into())));
+        let result = SetSessionOptionsResult::decode(set.body.as_slice()).unwrap();
+        assert!(result.errors.is_empty());
+        let cookie = set.set_cookie.expect("a Set-Cookie");
+        assert_eq!(cookie, "x-meshgate-execution=distributed");
+
+        // The client sends it back, among its other cookies.
+        let back = with_cookie(&format!("other=1; {cookie}"));
+        assert_eq!(
+            Execution::from_metadata(&back).unwrap(),
+            Some(Execution::Distributed)
+        );
+        assert_eq!(
+            options(&back)[EXECUTION_HEADER],
+            string("distributed"),
+            "GetSessionOptions reports it"
+        );
+        // The header, when both are sent, is the caller's latest word.
+        let mut both = back.clone();
+        both.insert(EXECUTION_HEADER, "local".parse().unwrap());
+        assert_eq!(
+            Execution::from_metadata(&both).unwrap(),
+            Some(Execution::Local)
+        );
+        assert!(!options(&MetadataMap::new()).contains_key(EXECUTION_HEADER));
+    }
+
+    #[test]
+    fn bad_execution_values_are_refused_and_a_bad_cookie_is_invalid_argument() {
+        for bad in [
+            Some(OptionValue::StringValue("fast".into())),
+            Some(OptionValue::BoolValue(true)),
+        ] {
+            let set = set_execution(bad);
+            let result = SetSessionOptionsResult::decode(set.body.as_slice()).unwrap();
+            assert_eq!(
+                result.errors[EXECUTION_HEADER].value,
+                ErrorValue::InvalidValue as i32
+            );
+            assert!(set.set_cookie.is_none(), "nothing changes");
+        }
+        let err = Execution::from_metadata(&with_cookie("x-meshgate-execution=fast")).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn erasing_and_closing_clear_the_cookie() {
+        let erased = set_execution(None);
+        assert_eq!(
+            erased.set_cookie.as_deref(),
+            Some("x-meshgate-execution=; Max-Age=0")
+        );
+        let closed = answer(
+            CLOSE_SESSION,
+            &[],
+            &with_cookie("x-meshgate-execution=local"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(closed.set_cookie, erased.set_cookie);
+        let closed = answer(CLOSE_SESSION, &[], &MetadataMap::new())
+            .unwrap()
+            .unwrap();
+        assert!(closed.set_cookie.is_none());
     }
 }
