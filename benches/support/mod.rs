@@ -81,6 +81,16 @@ pub(crate) async fn connect(addr: SocketAddr, user: &str) -> Result<Client, Stri
     Ok(c)
 }
 
+/// One line of a two-way table: the query, both medians and their ratio `b / a`.
+pub(crate) fn print_pair(name: &str, a: Duration, b: Duration) {
+    println!(
+        "{name:<5} {:>10.1}ms {:>10.1}ms {:>8.2}",
+        a.as_secs_f64() * 1e3,
+        b.as_secs_f64() * 1e3,
+        b.as_secs_f64() / a.as_secs_f64()
+    );
+}
+
 pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]

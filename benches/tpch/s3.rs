@@ -73,13 +73,7 @@ pub(crate) async fn run(
             local: support::median(tl),
             s3: support::median(ts),
         };
-        println!(
-            "{:<5} {:>10.1}ms {:>10.1}ms {:>8.2}",
-            q.name,
-            q.local.as_secs_f64() * 1e3,
-            q.s3.as_secs_f64() * 1e3,
-            q.s3.as_secs_f64() / q.local.as_secs_f64()
-        );
+        support::print_pair(&q.name, q.local, q.s3);
         out.push(q);
     }
     drop(moto);

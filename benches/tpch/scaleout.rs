@@ -196,13 +196,7 @@ pub(crate) async fn replicas(
             a: support::median(ta),
             b: support::median(tb),
         };
-        println!(
-            "{:<5} {:>10.1}ms {:>10.1}ms {:>8.2}",
-            q.name,
-            q.a.as_secs_f64() * 1e3,
-            q.b.as_secs_f64() * 1e3,
-            q.b.as_secs_f64() / q.a.as_secs_f64()
-        );
+        support::print_pair(&q.name, q.a, q.b);
         out.push(q);
     }
     out
