@@ -316,26 +316,23 @@ impl Run<'_> {
                     q.engine
                 );
             }
-            let sum = |f: &dyn Fn(&DistributedQuery) -> Duration, only: bool| -> Duration {
-                d.iter().filter(|q| !only || q.on_cluster()).map(f).sum()
-            };
-            let (l, c) = (sum(&|q| q.local, false), sum(&|q| q.distributed, false));
-            let _ = writeln!(
-                w,
-                "| **total** | | {} | {} | **{:.2}** | |",
-                ms(l),
-                ms(c),
-                ratio(c, l)
-            );
             let on = d.iter().filter(|q| q.on_cluster()).count();
-            let (l, c) = (sum(&|q| q.local, true), sum(&|q| q.distributed, true));
-            let _ = writeln!(
-                w,
-                "| total of the {on} that ran on the cluster | | {} | {} | **{:.2}** | |",
-                ms(l),
-                ms(c),
-                ratio(c, l)
-            );
+            let rows = [
+                ("**total**".to_string(), false),
+                (format!("total of the {on} that ran on the cluster"), true),
+            ];
+            for (label, only_cluster) in rows {
+                let ran = || d.iter().filter(|q| !only_cluster || q.on_cluster());
+                let l: Duration = ran().map(|q| q.local).sum();
+                let c: Duration = ran().map(|q| q.distributed).sum();
+                let _ = writeln!(
+                    w,
+                    "| {label} | | {} | {} | **{:.2}** | |",
+                    ms(l),
+                    ms(c),
+                    ratio(c, l)
+                );
+            }
             let _ = writeln!(
                 w,
                 "| geometric mean of ratios | | | | {:.2} | |",
