@@ -217,6 +217,7 @@ fn cluster(s3: bool) -> meshgate_cluster::Cluster {
     meshgate_cluster::Cluster::new(
         &local.scheduler,
         meshgate_cluster::ClusterCodec::new(common::key()),
+        None,
     )
 }
 

@@ -16,13 +16,19 @@ pub struct ClusterSpec<'a> {
     pub hash_key: &'a [u8],
     /// Products on this S3 server: executors get its endpoint and credentials.
     pub s3: Option<&'a LocalS3>,
-    pub scheduling: &'a str,
+    /// `--scheduling`; none for the default (push, or pull with TLS).
+    pub scheduling: Option<&'a str>,
     /// The executors' key, when it is not `hash_key` (a misconfigured executor).
     pub executor_key: Option<&'a [u8]>,
     /// Executors register here instead of with the scheduler (a proxy in front of it).
     pub executors_via: Option<SocketAddr>,
     /// The scheduler's port, when the test must know it in advance.
     pub scheduler_port: Option<u16>,
+    /// Mutual TLS: every process binds all interfaces (0.0.0.0, allowed only with TLS)
+    /// and is dialled as 127.0.0.1.
+    pub tls: Option<&'a meshgate_cluster::TlsFiles>,
+    /// The executors' TLS files, when not `tls` (an executor from another CA).
+    pub executor_tls: Option<&'a meshgate_cluster::TlsFiles>,
 }
 
 impl Default for ClusterSpec<'_> {
@@ -31,10 +37,12 @@ impl Default for ClusterSpec<'_> {
             executors: 2,
             hash_key: super::TEST_KEY,
             s3: None,
-            scheduling: "push",
+            scheduling: None,
             executor_key: None,
             executors_via: None,
             scheduler_port: None,
+            tls: None,
+            executor_tls: None,
         }
     }
 }
@@ -43,8 +51,11 @@ pub struct LocalCluster {
     scheduler_child: Child,
     executors: Vec<Child>,
     pub scheduler_addr: SocketAddr,
-    /// `http://127.0.0.1:PORT`, as the gateway's `distributed.scheduler`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS), as the gateway's `distributed.scheduler`.
     pub scheduler: String,
+    /// Each executor's Flight port, where results and shuffle data are fetched.
+    pub flight_ports: Vec<u16>,
+    tls: Option<meshgate_cluster::TlsFiles>,
     dir: tempfile::TempDir,
 }
 
@@ -86,30 +97,33 @@ impl LocalCluster {
         let (config, env) = process_config(spec, dir.path(), "scheduler");
         let mut env = env;
         env.push(("MESHGATE_HASH_KEY", key));
-        let scheduler_child = spawn(
-            &[
-                "cluster",
-                "scheduler",
-                "--config",
-                config.to_str().unwrap(),
-                "--bind",
-                &scheduler_addr.to_string(),
-                "--scheduling",
-                spec.scheduling,
-            ],
-            &env,
-            &dir.path().join("scheduler.log"),
-        );
+        let bind = match spec.tls {
+            Some(_) => format!("0.0.0.0:{port}"),
+            None => scheduler_addr.to_string(),
+        };
+        let mut args = vec![
+            "cluster",
+            "scheduler",
+            "--config",
+            config.to_str().unwrap(),
+            "--bind",
+            &bind,
+        ];
+        args.extend(options(spec.scheduling, spec.tls));
+        let scheduler_child = spawn(&args, &env, &dir.path().join("scheduler.log"));
+        let scheme = if spec.tls.is_some() { "https" } else { "http" };
         let mut cluster = LocalCluster {
             scheduler_child,
             executors: vec![],
-            scheduler: format!("http://{scheduler_addr}"),
+            scheduler: format!("{scheme}://{scheduler_addr}"),
             scheduler_addr,
+            flight_ports: vec![],
+            tls: spec.tls.cloned(),
             dir,
         };
         // The scheduler first: executors give up on one that is not there yet.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while readyz(scheduler_addr).is_none() {
+        while cluster.readiness().is_none() {
             assert!(
                 Instant::now() < deadline,
                 "no scheduler:\n{}",
@@ -134,29 +148,36 @@ impl LocalCluster {
         ));
         let (flight, grpc) = (free_port(), free_port());
         let work = self.dir.path().join(format!("work-{n}"));
+        let (flight_port, grpc_port, scheduler) =
+            (flight.to_string(), grpc.to_string(), scheduler.to_string());
+        let mut args = vec![
+            "cluster",
+            "executor",
+            "--config",
+            config.to_str().unwrap(),
+            "--scheduler",
+            &scheduler,
+            "--flight-port",
+            &flight_port,
+            "--grpc-port",
+            &grpc_port,
+            "--concurrent-tasks",
+            "2",
+            "--work-dir",
+            work.to_str().unwrap(),
+        ];
+        let tls = spec.executor_tls.or(spec.tls);
+        if tls.is_some() {
+            args.extend(["--bind", "0.0.0.0", "--external-host", "127.0.0.1"]);
+        }
+        args.extend(options(spec.scheduling, tls));
         let child = spawn(
-            &[
-                "cluster",
-                "executor",
-                "--config",
-                config.to_str().unwrap(),
-                "--scheduler",
-                &scheduler.to_string(),
-                "--flight-port",
-                &flight.to_string(),
-                "--grpc-port",
-                &grpc.to_string(),
-                "--scheduling",
-                spec.scheduling,
-                "--concurrent-tasks",
-                "2",
-                "--work-dir",
-                work.to_str().unwrap(),
-            ],
+            &args,
             &env,
             &self.dir.path().join(format!("executor-{n}.log")),
         );
         self.executors.push(child);
+        self.flight_ports.push(flight);
     }
 
     /// Waits until `/readyz` counts `n` executors.
@@ -168,7 +189,7 @@ impl LocalCluster {
             n => format!("ready: {n} executors"),
         };
         loop {
-            let body = readyz(self.scheduler_addr).unwrap_or_default();
+            let body = self.readiness().unwrap_or_default();
             if body.contains(&want) {
                 return;
             }
@@ -228,6 +249,57 @@ fn process_config(
         .write_all(yaml.as_bytes())
         .unwrap();
     (config, env)
+}
+
+/// `--scheduling` and `--tls-*` arguments.
+fn options<'a>(
+    scheduling: Option<&'a str>,
+    tls: Option<&'a meshgate_cluster::TlsFiles>,
+) -> Vec<&'a str> {
+    let mut args = vec![];
+    if let Some(s) = scheduling {
+        args.extend(["--scheduling", s]);
+    }
+    if let Some(t) = tls {
+        for (flag, path) in [
+            ("--tls-ca", &t.ca),
+            ("--tls-cert", &t.cert),
+            ("--tls-key", &t.key),
+        ] {
+            args.extend([flag, path.to_str().unwrap()]);
+        }
+    }
+    args
+}
+
+impl LocalCluster {
+    /// The scheduler's `/readyz` text: a plain HTTP/1 GET, or with TLS the gateway's own
+    /// probe (HTTP/2 over mutual TLS).
+    pub fn readiness(&self) -> Option<String> {
+        let Some(tls) = &self.tls else {
+            return readyz(self.scheduler_addr);
+        };
+        let cluster = meshgate_cluster::Cluster::new(
+            &self.scheduler,
+            // The probe plans nothing: any key will do.
+            meshgate_cluster::ClusterCodec::new(std::sync::Arc::new(
+                meshgate_policy::HashKey::new(super::TEST_KEY).unwrap(),
+            )),
+            Some(meshgate_cluster::ClusterTls::load(tls).unwrap()),
+        );
+        let health = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(cluster.health());
+        match health {
+            meshgate_cluster::Health::Ready(body) => Some(body),
+            // Reachable but not ready answers with its text; unreachable is none.
+            meshgate_cluster::Health::Unavailable(why) => {
+                why.contains("executors registered").then_some(why)
+            }
+        }
+    }
 }
 
 /// The scheduler's readiness text, by a plain HTTP/1 GET.

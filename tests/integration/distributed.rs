@@ -20,16 +20,17 @@ use crate::common::cluster::{ClusterSpec, LocalCluster, free_port};
 use crate::common::s3::{BUCKET, LocalS3};
 use crate::common::{TEST_KEY, TestMesh};
 
-fn distributed(scheduler: &str, min_scan_bytes: u64) -> DistributedConfig {
+pub(super) fn distributed(scheduler: &str, min_scan_bytes: u64) -> DistributedConfig {
     DistributedConfig {
         scheduler: scheduler.to_string(),
+        tls: None,
         min_scan_bytes,
         allow_override: true,
         when_unavailable: WhenUnavailable::Local,
     }
 }
 
-async fn cluster(spec: ClusterSpec<'static>) -> LocalCluster {
+pub(super) async fn cluster(spec: ClusterSpec<'static>) -> LocalCluster {
     tokio::task::spawn_blocking(move || LocalCluster::start(&spec))
         .await
         .unwrap()
@@ -45,13 +46,13 @@ async fn gateway_for(cluster: &LocalCluster, adjust: impl FnOnce(&mut ServerConf
 }
 
 /// A client of `user` that asks for `execution` on every call.
-async fn client(s: &TestServer, user: &str, execution: &str) -> Client {
+pub(super) async fn client(s: &TestServer, user: &str, execution: &str) -> Client {
     let mut c = s.client(user).await;
     c.set_header("x-meshgate-execution", execution);
     c
 }
 
-async fn run(c: &mut Client, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+pub(super) async fn run(c: &mut Client, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
     let info = c.execute(sql.into(), None).await.map_err(status)?;
     let mut out = vec![];
     for ep in info.endpoint {
@@ -83,7 +84,7 @@ fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
     }
 }
 
-fn all_strings(batches: &[RecordBatch]) -> Vec<String> {
+pub(super) fn all_strings(batches: &[RecordBatch]) -> Vec<String> {
     let Some(first) = batches.first() else {
         return vec![];
     };
@@ -92,7 +93,7 @@ fn all_strings(batches: &[RecordBatch]) -> Vec<String> {
         .collect()
 }
 
-fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
+pub(super) fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
     let Some(first) = batches.first() else {
         return vec![];
     };
@@ -112,7 +113,7 @@ fn sorted_rows(batches: &[RecordBatch]) -> Vec<String> {
 }
 
 /// Audit lines of queries (not handshakes, not metadata).
-fn audited(s: &TestServer) -> Vec<serde_json::Value> {
+pub(super) fn audited(s: &TestServer) -> Vec<serde_json::Value> {
     std::fs::read_to_string(&s.audit)
         .unwrap_or_default()
         .lines()
@@ -498,7 +499,7 @@ async fn no_key_and_no_secret_travels_to_the_cluster() {
     tokio::spawn(record(proxy, scheduler, Arc::clone(&recorded)));
     let _cluster = cluster(ClusterSpec {
         s3: Some(s3),
-        scheduling: "pull",
+        scheduling: Some("pull"),
         executors_via: Some(proxy),
         scheduler_port: Some(scheduler.port()),
         ..Default::default()
@@ -556,7 +557,7 @@ fn hex_bytes(b: &[u8]) -> Vec<u8> {
 }
 
 /// A TCP proxy that keeps a copy of every byte, both ways.
-async fn record(listen: SocketAddr, upstream: SocketAddr, into: Arc<Mutex<Vec<u8>>>) {
+pub(super) async fn record(listen: SocketAddr, upstream: SocketAddr, into: Arc<Mutex<Vec<u8>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
     loop {

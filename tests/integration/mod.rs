@@ -1,6 +1,7 @@
 mod catalog;
 mod checks;
 mod cli;
+mod cluster_tls;
 mod codec;
 mod distributed;
 mod flight;

@@ -11,6 +11,7 @@ use meshgate_cluster::process::{
     EXECUTOR_FLIGHT_PORT, EXECUTOR_GRPC_PORT, ExecutorOptions, SCHEDULER_PORT, SchedulerOptions,
     Scheduling, run_executor, run_scheduler,
 };
+use meshgate_cluster::{ClusterTls, TlsFiles};
 use meshgate_server::ServerConfig;
 
 use crate::serve::{hash_key_from, init_tracing};
@@ -40,17 +41,42 @@ impl From<SchedulingArg> for Scheduling {
     }
 }
 
+/// Mutual TLS on the cluster's ports: required off loopback.
+#[derive(Args)]
+struct TlsArgs {
+    /// PEM: the cluster's own CA; every peer must present a certificate it signed.
+    #[arg(long, env = "MESHGATE_CLUSTER_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// PEM: this process's certificate, valid for the name others dial it by.
+    #[arg(long, env = "MESHGATE_CLUSTER_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// PEM: the key of --tls-cert.
+    #[arg(long, env = "MESHGATE_CLUSTER_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn load(self) -> anyhow::Result<Option<ClusterTls>> {
+        let (Some(ca), Some(cert), Some(key)) = (self.tls_ca, self.tls_cert, self.tls_key) else {
+            return Ok(None);
+        };
+        Ok(Some(ClusterTls::load(&TlsFiles { ca, cert, key })?))
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct SchedulerArgs {
     /// Where the S3 settings (`mesh.s3`) are read from, as for executors.
     #[arg(long, env = "MESHGATE_CONFIG", default_value = "meshgate.yaml")]
     config: PathBuf,
-    /// Loopback only: cluster ports are inside the trust boundary.
+    /// Loopback unless TLS is on: cluster ports are inside the trust boundary.
     #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], SCHEDULER_PORT)))]
     bind: SocketAddr,
-    /// Must match the executors'.
-    #[arg(long, value_enum, default_value = "push")]
-    scheduling: SchedulingArg,
+    /// Must match the executors'. Default: push, or pull with TLS.
+    #[arg(long, value_enum)]
+    scheduling: Option<SchedulingArg>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
     hash_key: Option<String>,
     /// Stop when standard input closes: a supervisor (or a test) that dies takes the
@@ -64,20 +90,26 @@ pub(crate) struct ExecutorArgs {
     /// Where the S3 settings (`mesh.s3`) are read from; credentials come from `AWS_*`.
     #[arg(long, env = "MESHGATE_CONFIG", default_value = "meshgate.yaml")]
     config: PathBuf,
-    /// The scheduler to register with.
-    #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], SCHEDULER_PORT)))]
-    scheduler: SocketAddr,
-    /// Loopback only, like the scheduler.
+    /// The scheduler to register with, HOST:PORT.
+    #[arg(long, default_value_t = format!("127.0.0.1:{SCHEDULER_PORT}"), value_parser = host_port)]
+    scheduler: String,
+    /// Loopback unless TLS is on, like the scheduler.
     #[arg(long, default_value = "127.0.0.1")]
     bind: IpAddr,
+    /// The name others reach this executor by; needed when --bind is 0.0.0.0.
+    #[arg(long)]
+    external_host: Option<String>,
     /// Arrow Flight port: shuffle data and results.
     #[arg(long, default_value_t = EXECUTOR_FLIGHT_PORT)]
     flight_port: u16,
     /// Where the scheduler pushes tasks.
     #[arg(long, default_value_t = EXECUTOR_GRPC_PORT)]
     grpc_port: u16,
-    #[arg(long, value_enum, default_value = "push")]
-    scheduling: SchedulingArg,
+    /// Default: push, or pull with TLS.
+    #[arg(long, value_enum)]
+    scheduling: Option<SchedulingArg>,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Tasks at once; 0 is one per core.
     #[arg(long, default_value_t = 0)]
     concurrent_tasks: usize,
@@ -122,8 +154,9 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             let key = Arc::new(hash_key_from(args.hash_key)?);
             let opts = SchedulerOptions {
                 bind: args.bind,
-                scheduling: args.scheduling.into(),
+                scheduling: args.scheduling.map(Into::into),
                 s3: s3_settings(&args.config)?,
+                tls: args.tls.load()?,
             };
             println!("meshgate cluster scheduler on {}", args.bind);
             supervised(args.until_stdin_closes, run_scheduler(opts, key)).await?;
@@ -131,16 +164,19 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         ClusterCommand::Executor(args) => {
             let key = Arc::new(hash_key_from(args.hash_key)?);
             let s3 = s3_settings(&args.config)?;
+            let (host, port) = args.scheduler.rsplit_once(':').expect("checked by clap");
             let opts = ExecutorOptions {
                 bind: args.bind,
+                external_host: args.external_host,
                 flight_port: args.flight_port,
                 grpc_port: args.grpc_port,
-                scheduler: args.scheduler,
-                scheduling: args.scheduling.into(),
+                scheduler: (host.to_string(), port.parse().expect("checked by clap")),
+                scheduling: args.scheduling.map(Into::into),
                 concurrent_tasks: args.concurrent_tasks,
                 work_dir: args.work_dir,
                 memory_pool_bytes: args.memory_limit_mb.map(|m| m << 20),
                 s3,
+                tls: args.tls.load()?,
             };
             println!(
                 "meshgate cluster executor on {}:{} (tasks on {}), scheduler {}",
@@ -161,4 +197,12 @@ fn s3_settings(config: &std::path::Path) -> anyhow::Result<meshgate_catalog::sto
     } else {
         Default::default()
     })
+}
+
+/// `HOST:PORT`, the host a name or an address (`[::1]` for IPv6).
+fn host_port(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_string()),
+        _ => Err(format!("{s:?} is not HOST:PORT")),
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ballista_core::client::BallistaClient;
+use ballista_core::extension::BallistaConfigGrpcEndpoint;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{
     CancelJobParams, ExecuteQueryParams, GetJobStatusParams, KeyValuePair, PartitionLocation,
@@ -29,11 +30,14 @@ use datafusion::physical_plan::{
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
 use futures::{StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
 use prost::Message;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceExt;
 use tracing::{debug, warn};
 
 use crate::codec::ClusterCodec;
+use crate::tls::ClusterTls;
 
 /// Where the cluster is and how to talk to it; cheap to clone.
 #[derive(Clone)]
@@ -42,8 +46,10 @@ pub struct Cluster {
 }
 
 struct Inner {
-    /// `http://127.0.0.1:50060`
+    /// `http://127.0.0.1:50060`, or `https://…` with `tls`.
     scheduler: String,
+    /// Mutual TLS to the scheduler and the executors, when the cluster has it.
+    tls: Option<ClusterTls>,
     codec: ClusterCodec,
     /// One scheduler session for the gateway; its settings are sent with every job.
     session_id: String,
@@ -62,10 +68,11 @@ pub enum Health {
 const HEALTH_TTL: Duration = Duration::from_secs(2);
 
 impl Cluster {
-    pub fn new(scheduler: &str, codec: ClusterCodec) -> Cluster {
+    pub fn new(scheduler: &str, codec: ClusterCodec, tls: Option<ClusterTls>) -> Cluster {
         Cluster {
             inner: Arc::new(Inner {
                 scheduler: scheduler.trim_end_matches('/').to_string(),
+                tls,
                 codec,
                 session_id: format!("meshgate-{}", uuid::Uuid::new_v4()),
                 max_message_size: 64 << 20,
@@ -86,7 +93,7 @@ impl Cluster {
         {
             return h;
         }
-        let health = probe(&self.inner.scheduler).await;
+        let health = self.probe().await;
         *self.inner.health.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), health.clone()));
         health
@@ -126,27 +133,52 @@ impl Cluster {
         let node = PhysicalPlanNode::try_from_physical_plan(plan, &self.inner.codec)?;
         Ok(node.encode_to_vec())
     }
-}
 
-async fn probe(scheduler: &str) -> Health {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => return Health::Unavailable(e.to_string()),
-    };
-    match client.get(format!("{scheduler}/readyz")).send().await {
-        Ok(r) => {
-            let ok = r.status().is_success();
-            let body = r.text().await.unwrap_or_default().trim().to_string();
-            if ok {
-                Health::Ready(body)
-            } else {
+    /// A connection to the scheduler, over TLS when the cluster has it.
+    async fn scheduler(&self) -> Result<Channel, tonic::transport::Error> {
+        let endpoint = Endpoint::from_shared(self.inner.scheduler.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        match &self.inner.tls {
+            Some(tls) => tls.secure(endpoint)?,
+            None => endpoint,
+        }
+        .connect()
+        .await
+    }
+
+    /// `/readyz` over the scheduler's gRPC connection (HTTP/2, and TLS when configured),
+    /// so health is checked on the very path jobs take.
+    async fn probe(&self) -> Health {
+        let scheduler = &self.inner.scheduler;
+        let answer = async {
+            let channel = self.scheduler().await.map_err(|e| format!("{e:?}"))?;
+            let request = http::Request::get(format!("{scheduler}/readyz"))
+                .body(tonic::body::Body::empty())
+                .map_err(|e| e.to_string())?;
+            let response = channel
+                .oneshot(request)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let ok = response.status().is_success();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((ok, String::from_utf8_lossy(&body).trim().to_string()))
+        };
+        match tokio::time::timeout(Duration::from_secs(2), answer).await {
+            Ok(Ok((true, body))) => Health::Ready(body),
+            Ok(Ok((false, body))) => {
                 Health::Unavailable(format!("scheduler at {scheduler}: {body}"))
             }
+            Ok(Err(e)) => Health::Unavailable(format!("scheduler at {scheduler} unreachable: {e}")),
+            Err(_) => {
+                Health::Unavailable(format!("scheduler at {scheduler}: no answer within 2 s"))
+            }
         }
-        Err(e) => Health::Unavailable(format!("scheduler at {scheduler} unreachable: {e}")),
     }
 }
 
@@ -399,8 +431,11 @@ impl Job {
         settings: Vec<KeyValuePair>,
     ) -> Result<impl futures::Stream<Item = Result<arrow::array::RecordBatch>> + Send> {
         let inner = &self.cluster.inner;
-        let mut scheduler = SchedulerGrpcClient::connect(inner.scheduler.clone())
+        let mut scheduler = self
+            .cluster
+            .scheduler()
             .await
+            .map(SchedulerGrpcClient::new)
             .map_err(|e| {
                 self.cluster.invalidate();
                 cluster_err(
@@ -434,11 +469,12 @@ impl Job {
         let done = self.wait(&mut scheduler, &job_id).await?;
         self.done = true;
         let max = inner.max_message_size;
+        let tls = inner.tls.clone();
         let mut locations = done.partition_location;
         locations.sort_by_key(|l| l.partition_id.as_ref().map(|p| p.partition_id));
         let streams = locations
             .into_iter()
-            .map(move |l| futures::stream::once(fetch(l, max)).try_flatten());
+            .map(move |l| futures::stream::once(fetch(l, max, tls.clone())).try_flatten());
         Ok(futures::stream::iter(streams).flatten())
     }
 
@@ -485,10 +521,10 @@ impl Drop for Job {
         else {
             return;
         };
-        let scheduler = self.cluster.inner.scheduler.clone();
+        let cluster = self.cluster.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Ok(mut s) = SchedulerGrpcClient::connect(scheduler).await
+                if let Ok(mut s) = cluster.scheduler().await.map(SchedulerGrpcClient::new)
                     && let Err(e) = s
                         .cancel_job(CancelJobParams {
                             job_id: job_id.clone(),
@@ -507,6 +543,7 @@ impl Drop for Job {
 async fn fetch(
     location: PartitionLocation,
     max_message_size: usize,
+    tls: Option<ClusterTls>,
 ) -> Result<impl futures::Stream<Item = Result<arrow::array::RecordBatch>> + Send> {
     let layout = location.layout();
     let expected = location
@@ -525,8 +562,8 @@ async fn fetch(
         &meta.host,
         meta.port as u16,
         max_message_size,
-        false,
-        None,
+        tls.is_some(),
+        tls.map(|t| Arc::new(BallistaConfigGrpcEndpoint::new(t.endpoint_override()))),
         3,
         50,
         0,

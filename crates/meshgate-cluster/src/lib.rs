@@ -5,26 +5,44 @@
 //! scheduler ([`client`]); executors run its stages. The policy travels inside that plan:
 //! masks and barriers are encoded by [`codec`] as `(kind, version, key id)` and every
 //! process reads the hash key from its own `MESHGATE_HASH_KEY`. [`process`] starts the
-//! scheduler and executor with those codecs and meshgate's object stores.
+//! scheduler and executor with those codecs and meshgate's object stores; [`tls`] puts
+//! mutual TLS on every cluster connection when the cluster leaves loopback.
 
 pub mod client;
 pub mod codec;
 pub mod process;
+pub mod tls;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub use client::{Cluster, DistributedExec, Health, JobError, plan_for_cluster, scan_bytes};
 pub use codec::{ClusterCodec, ClusterLogicalCodec};
+pub use tls::{ClusterTls, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(
-        "the {what} would listen on or connect to {ip}, outside this machine: cluster ports \
-         carry plans and unmasked intermediate rows and have no TLS yet, so meshgate keeps \
-         them on loopback (127.0.0.1)"
+        "the {what} would listen on or connect to {host}, outside this machine: cluster \
+         ports carry plans and unmasked intermediate rows, so off loopback they need mutual \
+         TLS (--tls-ca, --tls-cert, --tls-key)"
     )]
-    NotLoopback { what: String, ip: IpAddr },
+    NotLoopback { what: String, host: String },
+    #[error(
+        "TLS needs pull scheduling (--scheduling pull, the default with TLS): Ballista's \
+         push-mode task port has no TLS"
+    )]
+    PushWithTls,
+    #[error(
+        "an executor bound to every interface needs --external-host: the name the scheduler, \
+         the gateway and other executors reach it by (its certificate's name)"
+    )]
+    NoExternalHost,
+    #[error("cluster TLS {what} {}: {reason}", path.display())]
+    Tls {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("mesh.s3: {0}")]
     S3(String),
     #[error("cannot create the work folder {}: {source}", path.display())]

@@ -158,6 +158,16 @@ impl ServerConfig {
                 path: path.to_path_buf(),
                 message: format!("mesh.s3: {message}"),
             })?;
+        if let (Some(base), Some(tls)) = (
+            base,
+            config.distributed.as_mut().and_then(|d| d.tls.as_mut()),
+        ) {
+            for p in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         if let Some(d) = &config.distributed {
             d.validate().map_err(|message| ConfigError::Parse {
                 path: path.to_path_buf(),

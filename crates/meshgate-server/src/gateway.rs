@@ -90,12 +90,12 @@ impl Gateway {
             .build_arc()
             .map_err(std::io::Error::other)?;
         let key = Arc::new(secrets.hash_key);
-        let cluster = config.distributed.as_ref().map(|d| {
-            meshgate_cluster::Cluster::new(
-                &d.scheduler,
-                meshgate_cluster::ClusterCodec::new(Arc::clone(&key)),
-            )
-        });
+        let cluster = config
+            .distributed
+            .as_ref()
+            .map(|d| d.cluster(Arc::clone(&key)))
+            .transpose()
+            .map_err(|e| std::io::Error::other(format!("distributed: {e}")))?;
         Ok(Gateway {
             cluster,
             signer: Signer::with_previous(&secrets.token_key, &secrets.previous_token_keys),

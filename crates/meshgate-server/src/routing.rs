@@ -96,8 +96,13 @@ impl fmt::Display for Execution {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DistributedConfig {
-    /// The scheduler, `http://127.0.0.1:50060`. Loopback only: cluster ports have no TLS.
+    /// The scheduler: `http://127.0.0.1:50060` on this machine, or `https://host:port`
+    /// with `tls` anywhere else.
     pub scheduler: String,
+    /// Mutual TLS to the scheduler and executors: the cluster's CA and the gateway's own
+    /// certificate and key (paths relative to meshgate.yaml).
+    #[serde(default)]
+    pub tls: Option<meshgate_cluster::TlsFiles>,
     /// Queries reading at least this much (after pruning) run on the cluster.
     #[serde(default = "default_min_scan_bytes")]
     pub min_scan_bytes: u64,
@@ -128,30 +133,53 @@ pub enum WhenUnavailable {
 }
 
 impl DistributedConfig {
-    /// Refuses, at start, a scheduler that is not a loopback `http://` URL.
+    /// Refuses, at start, a scheduler URL that would send plans in the clear off this
+    /// machine, or whose scheme disagrees with `tls`.
     pub fn validate(&self) -> Result<(), String> {
         let url = url::Url::parse(&self.scheduler)
             .map_err(|e| format!("scheduler {:?}: {e}", self.scheduler))?;
-        if url.scheme() != "http" || url.port().is_none() {
-            return Err(format!(
-                "scheduler {:?}: expected http://127.0.0.1:PORT",
-                self.scheduler
-            ));
-        }
-        let loopback = match url.host() {
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            Some(url::Host::Domain(d)) => d == "localhost",
-            None => false,
+        let expected = match self.tls {
+            Some(_) => "https",
+            None => "http",
         };
-        if !loopback {
+        if url.port().is_none() || !matches!(url.scheme(), "http" | "https") {
             return Err(format!(
-                "scheduler {:?} is not on this machine: cluster ports carry plans and \
-                 unmasked intermediate rows and have no TLS yet, so they stay on loopback",
+                "scheduler {:?}: expected http://127.0.0.1:PORT, or https://HOST:PORT with tls",
                 self.scheduler
             ));
         }
-        Ok(())
+        if url.scheme() != expected {
+            return Err(match self.tls {
+                Some(_) => format!(
+                    "scheduler {:?}: with tls configured the scheduler is https://",
+                    self.scheduler
+                ),
+                None => format!(
+                    "scheduler {:?}: https:// needs tls (ca, cert, key) for the cluster",
+                    self.scheduler
+                ),
+            });
+        }
+        let host = url.host_str().unwrap_or_default();
+        meshgate_cluster::process::check_reach("scheduler", host, self.tls.is_some())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The cluster client this configuration describes; reads the TLS files.
+    pub fn cluster(
+        &self,
+        key: Arc<meshgate_policy::HashKey>,
+    ) -> Result<Cluster, meshgate_cluster::ClusterError> {
+        let tls = self
+            .tls
+            .as_ref()
+            .map(meshgate_cluster::ClusterTls::load)
+            .transpose()?;
+        Ok(Cluster::new(
+            &self.scheduler,
+            meshgate_cluster::ClusterCodec::new(key),
+            tls,
+        ))
     }
 }
 
@@ -253,5 +281,48 @@ pub async fn route(
                 "the cluster is unavailable ({why}) and distributed.when_unavailable is fail"
             ))),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(scheduler: &str, tls: bool) -> DistributedConfig {
+        DistributedConfig {
+            scheduler: scheduler.into(),
+            tls: tls.then(|| meshgate_cluster::TlsFiles {
+                ca: "ca.pem".into(),
+                cert: "gateway.pem".into(),
+                key: "gateway-key.pem".into(),
+            }),
+            min_scan_bytes: 0,
+            allow_override: true,
+            when_unavailable: WhenUnavailable::Local,
+        }
+    }
+
+    #[test]
+    fn plans_leave_this_machine_only_over_tls() {
+        for (url, tls) in [
+            ("http://127.0.0.1:50060", false),
+            ("http://localhost:50060", false),
+            ("https://scheduler.mesh.internal:50060", true),
+            ("https://10.0.0.7:50060", true),
+            ("https://127.0.0.1:50060", true),
+        ] {
+            assert_eq!(config(url, tls).validate(), Ok(()), "{url}");
+        }
+        for (url, tls, says) in [
+            ("http://10.0.0.7:50060", false, "mutual TLS"),
+            ("http://scheduler.mesh.internal:50060", false, "mutual TLS"),
+            ("https://10.0.0.7:50060", false, "needs tls"),
+            ("http://10.0.0.7:50060", true, "https://"),
+            ("grpc://127.0.0.1:50060", false, "expected"),
+            ("http://127.0.0.1", false, "expected"),
+        ] {
+            let e = config(url, tls).validate().unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+        }
     }
 }
