@@ -5,5 +5,7 @@ pub const TEST_KEY: &[u8] = crate::server::HASH_KEY.as_bytes();
 
 #[path = "../../tests/common/cluster.rs"]
 pub mod cluster;
+#[path = "../../tests/common/pki.rs"]
+pub mod pki;
 #[path = "../../tests/common/s3.rs"]
 pub mod s3;

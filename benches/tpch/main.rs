@@ -130,6 +130,7 @@ fn smoke_checks(markdown: &str, with_python: bool) {
         "| q22 |",
         "## Mask cost",
         "## Distributed",
+        "## Cluster transport",
         "## Replicas",
         "## Load",
     ];
@@ -161,6 +162,18 @@ async fn run(o: &Options) -> String {
         "Ballista cluster (scheduler + 2 executors) ready in {:.1}s",
         started.elapsed().as_secs_f64()
     );
+    // Two more for the cost of mutual TLS: it needs pull scheduling, so a plaintext pull
+    // cluster separates TLS from pull. Idle, they poll their scheduler only.
+    let pki = tempfile::tempdir().unwrap();
+    let tls_files = common::pki::Authority::new("bench-cluster").issue(pki.path(), "node");
+    let pull_cluster = common::cluster::LocalCluster::start(&common::cluster::ClusterSpec {
+        scheduling: Some("pull"),
+        ..Default::default()
+    });
+    let tls_cluster = common::cluster::LocalCluster::start(&common::cluster::ClusterSpec {
+        tls: Some(&tls_files),
+        ..Default::default()
+    });
     // Both replicas know the cluster, as in a deployment; only a caller's
     // `x-meshgate-execution: distributed` sends a query there.
     let gateway = server::GatewayProcess::start(
@@ -168,7 +181,7 @@ async fn run(o: &Options) -> String {
         &data_dir,
         &cache.join("gateway"),
         o.memory_limit_mb,
-        Some(&cluster.scheduler),
+        Some(&cluster),
     )
     .await;
     let mut clients = vec![
@@ -219,13 +232,42 @@ async fn run(o: &Options) -> String {
     };
 
     println!("\nscale-out: the gateway as marketer, local and on the cluster");
-    let distributed = scaleout::distributed(gateway.flight_addr, &queries, o.runs).await;
+    let mut others = Vec::new();
+    for (name, c) in [
+        ("gateway-pull", &pull_cluster),
+        ("gateway-tls", &tls_cluster),
+    ] {
+        let g = server::GatewayProcess::start(
+            &contracts,
+            &data_dir,
+            &cache.join(name),
+            o.memory_limit_mb,
+            Some(c),
+        )
+        .await;
+        others.push(g);
+    }
+    let distributed = scaleout::distributed(
+        gateway.flight_addr,
+        [
+            gateway.flight_addr,
+            others[0].flight_addr,
+            others[1].flight_addr,
+        ],
+        &queries,
+        o.runs,
+    )
+    .await;
+    for g in others {
+        g.stop().await;
+    }
+    drop((pull_cluster, tls_cluster));
     let replica_b = server::GatewayProcess::start(
         &contracts,
         &data_dir,
         &cache.join("gateway-b"),
         o.memory_limit_mb,
-        Some(&cluster.scheduler),
+        Some(&cluster),
     )
     .await;
     println!("\nreplicas: tickets from gateway A fetched from A and from B");

@@ -284,6 +284,50 @@ impl Run<'_> {
 }
 
 impl Run<'_> {
+    /// The same cluster work three ways: push-scheduled (the default), pull-scheduled, and
+    /// over mutual TLS, which needs pull; so TLS is measured against pull.
+    fn cluster_transport(&self, w: &mut String) {
+        let d: Vec<&DistributedQuery> =
+            self.distributed.iter().filter(|q| q.on_cluster()).collect();
+        let _ = writeln!(
+            w,
+            "\n## Cluster transport: push, pull, mutual TLS (the {} queries that ran on the cluster; three clusters of scheduler + 2 executors; median of {} runs, ms)\n",
+            d.len(),
+            self.runs
+        );
+        let _ = writeln!(
+            w,
+            "Mutual TLS needs pull scheduling (Ballista's push-mode task port has no TLS), so its cost \
+             is `mTLS / pull`; `pull / push` is the cost of pull scheduling itself. Results checked equal.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| query | push | pull | mTLS (pull) | pull / push | mTLS / pull |\n|---|--:|--:|--:|--:|--:|"
+        );
+        let line = |w: &mut String, name: &str, push: Duration, pull: Duration, tls: Duration| {
+            let _ = writeln!(
+                w,
+                "| {name} | {} | {} | {} | {:.2} | {:.2} |",
+                ms(push),
+                ms(pull),
+                ms(tls),
+                ratio(pull, push),
+                ratio(tls, pull)
+            );
+        };
+        for q in &d {
+            line(w, &q.name, q.distributed, q.pull, q.tls);
+        }
+        let sum = |f: fn(&DistributedQuery) -> Duration| d.iter().map(|q| f(q)).sum::<Duration>();
+        line(
+            w,
+            "**total**",
+            sum(|q| q.distributed),
+            sum(|q| q.pull),
+            sum(|q| q.tls),
+        );
+    }
+
     /// The distributed and replica tables.
     fn scale_out(&self, w: &mut String) {
         let d = self.distributed;
@@ -338,6 +382,7 @@ impl Run<'_> {
                 "| geometric mean of ratios | | | | {:.2} | |",
                 geomean(d.iter().map(|q| ratio(q.distributed, q.local)))
             );
+            self.cluster_transport(w);
         }
 
         let r = self.replicas;

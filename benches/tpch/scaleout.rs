@@ -1,7 +1,8 @@
 //! Scale-out (issue 7), through the real gateway processes as the marketer (masked):
 //! - the 22 queries run locally and on the Ballista cluster (a scheduler and two executors
 //!   on this same machine), chosen per query with `x-meshgate-execution`, results checked
-//!   equal value for value;
+//!   equal value for value; and on two more clusters, pull-scheduled in plaintext and with
+//!   mutual TLS (which needs pull), so the cost of TLS is measured apart from pull's;
 //! - replicas: the tickets gateway A hands out, fetched from A and from B (a second
 //!   `meshgate serve` with the same keys), results checked equal.
 
@@ -22,7 +23,11 @@ pub(crate) struct DistributedQuery {
     /// What the gateway's EXPLAIN says about the distributed run: `engine=… (why)`.
     pub(crate) engine: String,
     pub(crate) local: Duration,
+    /// On the default cluster: plaintext, push scheduling.
     pub(crate) distributed: Duration,
+    /// On the other clusters: plaintext pull, then mutual TLS (pull).
+    pub(crate) pull: Duration,
+    pub(crate) tls: Duration,
 }
 
 impl DistributedQuery {
@@ -71,56 +76,71 @@ async fn engine(client: &mut Client, sql: &str) -> String {
         .unwrap_or_else(|| panic!("EXPLAIN names no engine:\n{text}"))
 }
 
-/// Each query local then distributed through `gateway` (configured with the cluster),
-/// median of `runs` after one warm-up, one printed line per query.
+/// Each query local, then distributed through each gateway of `clusters` (the default
+/// cluster's, the pull cluster's, the TLS cluster's), median of `runs` after one warm-up,
+/// one printed line per query.
 pub(crate) async fn distributed(
     gateway: SocketAddr,
+    clusters: [SocketAddr; 3],
     queries: &[(String, String)],
     runs: usize,
 ) -> Vec<DistributedQuery> {
     let mut local = marketer(gateway, "local").await;
-    let mut cluster = marketer(gateway, "distributed").await;
+    let mut on = Vec::new();
+    for g in clusters {
+        on.push(marketer(g, "distributed").await);
+    }
     println!(
-        "{:<5} {:>7} {:>12} {:>13} {:>8}  engine",
-        "query", "rows", "local", "distributed", "ratio"
+        "{:<5} {:>7} {:>12} {:>13} {:>8} {:>12} {:>12}  engine",
+        "query", "rows", "local", "distributed", "ratio", "pull", "mTLS"
     );
     let mut out = Vec::new();
     for (name, sql) in queries {
-        let engine = engine(&mut cluster, sql).await;
-        let (mut tl, mut td) = (Vec::new(), Vec::new());
+        let engine = engine(&mut on[0], sql).await;
+        // Local, then each cluster's.
+        let mut times: [Vec<Duration>; 4] = Default::default();
         let mut rows = 0;
         for run in 0..=runs {
             let s = Instant::now();
             let a = support::flight(&mut local, sql).await;
-            let dl = s.elapsed();
-            let s = Instant::now();
-            let b = support::flight(&mut cluster, sql).await;
-            let dd = s.elapsed();
-            assert_eq!(
-                canonical(&a),
-                canonical(&b),
-                "{name}: the cluster returns what the gateway computes ({engine})"
-            );
+            let mut took = vec![s.elapsed()];
+            for c in &mut on {
+                let s = Instant::now();
+                let b = support::flight(c, sql).await;
+                took.push(s.elapsed());
+                assert_eq!(
+                    canonical(&a),
+                    canonical(&b),
+                    "{name}: the cluster returns what the gateway computes ({engine})"
+                );
+            }
             rows = support::rows(&a);
             if run > 0 {
-                tl.push(dl);
-                td.push(dd);
+                for (t, d) in times.iter_mut().zip(took) {
+                    t.push(d);
+                }
             }
         }
+        let [local, distributed, pull, tls] = times.map(support::median);
         let q = DistributedQuery {
             name: name.clone(),
             rows,
             engine,
-            local: support::median(tl),
-            distributed: support::median(td),
+            local,
+            distributed,
+            pull,
+            tls,
         };
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "{:<5} {:>7} {:>10.1}ms {:>11.1}ms {:>8.2}  {}",
+            "{:<5} {:>7} {:>10.1}ms {:>11.1}ms {:>8.2} {:>10.1}ms {:>10.1}ms  {}",
             q.name,
             q.rows,
-            q.local.as_secs_f64() * 1e3,
-            q.distributed.as_secs_f64() * 1e3,
+            ms(q.local),
+            ms(q.distributed),
             q.distributed.as_secs_f64() / q.local.as_secs_f64(),
+            ms(q.pull),
+            ms(q.tls),
             q.engine
         );
         out.push(q);

@@ -7,6 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::common::cluster::LocalCluster;
 use tokio::process::{Child, Command};
 
 /// The gateways' keys: replicas share them, and the cluster masks with the same hash key.
@@ -25,14 +27,15 @@ pub(crate) struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `meshgate serve` on ports chosen by the OS, serving `contracts` over `data`,
     /// with users `analyst` (data_analyst) and `marketer` (marketing), passwords = names.
-    /// With `scheduler`, the gateway has that Ballista cluster configured, with a threshold
-    /// no query reaches: queries run on it only when the caller asks.
+    /// With `cluster`, the gateway has that Ballista cluster configured (with its TLS files
+    /// when it has TLS), with a threshold no query reaches: queries run on it only when the
+    /// caller asks.
     pub(crate) async fn start(
         contracts: &Path,
         data: &Path,
         dir: &Path,
         memory_limit_mb: usize,
-        scheduler: Option<&str>,
+        cluster: Option<&LocalCluster>,
     ) -> GatewayProcess {
         std::fs::create_dir_all(dir).unwrap();
         let max_concurrent_queries = 8;
@@ -59,9 +62,16 @@ impl GatewayProcess {
             audit = dir.join("audit.log").display(),
             analyst = user("analyst", "data_analyst"),
             marketer = user("marketer", "marketing"),
-            distributed = scheduler.map_or(String::new(), |s| format!(
-                "distributed:\n  scheduler: {s}\n  min_scan_bytes: {}\n  allow_override: true\n",
-                u64::MAX
+            distributed = cluster.map_or(String::new(), |c| format!(
+                "distributed:\n  scheduler: {}\n  min_scan_bytes: {}\n  allow_override: true\n{}",
+                c.scheduler,
+                u64::MAX,
+                c.tls().map_or(String::new(), |t| format!(
+                    "  tls: {{ ca: {}, cert: {}, key: {} }}\n",
+                    t.ca.display(),
+                    t.cert.display(),
+                    t.key.display()
+                ))
             )),
         );
         let config_path = dir.join("meshgate.yaml");

@@ -273,6 +273,11 @@ fn options<'a>(
 }
 
 impl LocalCluster {
+    /// The TLS files of its processes, when it has TLS (a gateway may present them too).
+    pub fn tls(&self) -> Option<&meshgate_cluster::TlsFiles> {
+        self.tls.as_ref()
+    }
+
     /// The scheduler's `/readyz` text: a plain HTTP/1 GET, or with TLS the gateway's own
     /// probe (HTTP/2 over mutual TLS).
     pub fn readiness(&self) -> Option<String> {
@@ -287,11 +292,19 @@ impl LocalCluster {
             )),
             Some(meshgate_cluster::ClusterTls::load(tls).unwrap()),
         );
-        let health = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(cluster.health());
+        // On a thread of its own: callers may be inside a runtime (the benchmark is).
+        let health = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(cluster.health())
+                })
+                .join()
+                .unwrap()
+        });
         match health {
             meshgate_cluster::Health::Ready(body) => Some(body),
             // Reachable but not ready answers with its text; unreachable is none.

@@ -14,6 +14,7 @@ use parquet::arrow::ArrowWriter;
 use tempfile::TempDir;
 
 pub mod cluster;
+pub mod pki;
 pub mod s3;
 
 pub fn repo() -> PathBuf {
