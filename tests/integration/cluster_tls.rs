@@ -291,6 +291,12 @@ async fn cluster_ports_leave_loopback_only_with_tls() {
     assert!(e.contains("192.0.2.10") && e.contains("mutual TLS"), "{e}");
     let e = refused(&["executor", "--bind", "0.0.0.0"]).await;
     assert!(e.contains("0.0.0.0"), "{e}");
+    // Nor may it advertise a name others would dial in the clear.
+    let e = refused(&["executor", "--external-host", "exec1.mesh.internal"]).await;
+    assert!(
+        e.contains("exec1.mesh.internal") && e.contains("mutual TLS"),
+        "{e}"
+    );
 
     // With TLS: push scheduling has a plaintext port, so it is refused.
     let e = refused(

@@ -558,6 +558,17 @@ async fn fetch(
         .partition_id
         .ok_or_else(|| cluster_err("result", "a partition without its id"))?;
     let partition = id.partition_id;
+    // An executor that advertises a routable name without TLS would hand over result rows
+    // in the clear; cluster processes refuse to, and the gateway does not dial one.
+    if tls.is_none() && !crate::process::is_loopback_host(&meta.host) {
+        return Err(cluster_err(
+            &format!("executor {}", meta.id),
+            format!(
+                "it is at {}, off this machine, and the cluster has no TLS",
+                meta.host
+            ),
+        ));
+    }
     let mut client = BallistaClient::try_new(
         &meta.host,
         meta.port as u16,
@@ -701,5 +712,31 @@ mod tests {
         };
         assert_eq!(error, "Resources exhausted: pool");
         assert!(resources_exhausted);
+    }
+
+    /// Result rows are not fetched in the clear from an executor off this machine, even
+    /// if one registers with such an address.
+    #[tokio::test]
+    async fn no_result_is_fetched_in_the_clear_across_the_network() {
+        let location = |host: &str| PartitionLocation {
+            executor_meta: Some(ballista_core::serde::protobuf::ExecutorMetadata {
+                id: "e1".into(),
+                host: host.into(),
+                // Nothing listens there: a refusal that is not about the address would
+                // be a connection error instead.
+                port: 9,
+                ..Default::default()
+            }),
+            partition_id: Some(Default::default()),
+            ..Default::default()
+        };
+        let Err(e) = fetch(location("10.0.0.9"), 1 << 20, None).await else {
+            panic!("fetched from 10.0.0.9 in the clear");
+        };
+        assert!(e.to_string().contains("off this machine"), "{e}");
+        let Err(e) = fetch(location("127.0.0.1"), 1 << 20, None).await else {
+            panic!("port 9 answered");
+        };
+        assert!(!e.to_string().contains("off this machine"), "{e}");
     }
 }

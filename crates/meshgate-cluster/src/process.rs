@@ -265,6 +265,8 @@ pub async fn run_executor(opts: ExecutorOptions, key: Arc<HashKey>) -> Result<()
         None if opts.bind.is_unspecified() => return Err(ClusterError::NoExternalHost),
         None => opts.bind.to_string(),
     };
+    // Others would dial it there: in the clear, across the network.
+    check_reach("executor", &external_host, tls.is_some())?;
     opts.s3.validate().map_err(ClusterError::S3)?;
     let work_dir = match &opts.work_dir {
         Some(d) => d.clone(),
