@@ -10,14 +10,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::error::BallistaError;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
-use ballista_core::utils::{create_grpc_server, default_config_producer};
+use ballista_core::utils::{create_grpc_server, default_config_producer, get_time_before};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_executor::flight_service::BallistaFlightService;
 use ballista_scheduler::cluster::BallistaCluster;
@@ -138,10 +138,14 @@ pub async fn run_scheduler(opts: SchedulerOptions, key: Arc<HashKey>) -> Result<
     config.override_physical_codec = Some(Arc::new(ClusterCodec::new(Arc::clone(&key))));
     config.override_logical_codec = Some(Arc::new(ClusterLogicalCodec::new(key)));
     if let Some(tls) = &tls {
-        // Pull scheduling never dials an executor's task port, but cancellation and
-        // clean-up try to: over TLS or not at all.
+        // Cancelling tasks dials executors' task ports (none listens with pull): over
+        // TLS, or not at all.
         config.override_create_grpc_client_endpoint = Some(tls.endpoint_override());
-        config.use_tls = true;
+        // Jobs' settings reach every task: executors then fetch shuffles over https with
+        // Ballista's own connection settings.
+        config.override_config_producer = Some(Arc::new(|| {
+            default_config_producer().with_ballista_use_tls(true)
+        }));
     }
     opts.s3.validate().map_err(ClusterError::S3)?;
     let stores = Arc::new(MeshStores::new(opts.s3.clone()));
@@ -197,16 +201,11 @@ pub async fn run_scheduler(opts: SchedulerOptions, key: Arc<HashKey>) -> Result<
 /// The caller's address where Ballista's handlers look for it (axum's `ConnectInfo`, which
 /// its own server sets): an executor that does not name its host is known by it.
 async fn with_peer_address(mut request: axum::extract::Request) -> axum::extract::Request {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let extensions = request.extensions();
-    let peer = extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|i| i.get_ref().remote_addr())
-        });
+    // tonic sets it for TLS connections too.
+    let peer = request
+        .extensions()
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|i| i.remote_addr());
     if let Some(addr) = peer {
         request
             .extensions_mut()
@@ -215,19 +214,27 @@ async fn with_peer_address(mut request: axum::extract::Request) -> axum::extract
     request
 }
 
-/// Ballista's readiness answer: ready with at least one executor alive (a heartbeat within
-/// the timeout), and how many.
+/// Ballista's readiness answer: ready with enough executors alive, and how many (alive as
+/// Ballista counts them: active, or without status under pull, with a recent heartbeat).
 async fn readyz(
     scheduler: Arc<SchedulerServer<LogicalPlanNode, PhysicalPlanNode>>,
 ) -> (axum::http::StatusCode, String) {
-    let timeout = scheduler.state.config.executor_timeout_seconds;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let alive = match scheduler.state.executor_manager.get_executors_state().await {
+    use ballista_core::serde::protobuf::executor_status::Status;
+    let config = &scheduler.state.config;
+    let executors = &scheduler.state.executor_manager;
+    let recent = get_time_before(config.executor_timeout_seconds);
+    let alive = match executors.get_executors_state().await {
         Ok(state) => state
             .iter()
-            .filter(|(_, seen, _)| seen.is_some_and(|t| now.saturating_sub(t).as_secs() <= timeout))
+            .filter_map(|(meta, _, _)| executors.get_executor_hearbeat(&meta.id))
+            .filter(|beat| {
+                let active = match beat.status.as_ref().and_then(|s| s.status.as_ref()) {
+                    Some(Status::Active(_)) => true,
+                    None => !config.is_push_staged_scheduling(),
+                    _ => false,
+                };
+                active && beat.timestamp > recent
+            })
             .count(),
         Err(e) => {
             return (

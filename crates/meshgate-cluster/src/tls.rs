@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballista_core::extension::EndpointOverrideFn;
+use ballista_core::utils::{GrpcClientConfig, create_grpc_client_endpoint};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
@@ -89,6 +90,8 @@ impl ClusterTls {
         ServerTlsConfig::new()
             .identity(self.identity.clone())
             .client_ca_root(self.ca.clone())
+            // Before a peer is authenticated, it may not hold a connection open for long.
+            .timeout(Duration::from_secs(10))
     }
 
     /// Trusts only the cluster's CA (not the system's roots) and presents this identity.
@@ -99,8 +102,8 @@ impl ClusterTls {
     }
 
     /// `endpoint` with TLS; an `http://` one (Ballista dials the scheduler and the
-    /// executors' task ports that way) becomes `https://`, so with TLS configured no
-    /// cluster connection is ever in the clear.
+    /// executors' task ports that way, whatever `use_tls` says) becomes `https://`, so
+    /// with TLS configured no cluster connection it opens is in the clear.
     pub fn secure(&self, endpoint: Endpoint) -> Result<Endpoint, tonic::transport::Error> {
         let endpoint = if endpoint.uri().scheme_str() == Some("https") {
             endpoint
@@ -110,12 +113,12 @@ impl ClusterTls {
                 .authority()
                 .map(|a| a.as_str().to_owned())
                 .unwrap_or_default();
-            Endpoint::from_shared(format!("https://{authority}"))?
-                .connect_timeout(Duration::from_secs(20))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(300))
-                .keep_alive_timeout(Duration::from_secs(20))
-                .keep_alive_while_idle(true)
+            // An endpoint's settings cannot be read back: Ballista's defaults, as it
+            // builds those connections.
+            create_grpc_client_endpoint(
+                format!("https://{authority}"),
+                Some(&GrpcClientConfig::default()),
+            )?
         };
         endpoint.tls_config(self.client())
     }

@@ -165,16 +165,15 @@ impl DistributedConfig {
             .map_err(|e| e.to_string())
     }
 
-    /// The cluster client this configuration describes; reads the TLS files.
-    pub fn cluster(
-        &self,
-        key: Arc<meshgate_policy::HashKey>,
-    ) -> Result<Cluster, meshgate_cluster::ClusterError> {
+    /// The cluster client this configuration describes, once valid; reads the TLS files.
+    pub fn cluster(&self, key: Arc<meshgate_policy::HashKey>) -> Result<Cluster, String> {
+        self.validate()?;
         let tls = self
             .tls
             .as_ref()
             .map(meshgate_cluster::ClusterTls::load)
-            .transpose()?;
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(Cluster::new(
             &self.scheduler,
             meshgate_cluster::ClusterCodec::new(key),
