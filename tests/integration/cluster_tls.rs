@@ -31,39 +31,37 @@ async fn scheduler_answers(endpoint: Endpoint) -> bool {
         return false;
     };
     let mut scheduler = SchedulerGrpcClient::new(channel);
-    let call = scheduler.get_job_status(GetJobStatusParams {
+    answered(scheduler.get_job_status(GetJobStatusParams {
         job_id: "no-such-job".into(),
-    });
-    match tokio::time::timeout(Duration::from_secs(5), call).await {
-        Ok(Ok(_)) => true,
-        // A status the scheduler wrote is an answer; a transport failure is not.
-        Ok(Err(status)) => written_by_the_server(&status),
-        Err(_) => false,
-    }
+    }))
+    .await
 }
 
-/// Whether an executor's Flight service answers over `endpoint` (an error it writes, such
-/// as "unimplemented", is an answer).
+/// Whether an executor's Flight service answers over `endpoint`.
 async fn flight_answers(endpoint: Endpoint) -> bool {
     let Ok(channel) = endpoint.connect().await else {
         return false;
     };
     let mut client = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        client.list_actions(arrow_flight::Empty {}),
-    )
-    .await
-    {
+    answered(client.list_actions(arrow_flight::Empty {})).await
+}
+
+/// A status the server wrote (even "no such job" or "unimplemented") is an answer; one the
+/// client made of a broken connection or handshake, or silence, is not.
+async fn answered<T>(call: impl std::future::Future<Output = Result<T, tonic::Status>>) -> bool {
+    match tokio::time::timeout(Duration::from_secs(5), call).await {
         Ok(Ok(_)) => true,
-        Ok(Err(status)) => written_by_the_server(&status),
+        Ok(Err(status)) => {
+            std::error::Error::source(&status).is_none() && !status.message().contains("transport")
+        }
         Err(_) => false,
     }
 }
 
-/// A status the server sent, not one the client made of a broken connection.
-fn written_by_the_server(status: &tonic::Status) -> bool {
-    std::error::Error::source(status).is_none() && !status.message().contains("transport")
+/// `url` dialled with `tls`'s certificate.
+fn dial(tls: &ClusterTls, url: &str) -> Endpoint {
+    tls.secure(Endpoint::from_shared(url.to_string()).unwrap())
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,11 +169,7 @@ async fn a_cluster_off_loopback_runs_masked_queries_over_mutual_tls_only() {
     let https = format!("https://127.0.0.1:{}", cluster.scheduler_addr.port());
     let own = ClusterTls::load(node).unwrap();
     assert!(
-        scheduler_answers(
-            own.secure(Endpoint::from_shared(https.clone()).unwrap())
-                .unwrap()
-        )
-        .await,
+        scheduler_answers(dial(&own, &https)).await,
         "the control: a cluster certificate is answered"
     );
     let plaintext = Endpoint::from_shared(format!("http://{}", cluster.scheduler_addr)).unwrap();
@@ -193,18 +187,15 @@ async fn a_cluster_off_loopback_runs_masked_queries_over_mutual_tls_only() {
         "a client without a certificate was answered"
     );
     let stranger = ClusterTls::load(impostor).unwrap();
-    let foreign = stranger
-        .secure(Endpoint::from_shared(https.clone()).unwrap())
-        .unwrap();
     assert!(
-        !scheduler_answers(foreign).await,
+        !scheduler_answers(dial(&stranger, &https)).await,
         "a certificate of another CA was answered"
     );
     // …and a gateway of another CA does not trust this scheduler either.
     let health = Cluster::new(
         &https,
         ClusterCodec::new(crate::common::key()),
-        Some(stranger),
+        Some(stranger.clone()),
     )
     .health()
     .await;
@@ -213,11 +204,7 @@ async fn a_cluster_off_loopback_runs_masked_queries_over_mutual_tls_only() {
     // An executor's Flight port (shuffle files, results) refuses the same strangers.
     let flight = format!("https://127.0.0.1:{}", cluster.flight_ports[0]);
     assert!(
-        flight_answers(
-            own.secure(Endpoint::from_shared(flight.clone()).unwrap())
-                .unwrap()
-        )
-        .await,
+        flight_answers(dial(&own, &flight)).await,
         "the control: the executor answers a cluster certificate"
     );
     let plain_flight =
@@ -226,12 +213,8 @@ async fn a_cluster_off_loopback_runs_masked_queries_over_mutual_tls_only() {
         !flight_answers(plain_flight).await,
         "plaintext Flight was answered"
     );
-    let foreign_flight = ClusterTls::load(impostor)
-        .unwrap()
-        .secure(Endpoint::from_shared(flight).unwrap())
-        .unwrap();
     assert!(
-        !flight_answers(foreign_flight).await,
+        !flight_answers(dial(&stranger, &flight)).await,
         "an executor answered a certificate of another CA"
     );
 
