@@ -1,4 +1,4 @@
-//! Data checks and service levels of a product (issue 5, DESIGN §2): the column checks of
+//! Data checks and service levels of a product (issue 5, docs/DESIGN.md §2): the column checks of
 //! its contract, quality against `sla.quality`, freshness against `sla.freshness`, and a
 //! scan of non-PII text for values that look like PII.
 //!

@@ -15,7 +15,7 @@ pub struct MeshConfig {
     pub contracts: PathBuf,
     /// Each domain's data root defaults to `<data>/<domain>/`.
     pub data: PathBuf,
-    /// Per-domain data roots that override the default (DESIGN §4.7).
+    /// Per-domain data roots that override the default (docs/DESIGN.md §4.7).
     pub domain_roots: BTreeMap<String, PathBuf>,
     /// The mesh-wide rules; default `<contracts>/governance.yaml` when that file exists.
     pub governance: Option<PathBuf>,
@@ -78,6 +78,51 @@ impl MeshConfig {
             Some(p) => Some(self.resolve(p)),
             None => Some(self.contracts_dir().join("governance.yaml")).filter(|p| p.is_file()),
         }
+    }
+
+    /// A path or location as callers may see it: relative to the mesh (`sample-data/…`,
+    /// `contracts/…`) or to a domain's data root, never the server's absolute path. URLs
+    /// of object stores are shown as contracts write them.
+    pub fn shown(&self, location: &str) -> String {
+        if location.contains("://") && !location.starts_with("file://") {
+            return location.to_string();
+        }
+        let slash = if location.ends_with('/') { "/" } else { "" };
+        let path = crate::discover::normalize(Path::new(location.trim_start_matches("file://")));
+        let under = |base: &Path, label: &str| {
+            path.strip_prefix(crate::discover::normalize(base))
+                .ok()
+                .map(|rel| {
+                    let rel = rel.display().to_string();
+                    let sep = if label.is_empty() || rel.is_empty() {
+                        ""
+                    } else {
+                        "/"
+                    };
+                    format!("{label}{sep}{rel}{slash}")
+                })
+        };
+        let mut bases: Vec<(PathBuf, String)> = vec![
+            (self.contracts_dir(), "contracts".into()),
+            (self.root.clone(), String::new()),
+        ];
+        for (domain, dir) in &self.domain_roots {
+            if url_of(dir).is_none() {
+                bases.push((self.resolve(dir), format!("<{domain} data root>")));
+            }
+        }
+        if url_of(&self.data).is_none() {
+            bases.push((self.resolve(&self.data), "<data root>".into()));
+        }
+        // The most specific base first.
+        bases.sort_by_key(|(b, _)| std::cmp::Reverse(b.components().count()));
+        bases
+            .iter()
+            .find_map(|(b, label)| under(b, label))
+            .unwrap_or_else(|| {
+                let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+                format!("<outside the mesh>/{}{slash}", name.unwrap_or_default())
+            })
     }
 
     /// The only folder (or object store prefix) a domain's products may read from.

@@ -29,36 +29,49 @@ pub(crate) struct Bound {
 }
 
 /// Reads every Parquet footer under `location` and checks it against the contract.
-/// `Err` lists every problem found, each naming the file and the column.
+/// `Err` lists every problem found, each naming the file (under `shown`, the location as
+/// callers may see it) and the column.
 pub(crate) async fn bind(
     ctx: &SessionContext,
     contract: &Contract,
     location: &str,
+    shown: &str,
 ) -> Result<Bound, Vec<String>> {
     let one = |e: String| vec![e];
-    let url = ListingTableUrl::parse(location)
-        .map_err(|e| one(format!("invalid location {location}: {e}")))?;
+    // Errors of the store and the reader name the server's paths: they are said in the
+    // log, and the reasons callers see name the location as shown.
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!("{what} {location}: {}", scrub(&e.to_string()));
+        one(format!(
+            "{what} {shown}: {}",
+            redact_paths(&scrub(&e.to_string()), location, shown)
+        ))
+    };
+    let url = ListingTableUrl::parse(location).map_err(|e| failed("invalid location", &e))?;
     let store = ctx
         .runtime_env()
         .object_store(url.object_store())
-        .map_err(|e| one(scrub(&format!("location {location}: {e}"))))?;
+        .map_err(|e| failed("cannot reach", &e))?;
     let state = ctx.state();
     let files: Vec<_> = url
         .list_all_files(&state, store.as_ref(), "parquet")
         .await
-        .map_err(|e| one(scrub(&format!("cannot list {location}: {e}"))))?
+        .map_err(|e| failed("cannot list", &e))?
         .try_collect()
         .await
-        .map_err(|e| one(scrub(&format!("cannot list {location}: {e}"))))?;
+        .map_err(|e| failed("cannot list", &e))?;
 
     let format = ParquetFormat::default();
     let mut problems = Vec::new();
     // Per column, the file types seen (to settle bare `decimal`s).
     let mut seen: Vec<Option<DataType>> = vec![None; contract.schema.len()];
     for meta in &files {
-        let name = format!("{location}{}", relative(&url, meta.location.as_ref()));
+        let name = format!("{shown}{}", relative(&url, meta.location.as_ref()));
         if let Err(e) = check_footer(store.as_ref(), meta).await {
-            problems.push(format!("file {name} is not readable Parquet: {e}"));
+            problems.push(format!(
+                "file {name} is not readable Parquet: {}",
+                redact_paths(&e.to_string(), location, shown)
+            ));
             continue;
         }
         let file_schema = match format
@@ -67,7 +80,10 @@ pub(crate) async fn bind(
         {
             Ok(schema) => schema,
             Err(e) => {
-                problems.push(format!("file {name} is not readable Parquet: {e}"));
+                problems.push(format!(
+                    "file {name} is not readable Parquet: {}",
+                    redact_paths(&e.to_string(), location, shown)
+                ));
                 continue;
             }
         };
@@ -216,4 +232,17 @@ fn footer_ok(size: u64, head: &[u8], tail: &[u8]) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `text` with the location's server path (as a path and as an object-store key) replaced
+/// by how callers see it.
+fn redact_paths(text: &str, location: &str, shown: &str) -> String {
+    let path = location.trim_end_matches('/');
+    let key = path.trim_start_matches('/');
+    let shown = shown.trim_end_matches('/');
+    let mut out = text.replace(path, shown);
+    if !key.is_empty() {
+        out = out.replace(key, shown);
+    }
+    out
 }

@@ -82,24 +82,25 @@ impl Mesh {
                 Err(q) => quarantined.push(*q),
             }
         }
-        refuse_conflicts(&mut candidates, &mut quarantined);
+        refuse_conflicts(&config, &mut candidates, &mut quarantined);
 
         let ctx = session_context(&stores);
         let mut products = Vec::new();
         let mut tables = Vec::new();
         for c in candidates {
             let location = c.location.as_url();
+            let shown = config.shown(&location);
             let missing = matches!(&c.location, Location::Local(p) if !p.is_dir());
             let bound = if missing {
-                Err(vec![format!("location {location} does not exist")])
+                Err(vec![format!("location {shown} does not exist")])
             } else {
-                bind(&ctx, &c.contract, &location).await
+                bind(&ctx, &c.contract, &location, &shown).await
             };
             // An object store has no folders: nothing under the prefix means it is missing.
             let bound = match bound {
                 Ok(b) if b.files_found == 0 && matches!(c.location, Location::Url(_)) => {
                     Err(vec![format!(
-                        "no Parquet files under {location} (missing prefix or bucket?)"
+                        "no Parquet files under {shown} (missing prefix or bucket?)"
                     )])
                 }
                 other => other,
@@ -237,7 +238,9 @@ fn session_context(stores: &Arc<MeshStores>) -> SessionContext {
         .with_object_store_registry(Arc::clone(stores) as Arc<dyn ObjectStoreRegistry>)
         .build_arc()
         .expect("a runtime with default settings");
-    SessionContext::new_with_config_rt(SessionConfig::new(), runtime)
+    // The platform's own reads: checks see every row and statistic.
+    let config = SessionConfig::new().with_extension(Arc::new(crate::CallerView::trusted()));
+    SessionContext::new_with_config_rt(config, runtime)
 }
 
 /// SHA-256 over each served contract (with its domain) and each quarantined product's
@@ -369,7 +372,13 @@ fn candidate(
                 reasons: e
                     .diagnostics()
                     .iter()
-                    .map(|d| format!("invalid contract: {d}"))
+                    .map(|d| {
+                        let shown = meshgate_contract::Diagnostic {
+                            file: config.shown(&d.file.display().to_string()).into(),
+                            ..d.clone()
+                        };
+                        format!("invalid contract: {shown}")
+                    })
                     .collect(),
             }));
         }
@@ -405,7 +414,7 @@ fn candidate(
     let dataset = contract.dataset.as_str();
     let version = contract.version.to_string();
     let declared_location = contract.location.as_deref();
-    // DESIGN §4.7: a contract may only expose data under its own domain's root, also after
+    // docs/DESIGN.md §4.7: a contract may only expose data under its own domain's root, also after
     // following symbolic links (local) or `..` segments (URLs).
     let (location, is_default_location, root, inside) = match config.domain_root(&domain) {
         DataRoot::Local(root) => {
@@ -417,7 +426,21 @@ fn candidate(
                     (Location::Url(l.into()), false)
                 }
                 Some(l) => {
-                    let p = normalize(&config.resolve(Path::new(l.trim_start_matches("file://"))));
+                    // A file:// URL is read as one (percent-escapes and dot segments
+                    // resolved), exactly as the reader will resolve it.
+                    let path = if l.starts_with("file://") {
+                        let Some(p) = url::Url::parse(l).ok().and_then(|u| u.to_file_path().ok())
+                        else {
+                            return Err(reject(
+                                format!("location {l:?} is not a valid file:// URL"),
+                                domain,
+                            ));
+                        };
+                        p
+                    } else {
+                        PathBuf::from(l)
+                    };
+                    let p = normalize(&config.resolve(&path));
                     let is_default = p == default;
                     (Location::Local(p), is_default)
                 }
@@ -429,20 +452,30 @@ fn candidate(
             (location, is_default, root.display().to_string(), inside)
         }
         DataRoot::Url(root) => {
+            // Both sides in the one spelling the reader resolves them to: `%2e%2e`, `..`,
+            // doubled slashes and escapes cannot make a location look inside its root.
+            let root = match canonical_url(&root) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Err(reject(
+                        format!("the data root of domain {domain}: {e}"),
+                        domain,
+                    ));
+                }
+            };
             let default = format!("{root}/{dataset}/{version}");
             let (location, is_default) = match declared_location {
                 None => (Location::Url(default), true),
-                Some(l) => {
-                    let l = l.trim_end_matches('/').to_string();
-                    let is_default = l == default;
-                    (Location::Url(l), is_default)
-                }
+                Some(l) => match canonical_url(l) {
+                    Ok(l) => {
+                        let is_default = l == default;
+                        (Location::Url(l), is_default)
+                    }
+                    Err(e) => return Err(reject(format!("location {l:?}: {e}"), domain)),
+                },
             };
             let inside = match &location {
-                Location::Url(u) => {
-                    u.starts_with(&format!("{root}/"))
-                        && !u.split('/').any(|seg| seg == ".." || seg == ".")
-                }
+                Location::Url(u) => u.starts_with(&format!("{root}/")),
                 Location::Local(_) => false,
             };
             (location, is_default, root, inside)
@@ -451,8 +484,9 @@ fn candidate(
     if !inside {
         return Err(reject(
             format!(
-                "location {} is outside the data root {root} of domain {domain}",
-                location.as_url(),
+                "location {} is outside the data root {} of domain {domain}",
+                config.shown(&location.as_url()),
+                config.shown(&format!("{}/", root.trim_end_matches('/'))),
             ),
             domain,
         ));
@@ -468,7 +502,11 @@ fn candidate(
 
 /// Two products may not claim the same or nested locations (versions of one product may).
 /// The product whose location is its default one keeps its data; the others are refused.
-fn refuse_conflicts(candidates: &mut Vec<Candidate>, quarantined: &mut Vec<Quarantine>) {
+fn refuse_conflicts(
+    config: &MeshConfig,
+    candidates: &mut Vec<Candidate>,
+    quarantined: &mut Vec<Quarantine>,
+) {
     let key = |c: &Candidate| (c.domain.clone(), c.contract.dataset.as_str().to_string());
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
     for i in 0..candidates.len() {
@@ -483,13 +521,14 @@ fn refuse_conflicts(candidates: &mut Vec<Candidate>, quarantined: &mut Vec<Quara
                     "{} v{} is also defined by {}",
                     a.contract.dataset,
                     a.contract.version.0,
-                    b.file.display()
+                    config.shown(&b.file.display().to_string())
                 ));
             }
             let overlap = match (&a.location, &b.location) {
                 (Location::Local(pa), Location::Local(pb)) => {
                     pa.starts_with(pb) || pb.starts_with(pa)
                 }
+                // Canonical URLs (see `canonical_url`), compared segment by segment.
                 (Location::Url(_), Location::Url(_)) => {
                     let (ua, ub) = (a.location.as_url(), b.location.as_url());
                     ua.starts_with(&ub) || ub.starts_with(&ua)
@@ -499,10 +538,10 @@ fn refuse_conflicts(candidates: &mut Vec<Candidate>, quarantined: &mut Vec<Quara
             if overlap && !same_product && (!a.is_default_location || b.is_default_location) {
                 reasons[i].push(format!(
                     "location {} overlaps the location of {}.{} ({})",
-                    a.location.as_url(),
+                    config.shown(&a.location.as_url()),
                     b.domain,
                     b.contract.dataset,
-                    b.file.display()
+                    config.shown(&b.file.display().to_string())
                 ));
             }
         }
@@ -529,8 +568,55 @@ fn quarantine_of(c: &Candidate, reasons: Vec<String>) -> Quarantine {
     }
 }
 
+/// What a URL path segment may hold unescaped (RFC 3986 "unreserved").
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// An object-store URL in the one spelling every check compares and the reader reads:
+/// scheme and bucket in lower case, path segments percent-decoded and resolved as the URL
+/// standard resolves them (`..`, `%2e%2e`), empty segments (`//`) dropped, no trailing
+/// slash. Segments that decode to a separator or a dot segment, and credentials, queries
+/// or fragments, are refused: no second spelling of a location is accepted.
+pub(crate) fn canonical_url(location: &str) -> std::result::Result<String, String> {
+    let url = url::Url::parse(location.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials do not belong in a location".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("a location has no query or fragment".into());
+    }
+    let bucket = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("no bucket: s3://bucket/prefix/")?
+        .to_ascii_lowercase();
+    let mut segments = Vec::new();
+    for raw in url.path_segments().into_iter().flatten() {
+        let segment = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| format!("segment {raw:?} is not UTF-8"))?;
+        match segment.as_ref() {
+            "" => continue,
+            "." | ".." => return Err(format!("segment {raw:?} is a dot segment")),
+            s if s.contains(['/', '\\']) => {
+                return Err(format!("segment {raw:?} hides a path separator"));
+            }
+            s => segments.push(s.to_string()),
+        }
+    }
+    let mut out = format!("{}://{bucket}", url.scheme());
+    for s in &segments {
+        out.push('/');
+        out.extend(percent_encoding::utf8_percent_encode(s, UNRESERVED));
+    }
+    Ok(out)
+}
+
 /// `a/./b/../c` → `a/c`, without touching the file system.
-fn normalize(p: &Path) -> PathBuf {
+pub(crate) fn normalize(p: &Path) -> PathBuf {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {
@@ -594,5 +680,129 @@ pub(crate) fn resolve_local(
     match c.location {
         Location::Local(p) => Ok((c.contract, c.domain, p)),
         Location::Url(u) => Err(format!("publishing to {u} is not supported yet")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_location_has_one_canonical_form() {
+        let c = |u: &str| canonical_url(u);
+        let same = "s3://mesh/inventory/stock_levels/v1";
+        for spelling in [
+            "s3://mesh/inventory/stock_levels/v1",
+            "s3://mesh/inventory/stock_levels/v1/",
+            "s3://MESH/inventory/stock_levels/v1",
+            "s3://mesh//inventory///stock_levels/v1//",
+            "s3://mesh/inventory/%73tock_levels/v1",
+            "s3://mesh/inventory/./stock_levels/v1",
+            "s3://mesh/inventory/x/../stock_levels/v1",
+            "s3://mesh/inventory/x/%2e%2e/stock_levels/v1",
+            "s3://mesh/inventory/x/%2E%2e/stock_levels/v1",
+        ] {
+            assert_eq!(c(spelling).as_deref(), Ok(same), "{spelling}");
+        }
+        // Climbing out is resolved, so the domain-root check sees where it lands.
+        assert_eq!(
+            c("s3://mesh/inventory/%2e%2e/customers/customer_profiles/v1").unwrap(),
+            "s3://mesh/customers/customer_profiles/v1"
+        );
+        // `%252e` is the two characters `%2e`, a name like any other.
+        assert_eq!(
+            c("s3://mesh/inventory/%252e%252e").unwrap(),
+            "s3://mesh/inventory/%252e%252e"
+        );
+        for refused in [
+            "s3://mesh/inventory/a%2Fb",
+            "s3://key:secret@mesh/x",
+            "s3://mesh/x?versionId=1",
+            "s3:///x",
+            "not a url",
+        ] {
+            assert!(c(refused).is_err(), "{refused} accepted");
+        }
+    }
+
+    fn mesh_on_s3(
+        dir: &Path,
+        contracts: &[(&str, &str, &str)],
+    ) -> Vec<std::result::Result<Candidate, Box<Quarantine>>> {
+        let mut config = MeshConfig::at(dir);
+        config.data = PathBuf::from("s3://mesh");
+        let mut out = Vec::new();
+        for (domain, dataset, location) in contracts {
+            let folder = dir.join("contracts").join(domain);
+            std::fs::create_dir_all(&folder).unwrap();
+            let file = folder.join(format!("{dataset}.yaml"));
+            std::fs::write(
+                &file,
+                format!(
+                    "dataset: {dataset}\nversion: v1\nowner: team@company.com\n\
+                     location: {location}\nschema:\n  - name: id\n    type: string\n\
+                     access_policy:\n  - role: data_analyst\n    permission: read\n"
+                ),
+            )
+            .unwrap();
+            out.push(candidate(&config, &dir.join("contracts"), &file, None));
+        }
+        out
+    }
+
+    #[test]
+    fn no_spelling_escapes_the_domain_root_or_hides_an_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let escapes = mesh_on_s3(
+            dir.path(),
+            &[
+                (
+                    "inventory",
+                    "a",
+                    "s3://mesh/inventory/%2e%2e/customers/customer_profiles/v1/",
+                ),
+                (
+                    "inventory",
+                    "b",
+                    "s3://mesh/inventory/x/../../customers/customer_profiles/v1/",
+                ),
+                ("inventory", "c", "s3://mesh/inventoryX/stock/"),
+                ("inventory", "d", "s3://other-bucket/inventory/stock/"),
+            ],
+        );
+        for r in escapes {
+            let q = r.err().expect("an escape was accepted");
+            assert!(q.reasons[0].contains("outside the data root"), "{q}");
+        }
+        let config = {
+            let mut c = MeshConfig::at(dir.path());
+            c.data = PathBuf::from("s3://mesh");
+            c
+        };
+        let mut candidates: Vec<Candidate> = mesh_on_s3(
+            dir.path(),
+            &[
+                ("inventory", "stock", "s3://mesh/inventory/stock/v1/"),
+                ("inventory", "copy", "s3://mesh//inventory//stock/v1"),
+                (
+                    "inventory",
+                    "nested",
+                    "s3://mesh/inventory/stock/v1/%2e/old",
+                ),
+                ("inventory", "apart", "s3://mesh/inventory/stockpile/v1"),
+            ],
+        )
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|q| panic!("{q}")))
+        .collect();
+        let mut quarantined = Vec::new();
+        refuse_conflicts(&config, &mut candidates, &mut quarantined);
+        let refused: Vec<&str> = quarantined.iter().map(|q| q.dataset.as_str()).collect();
+        assert!(
+            refused.contains(&"copy") && refused.contains(&"nested"),
+            "{refused:?}"
+        );
+        // A name that only shares a prefix is not nested.
+        assert!(!refused.contains(&"apart"), "{refused:?}");
     }
 }

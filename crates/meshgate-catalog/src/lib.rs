@@ -12,6 +12,7 @@ mod conformance;
 mod discover;
 mod provider;
 pub mod publish;
+pub mod scan;
 pub mod stores;
 mod table;
 
@@ -22,6 +23,7 @@ use std::sync::Arc;
 pub use config::{DataRoot, MeshConfig};
 pub use discover::{Mesh, contract_files};
 pub use provider::{CATALOG, MeshCatalogProvider};
+pub use scan::{CallerView, Disclosure, ProductScanExec, ScanView, same_predicate};
 pub use table::{ContractTable, Product};
 
 /// Why a product is not served, and whom to tell.

@@ -1,4 +1,4 @@
-//! The SQL names of DESIGN §5: catalog `mesh`, schema = domain, table = dataset (newest
+//! The SQL names of docs/DESIGN.md §5: catalog `mesh`, schema = domain, table = dataset (newest
 //! version) or `dataset_vN` (pinned).
 
 use std::collections::BTreeMap;

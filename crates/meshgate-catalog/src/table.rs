@@ -6,12 +6,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::common::{DFSchema, internal_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use meshgate_contract::Contract;
+
+use crate::scan::{CallerView, Disclosure, ProductScanExec, same_predicate};
 
 /// A served data product: one major version of one dataset, bound to its files.
 #[derive(Debug)]
@@ -65,6 +69,15 @@ impl ContractTable {
         &self.product
     }
 
+    /// The object-store path of the product's location, the prefix of its files' paths.
+    fn location_prefix(&self) -> String {
+        self.files
+            .table_paths()
+            .first()
+            .map(|u| u.prefix().as_ref().to_string())
+            .unwrap_or_default()
+    }
+
     /// The contract table behind a provider, if it is one.
     pub fn from_provider(provider: &dyn TableProvider) -> Option<&ContractTable> {
         let any: &dyn std::any::Any = provider;
@@ -101,15 +114,91 @@ impl TableProvider for ContractTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.files.scan(state, projection, filters, limit).await
+        let args = ScanArgs::default()
+            .with_projection(projection.map(|p| p.as_slice()))
+            .with_filters(Some(filters))
+            .with_limit(limit);
+        Ok(self.scan_with_args(state, args).await?.into_inner())
     }
 
+    /// Every scan is a [`ProductScanExec`] that discloses what the session's caller may
+    /// see (see [`crate::scan`]); with a row filter it applies the filter itself.
     async fn scan_with_args<'a>(
         &self,
         state: &dyn Session,
         args: ScanArgs<'a>,
     ) -> Result<ScanResult> {
-        self.files.scan_with_args(state, args).await
+        let Some(caller) = state.config().get_extension::<CallerView>() else {
+            return internal_err!(
+                "{} scanned by a session that does not say who is asking",
+                self.product.display_name()
+            );
+        };
+        let view = caller.view(&self.product);
+        let location = self.location_prefix();
+        let name = self.product.display_name();
+        let Some(row_filter) = view.row_filter else {
+            let inner = self.files.scan_with_args(state, args).await?.into_inner();
+            let disclosure = if view.masked.is_empty() {
+                Disclosure::Full
+            } else {
+                Disclosure::Masked(view.masked)
+            };
+            let scan = ProductScanExec::new(
+                name,
+                location,
+                disclosure,
+                inner,
+                Some(Arc::clone(&self.product)),
+            )?;
+            return Ok(ScanResult::new(Arc::new(scan)));
+        };
+        // The optimizer copies the row filter into the scan; the policy keeps every other
+        // predicate above it (its verifier checks).
+        if let Some(other) = args
+            .filters()
+            .unwrap_or_default()
+            .iter()
+            .find(|f| !same_predicate(f, &row_filter))
+        {
+            return internal_err!("{other} was pushed into the filtered scan of {name}");
+        }
+        let all: Vec<usize> = (0..self.product.schema.fields().len()).collect();
+        let wanted: Vec<usize> = args.projection().map_or(all, <[usize]>::to_vec);
+        // Read the filter's columns too, and drop them again after filtering.
+        let mut read = wanted.clone();
+        for column in row_filter.column_refs() {
+            let i = self.product.schema.index_of(&column.name)?;
+            if !read.contains(&i) {
+                read.push(i);
+            }
+        }
+        let filters = [row_filter.clone()];
+        let files = self
+            .files
+            .scan_with_args(
+                state,
+                ScanArgs::default()
+                    .with_projection(Some(&read))
+                    .with_filters(Some(&filters)),
+            )
+            .await?
+            .into_inner();
+        let schema = DFSchema::try_from(files.schema().as_ref().clone())?;
+        let predicate = state.create_physical_expr(row_filter, &schema)?;
+        let keep = (read.len() > wanted.len()).then(|| (0..wanted.len()).collect());
+        let filter = FilterExecBuilder::new(predicate, files)
+            .apply_projection(keep)?
+            .with_fetch(args.limit())
+            .build()?;
+        let scan = ProductScanExec::new(
+            name,
+            location,
+            Disclosure::RowsHidden,
+            Arc::new(filter),
+            Some(Arc::clone(&self.product)),
+        )?;
+        Ok(ScanResult::new(Arc::new(scan)))
     }
 
     fn supports_filters_pushdown(
