@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::logical_expr::{Expr, or};
-use meshgate_catalog::Product;
+use datafusion::logical_expr::{Expr, lit, or};
+use meshgate_catalog::{Product, ScanView};
 use meshgate_contract::{MaskKind, Permission};
 
 use crate::HashKey;
@@ -51,7 +51,7 @@ pub enum Access {
 
 impl Access {
     /// The most permissive grant among the principal's roles wins (read > read_masked >
-    /// none, DESIGN §4.5). Among grants of that level, a row is visible if any of their
+    /// none, docs/DESIGN.md §4.5). Among grants of that level, a row is visible if any of their
     /// row filters lets it through, and every row is visible if one of them has none.
     pub fn resolve(product: &Product, principal: &Principal) -> Access {
         let grants: Vec<_> = product
@@ -93,6 +93,35 @@ pub struct Policy {
 impl Policy {
     pub fn new(principal: Principal, key: Arc<HashKey>) -> Self {
         Policy { principal, key }
+    }
+
+    /// What this principal may learn of `product` beyond its rows: statistics of the
+    /// columns it reads masked stay hidden, and a row filter hides everything about the
+    /// rows it removes. Derived from the same grant as the masks and the row filter.
+    pub fn view(&self, product: &Product) -> ScanView {
+        match Access::resolve(product, &self.principal) {
+            // The rule refuses the scan first; should it not, nothing is shown.
+            Access::Denied => ScanView {
+                masked: product
+                    .contract
+                    .schema
+                    .iter()
+                    .map(|c| c.name.as_str().to_string())
+                    .collect(),
+                row_filter: Some(lit(false)),
+            },
+            Access::Granted {
+                permission,
+                row_filter,
+            } => ScanView {
+                masked: if permission == Permission::ReadMasked {
+                    Policy::masks(product).map(|(c, _)| c.to_string()).collect()
+                } else {
+                    Default::default()
+                },
+                row_filter,
+            },
+        }
     }
 
     /// The masks a `read_masked` caller sees, column by column.

@@ -1,23 +1,26 @@
 //! Enforcing data contracts on queries: PII masks, row filters, and the refusal of anything
-//! that is not a read of a data product (DESIGN §3, §4).
+//! that is not a read of a data product (docs/DESIGN.md §3, §4).
 //!
 //! The entry point is [`MeshSession`]: a DataFusion session for one principal whose
 //! analyzer rewrites every scan of a contract table into that product's policy before any
 //! other operator sees its rows, and then verifies the result.
 
 mod access;
+mod bounded;
 pub mod codec;
 pub mod masks;
 mod node;
 mod rule;
 mod session;
 mod udf;
+mod verify;
 
 pub use access::{Access, Policy, Principal};
 pub use masks::{HashKey, KeyTooShort};
-pub use node::{AppliedPolicy, MeshQueryPlanner, PolicyBarrierExec, applied_policies};
-pub use rule::{MeshPolicyRule, VerifyPolicy};
+pub use node::{AppliedPolicy, MeshQueryPlanner, applied_policies};
+pub use rule::MeshPolicyRule;
 pub use session::{MeshSession, SessionOptions};
+pub use verify::{VerifyOptimized, VerifyPolicy, verify_physical};
 
 use datafusion::error::DataFusionError;
 
@@ -39,6 +42,10 @@ pub enum PolicyError {
     NotAProduct(String),
     #[error("only queries are allowed: meshgate is read-only ({0})")]
     NotAQuery(String),
+    #[error(
+        "{0}() is not available: it reveals how product files are stored (paths, row positions), which no role may see"
+    )]
+    RefusedFunction(String),
     /// The verifier found a scan the rule did not cover: a bug, never a user error.
     #[error("internal policy error: {0} is not under its policy")]
     Unenforced(String),
@@ -95,7 +102,9 @@ pub fn classify(e: &DataFusionError) -> (ErrorClass, String) {
     if let Some(p) = PolicyError::find(e) {
         let class = match p {
             PolicyError::PermissionDenied { .. } => ErrorClass::PermissionDenied,
-            PolicyError::NotAProduct(_) | PolicyError::NotAQuery(_) => ErrorClass::Refused,
+            PolicyError::NotAProduct(_)
+            | PolicyError::NotAQuery(_)
+            | PolicyError::RefusedFunction(_) => ErrorClass::Refused,
             PolicyError::Unenforced(_) => ErrorClass::Internal,
         };
         return (class, p.to_string());

@@ -1,4 +1,4 @@
-//! The masks of DESIGN §3 as vectorized kernels over Arrow arrays.
+//! The masks of docs/DESIGN.md §3 as vectorized kernels over Arrow arrays.
 //!
 //! NULL stays NULL under every mask. Kernels take the column as exposed by a contract
 //! table (strings are `Utf8`) and return the type [`output_type`] says.
@@ -30,11 +30,7 @@ pub const MIN_KEY_LEN: usize = 16;
 pub struct HashKey {
     mac: Hmac<Sha256>,
     id: String,
-    development: bool,
 }
-
-/// The fixed key used when the deployment sets none. Anyone can recompute its hashes.
-const DEVELOPMENT_KEY: &[u8] = b"meshgate-development-key-not-secret";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the hash key must be at least {MIN_KEY_LEN} bytes, got {0}")]
@@ -45,25 +41,15 @@ impl HashKey {
         if key.len() < MIN_KEY_LEN {
             return Err(KeyTooShort(key.len()));
         }
-        Ok(Self::from_bytes(key, false))
+        Ok(Self::from_bytes(key))
     }
 
-    /// The well-known development key; callers must warn loudly when they use it.
-    pub fn development() -> Self {
-        Self::from_bytes(DEVELOPMENT_KEY, true)
-    }
-
-    fn from_bytes(key: &[u8], development: bool) -> Self {
+    fn from_bytes(key: &[u8]) -> Self {
         let digest = Sha256::digest([b"meshgate-key-id:".as_slice(), key].concat());
         HashKey {
             mac: <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length"),
             id: hex::encode(&digest[..4]),
-            development,
         }
-    }
-
-    pub fn is_development(&self) -> bool {
-        self.development
     }
 
     /// A stable, non-secret name for the key (for logs and, later, plan codecs).

@@ -1,10 +1,12 @@
-//! The plan node that marks where a product's policy is applied, and its physical form.
+//! The plan node that marks where a product's policy is applied, and the query planner.
 //!
 //! Every scan of a contract table ends up as `MeshPolicy → [Projection(masks)] →
 //! [Filter(row filter)] → TableScan`. The node lets the verifier find each policy subtree,
-//! shows the policy in EXPLAIN, and, when a row filter is present, is a barrier in both
-//! plans: no user predicate is pushed below it, so none is ever evaluated on a hidden row
-//! (MEASURED §1: a logical barrier alone is undone by physical filter pushdown).
+//! shows the policy in EXPLAIN, and, when a row filter is present, is a barrier in the
+//! logical plan: no user predicate is pushed below it. Physically the node is nothing: the
+//! product's scan ([`meshgate_catalog::ProductScanExec`]) applies the row filter itself and
+//! accepts no predicate from above, which is the physical barrier (docs/MEASURED.md §1: a logical
+//! barrier alone is undone by physical filter pushdown).
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -16,17 +18,20 @@ use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchemaRef, Result, internal_err};
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
-use datafusion::physical_plan::execution_plan::CardinalityEffect;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
-};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use meshgate_catalog::ProductScanExec;
 use meshgate_contract::Permission;
+
+use crate::Policy;
+use crate::verify::verify_physical;
 
 /// What the policy did to one scan; EXPLAIN shows it as
 /// `MeshPolicy: checkout.orders v1 read_masked masks=[user_email:hash] row_filter`.
@@ -57,12 +62,22 @@ impl fmt::Display for AppliedPolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PolicyScope {
     pub(crate) applied: AppliedPolicy,
+    /// The row filter as the rule placed it (qualified), for the verifier.
+    pub(crate) row_filter: Option<Expr>,
     pub(crate) input: LogicalPlan,
 }
 
 impl PolicyScope {
-    pub(crate) fn new(applied: AppliedPolicy, input: LogicalPlan) -> Self {
-        PolicyScope { applied, input }
+    pub(crate) fn new(
+        applied: AppliedPolicy,
+        row_filter: Option<Expr>,
+        input: LogicalPlan,
+    ) -> Self {
+        PolicyScope {
+            applied,
+            row_filter,
+            input,
+        }
     }
 
     fn barrier(&self) -> bool {
@@ -127,7 +142,11 @@ impl UserDefinedLogicalNodeCore for PolicyScope {
         let Some(input) = inputs.pop() else {
             return internal_err!("MeshPolicy takes one input");
         };
-        Ok(PolicyScope::new(self.applied.clone(), input))
+        Ok(PolicyScope::new(
+            self.applied.clone(),
+            self.row_filter.clone(),
+            input,
+        ))
     }
 
     /// Projection pushdown passes through: the node outputs its input's columns as they are.
@@ -141,7 +160,7 @@ impl UserDefinedLogicalNodeCore for PolicyScope {
     }
 }
 
-/// Plans `MeshPolicy` nodes: nothing at all without a row filter, a barrier with one.
+/// Plans `MeshPolicy` nodes as their input: the scan below enforces the row filter.
 #[derive(Debug, Default)]
 pub(crate) struct PolicyPlanner;
 
@@ -156,26 +175,51 @@ impl ExtensionPlanner for PolicyPlanner {
         _session: &dyn Session,
         _ctx: &PhysicalPlanningContext,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let Some(scope) = PolicyScope::from_node(node) else {
+        if PolicyScope::from_node(node).is_none() {
             return Ok(None);
-        };
+        }
         let [input] = physical_inputs else {
             return internal_err!("MeshPolicy takes one input");
         };
-        Ok(Some(if scope.barrier() {
-            Arc::new(PolicyBarrierExec::new(
-                Arc::clone(input),
-                scope.applied.to_string(),
-            ))
-        } else {
-            Arc::clone(input)
-        }))
+        Ok(Some(without_second_row_filter(input)?))
     }
 }
 
-/// The query planner of a policy-enforcing session.
-#[derive(Debug, Default)]
-pub struct MeshQueryPlanner;
+/// The scan applies the row filter; the logical plan's own copy of it, planned as a
+/// `FilterExec` right above, would only filter the same rows again.
+fn without_second_row_filter(plan: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let input = without_second_row_filter(projection.input())?;
+        if Arc::ptr_eq(&input, projection.input()) {
+            return Ok(Arc::clone(plan));
+        }
+        return Arc::clone(plan).replace_children(
+            vec![input],
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        );
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>()
+        && filter.projection().is_none()
+        && let Some(scan) = filter.input().downcast_ref::<ProductScanExec>()
+        && scan.row_filter() == Some(filter.predicate())
+    {
+        return Ok(Arc::clone(filter.input()));
+    }
+    Ok(Arc::clone(plan))
+}
+
+/// The query planner of a policy-enforcing session: DataFusion's, with the policy node
+/// planned, and every plan it returns verified ([`crate::verify::verify_physical`]).
+#[derive(Debug)]
+pub struct MeshQueryPlanner {
+    policy: Arc<Policy>,
+}
+
+impl MeshQueryPlanner {
+    pub fn new(policy: Arc<Policy>) -> Self {
+        MeshQueryPlanner { policy }
+    }
+}
 
 #[async_trait]
 impl QueryPlanner for MeshQueryPlanner {
@@ -184,97 +228,19 @@ impl QueryPlanner for MeshQueryPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PolicyPlanner)])
-            .create_physical_plan(logical_plan, session)
-            .await
-    }
-}
-
-/// A pass-through operator that refuses every filter pushed from above (the default of
-/// `gather_filters_for_pushdown`), reports no statistics, and does not take projections.
-#[derive(Debug)]
-pub struct PolicyBarrierExec {
-    input: Arc<dyn ExecutionPlan>,
-    label: String,
-    properties: Arc<PlanProperties>,
-}
-
-impl PolicyBarrierExec {
-    pub fn new(input: Arc<dyn ExecutionPlan>, label: String) -> Self {
-        let properties = Arc::clone(input.properties());
-        PolicyBarrierExec {
-            input,
-            label,
-            properties,
+        let planner =
+            DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(PolicyPlanner)]);
+        // EXPLAIN shows the plans of a statement it does not run: they are checked as if
+        // it ran.
+        if let LogicalPlan::Explain(explain) = logical_plan
+            && explain.logical_optimization_succeeded
+        {
+            let statement = planner.create_physical_plan(&explain.plan, session).await?;
+            verify_physical(&statement, &self.policy)?;
         }
-    }
-}
-
-impl PolicyBarrierExec {
-    /// Which product's policy this barrier closes.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-}
-
-impl DisplayAs for PolicyBarrierExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PolicyBarrierExec: {}", self.label)
-    }
-}
-
-impl ExecutionPlan for PolicyBarrierExec {
-    fn name(&self) -> &str {
-        "PolicyBarrierExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(PolicyBarrierExec::new(input, self.label.clone()))),
-            _ => internal_err!("PolicyBarrierExec takes one child"),
-        }
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
-    }
-
-    fn supports_limit_pushdown(&self) -> bool {
-        true
-    }
-
-    fn cardinality_effect(&self) -> CardinalityEffect {
-        CardinalityEffect::Equal
+        let plan = planner.create_physical_plan(logical_plan, session).await?;
+        verify_physical(&plan, &self.policy)?;
+        Ok(plan)
     }
 }
 

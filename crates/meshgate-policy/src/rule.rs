@@ -1,14 +1,11 @@
-//! The analyzer rules that enforce contracts on every plan (DESIGN §4).
+//! The analyzer rules that enforce contracts on every plan (docs/DESIGN.md §4).
 
 use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
-use datafusion::catalog::cte_worktable::CteWorkTable;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, TableReference};
 use datafusion::datasource::source_as_provider;
-use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
     Extension, Filter, LogicalPlan, LogicalPlanBuilder, TableScan, col,
 };
@@ -18,6 +15,7 @@ use meshgate_contract::Permission;
 
 use crate::node::{AppliedPolicy, PolicyScope};
 use crate::udf::MaskUdf;
+use crate::verify::{allowed_non_product, needs_policy};
 use crate::{Access, Policy, PolicyError};
 
 /// Rewrites every scan of a contract table, in subqueries too, into the product's policy
@@ -97,9 +95,9 @@ impl MeshPolicyRule {
             row_filter: row_filter.is_some(),
         };
 
+        let row_filter = row_filter.map(|f| qualify(f, &qualifier)).transpose()?;
         if let Some(filter) = &row_filter {
-            let filter = qualify(filter.clone(), &qualifier)?;
-            plan = LogicalPlan::Filter(Filter::try_new(filter, Arc::new(plan))?);
+            plan = LogicalPlan::Filter(Filter::try_new(filter.clone(), Arc::new(plan))?);
         }
 
         let mut types_changed = false;
@@ -126,7 +124,7 @@ impl MeshPolicyRule {
                 applied.masks = masks.iter().map(|(c, k)| format!("{c}:{k}")).collect();
             }
         }
-        let scope = PolicyScope::new(applied, plan);
+        let scope = PolicyScope::new(applied, row_filter, plan);
         Ok((
             LogicalPlan::Extension(Extension {
                 node: Arc::new(scope),
@@ -148,17 +146,6 @@ impl AnalyzerRule for MeshPolicyRule {
     }
 }
 
-/// Whether a scan needs a policy subtree: masks to apply or rows to hide.
-fn needs_policy(product: &Product, permission: Permission, row_filter: bool) -> bool {
-    row_filter || (permission == Permission::ReadMasked && Policy::masks(product).next().is_some())
-}
-
-/// Reading metadata and a recursive CTE's own rows is not reading data.
-fn allowed_non_product(scan: &TableScan, provider: &dyn TableProvider) -> bool {
-    let any: &dyn std::any::Any = provider;
-    scan.table_name.schema() == Some("information_schema") || any.is::<CteWorkTable>()
-}
-
 /// Row filters are planned unqualified; a scan may be named `t`, `d.t` or `mesh.d.t`.
 fn qualify(
     expr: datafusion::logical_expr::Expr,
@@ -173,92 +160,4 @@ fn qualify(
         other => Ok(Transformed::no(other)),
     })
     .map(|t| t.data)
-}
-
-/// Runs after every other analyzer rule and checks the result independently of how it was
-/// produced: each contract scan either sits under its `MeshPolicy` node (directly or under
-/// the node's own projection and filter), or stands bare and the principal's access to it,
-/// resolved again here, has nothing to mask or hide; nothing reads a table that is not a
-/// product; and the plan is a query.
-#[derive(Debug)]
-pub struct VerifyPolicy {
-    policy: Arc<Policy>,
-}
-
-impl VerifyPolicy {
-    pub fn new(policy: Arc<Policy>) -> Self {
-        VerifyPolicy { policy }
-    }
-}
-
-impl AnalyzerRule for VerifyPolicy {
-    fn name(&self) -> &str {
-        "meshgate_verify_policy"
-    }
-
-    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.apply_with_subqueries(|node| {
-            match node {
-                LogicalPlan::Extension(ext) => {
-                    if let Some(scope) = PolicyScope::from_node(ext.node.as_ref()) {
-                        verify_scope(&scope.input)?;
-                        // Its scan is checked; user plans never sit below a scope.
-                        return Ok(TreeNodeRecursion::Jump);
-                    }
-                }
-                LogicalPlan::TableScan(scan) => {
-                    let provider = source_as_provider(&scan.source)?;
-                    if let Some(table) = ContractTable::from_provider(provider.as_ref()) {
-                        let product = table.product();
-                        let bare_ok = match Access::resolve(product, &self.policy.principal) {
-                            Access::Denied => false,
-                            Access::Granted {
-                                permission,
-                                row_filter,
-                            } => !needs_policy(product, permission, row_filter.is_some()),
-                        };
-                        if !bare_ok || !scan.filters.is_empty() {
-                            return Err(PolicyError::Unenforced(scan.table_name.to_string()).into());
-                        }
-                    } else if !allowed_non_product(scan, provider.as_ref()) {
-                        return Err(PolicyError::NotAProduct(scan.table_name.to_string()).into());
-                    }
-                }
-                LogicalPlan::Ddl(_)
-                | LogicalPlan::Dml(_)
-                | LogicalPlan::Copy(_)
-                | LogicalPlan::Statement(_) => {
-                    return Err(PolicyError::NotAQuery(node.display().to_string()).into());
-                }
-                _ => {}
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        Ok(plan)
-    }
-}
-
-/// Below a `MeshPolicy` node: at most a projection, at most a filter, then a contract scan
-/// without pushed filters.
-fn verify_scope(plan: &LogicalPlan) -> Result<()> {
-    let mut node = plan;
-    if let LogicalPlan::Projection(p) = node {
-        node = p.input.as_ref();
-    }
-    if let LogicalPlan::Filter(f) = node {
-        node = f.input.as_ref();
-    }
-    match node {
-        LogicalPlan::TableScan(scan)
-            if scan.filters.is_empty()
-                && ContractTable::from_provider(source_as_provider(&scan.source)?.as_ref())
-                    .is_some() =>
-        {
-            Ok(())
-        }
-        other => Err(DataFusionError::from(PolicyError::Unenforced(format!(
-            "unexpected {} under a policy node",
-            other.display()
-        )))),
-    }
 }

@@ -7,12 +7,15 @@ use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::optimizer::{Analyzer, AnalyzerRule};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use meshgate_catalog::{CATALOG, Mesh};
+use meshgate_catalog::{CATALOG, CallerView, Mesh};
 
 use crate::node::MeshQueryPlanner;
-use crate::rule::{MeshPolicyRule, VerifyPolicy};
+use crate::rule::MeshPolicyRule;
+use crate::udf::RefusedUdf;
+use crate::verify::{LAYOUT_FUNCTIONS, VerifyOptimized, VerifyPolicy};
 use crate::{Policy, PolicyError};
 
 /// What a deployment tunes for every session; the policy parts are not tunable.
@@ -51,24 +54,41 @@ impl MeshSession {
 
     pub fn with_options(mesh: &Mesh, policy: Policy, options: SessionOptions) -> Self {
         let policy = Arc::new(policy);
-        let config = options
+        let viewer = Arc::clone(&policy);
+        let mut config = options
             .config
+            .with_extension(Arc::new(CallerView::new(move |p| viewer.view(p))))
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG, "default");
+        // A rule that fails must fail the query (the verifier is one).
+        config.options_mut().optimizer.skip_failed_rules = false;
         // The policy rule runs first, so that type coercion and every later rule see the
         // masked plan; the verifier runs last, on the final analyzed plan.
         let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
             vec![Arc::new(MeshPolicyRule::new(Arc::clone(&policy)))];
         rules.extend(Analyzer::new().rules);
         rules.push(Arc::new(VerifyPolicy::new(Arc::clone(&policy))));
-        let state = SessionStateBuilder::new()
+        let pool = Arc::clone(&options.runtime.memory_pool);
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(options.runtime)
             .with_default_features()
             .with_analyzer_rules(rules)
-            .with_query_planner(Arc::new(MeshQueryPlanner))
-            .build();
+            .with_optimizer_rule(Arc::new(VerifyOptimized::new(Arc::clone(&policy))))
+            .with_query_planner(Arc::new(MeshQueryPlanner::new(Arc::clone(&policy))));
+        // Functions that reveal the files behind a product are replaced by refusals, and
+        // those whose results can dwarf their arguments count against the memory limit,
+        // also when the planner folds them.
+        if let Some(functions) = builder.scalar_functions() {
+            for f in functions.iter_mut() {
+                if LAYOUT_FUNCTIONS.contains(&f.name()) {
+                    *f = Arc::new(ScalarUDF::new_from_impl(RefusedUdf::new(f.name())));
+                }
+            }
+            crate::bounded::bound(functions, &pool);
+        }
+        let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG, mesh.catalog());
         MeshSession { ctx, policy }

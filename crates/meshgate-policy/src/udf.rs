@@ -10,7 +10,8 @@ use arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use meshgate_contract::MaskKind;
 
@@ -81,5 +82,43 @@ impl ScalarUDFImpl for MaskUdf {
             }
             ColumnarValue::Array(_) => ColumnarValue::Array(masked),
         })
+    }
+}
+
+/// Stands in for a function meshgate never runs (see `verify::LAYOUT_FUNCTIONS`): SQL that
+/// names it is refused while it is planned, with the reason.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RefusedUdf {
+    name: String,
+    signature: Signature,
+}
+
+impl RefusedUdf {
+    pub(crate) fn new(name: &str) -> Self {
+        RefusedUdf {
+            name: name.to_string(),
+            signature: Signature::one_of(
+                vec![TypeSignature::Nullary, TypeSignature::VariadicAny],
+                Volatility::Volatile,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for RefusedUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Err(crate::PolicyError::RefusedFunction(self.name.clone()).into())
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(crate::PolicyError::RefusedFunction(self.name.clone()).into())
     }
 }
