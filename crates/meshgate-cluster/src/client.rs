@@ -4,6 +4,8 @@
 //! executors and counted against what the executors reported writing.
 
 use std::fmt;
+
+use meshgate_policy::ErrorClass;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -333,12 +335,13 @@ pub enum JobError {
     #[error("cluster: {0}")]
     Unavailable(String),
     /// The query itself failed on an executor; `error` is worded as DataFusion words it
-    /// in this process, so a caller sees the same error local or distributed.
+    /// in this process and `class` is what the same error is here, so a caller sees the
+    /// same answer local or distributed (an internal error as an id only).
     #[error("{error}")]
     Query {
         job_id: String,
         error: String,
-        resources_exhausted: bool,
+        class: ErrorClass,
     },
 }
 
@@ -371,40 +374,54 @@ fn job_failed(job_id: &str, ballista: &str) -> DataFusionError {
     if lost.iter().any(|l| ballista.contains(l)) {
         return cluster_err(&format!("job {job_id} failed"), ballista);
     }
-    let error = reword(ballista).unwrap_or_else(|| ballista.to_string());
+    // What cannot be read back into one of DataFusion's errors is internal, as it would be
+    // here.
+    let (error, class) =
+        reword(ballista).unwrap_or_else(|| (ballista.to_string(), ErrorClass::Internal));
     DataFusionError::External(Box::new(JobError::Query {
         job_id: job_id.to_string(),
-        resources_exhausted: ballista.contains("ResourcesExhausted("),
         error,
+        class,
     }))
 }
 
-/// `…: DataFusionError(Shared(ArrowError(CastError("x"), None)))` → `Arrow error: Cast error: x`.
-fn reword(ballista: &str) -> Option<String> {
-    const WRAPPERS: [(&str, &str); 14] = [
-        ("DataFusionError(", ""),
-        ("Shared(", ""),
-        ("External(", ""),
-        ("Context(", ""),
-        ("ArrowError(", "Arrow error: "),
-        ("CastError(", "Cast error: "),
-        ("ComputeError(", "Compute error: "),
-        ("InvalidArgumentError(", "Invalid argument error: "),
-        ("DivideByZero", "Divide by zero error"),
-        ("Execution(", "Execution error: "),
-        ("Plan(", "Error during planning: "),
-        ("ResourcesExhausted(", "Resources exhausted: "),
-        ("NotImplemented(", "This feature is not implemented: "),
-        ("Internal(", "Internal error: "),
+/// `…: DataFusionError(Shared(ArrowError(CastError("x"), None)))` → `Arrow error: Cast error: x`,
+/// with the class `meshgate_policy::classify` gives the same error in this process.
+fn reword(ballista: &str) -> Option<(String, ErrorClass)> {
+    use ErrorClass::{Internal, InvalidQuery, ResourcesExhausted};
+    const WRAPPERS: [(&str, &str, Option<ErrorClass>); 14] = [
+        ("DataFusionError(", "", None),
+        ("Shared(", "", None),
+        ("External(", "", None),
+        ("Context(", "", None),
+        ("ArrowError(", "Arrow error: ", Some(InvalidQuery)),
+        ("CastError(", "Cast error: ", None),
+        ("ComputeError(", "Compute error: ", None),
+        ("InvalidArgumentError(", "Invalid argument error: ", None),
+        ("DivideByZero", "Divide by zero error", None),
+        ("Execution(", "Execution error: ", Some(InvalidQuery)),
+        ("Plan(", "Error during planning: ", Some(InvalidQuery)),
+        (
+            "ResourcesExhausted(",
+            "Resources exhausted: ",
+            Some(ResourcesExhausted),
+        ),
+        (
+            "NotImplemented(",
+            "This feature is not implemented: ",
+            Some(InvalidQuery),
+        ),
+        ("Internal(", "Internal error: ", Some(Internal)),
     ];
     let mut rest = &ballista[ballista.find("DataFusionError(")?..];
     let mut out = String::new();
+    let mut class = Internal;
     loop {
         if let Some(literal) = rest.strip_prefix('"') {
             let mut chars = literal.chars();
             while let Some(c) = chars.next() {
                 match c {
-                    '"' => return Some(out),
+                    '"' => return Some((out, class)),
                     '\\' => out.push(match chars.next()? {
                         'n' => '\n',
                         't' => '\t',
@@ -415,10 +432,13 @@ fn reword(ballista: &str) -> Option<String> {
             }
             return None;
         }
-        let (prefix, words) = WRAPPERS.iter().find(|(p, _)| rest.starts_with(p))?;
+        let (prefix, words, is) = WRAPPERS.iter().find(|(p, ..)| rest.starts_with(p))?;
         out.push_str(words);
+        if let Some(is) = is {
+            class = *is;
+        }
         if *prefix == "DivideByZero" {
-            return Some(out);
+            return Some((out, class));
         }
         rest = &rest[prefix.len()..];
     }
@@ -648,24 +668,11 @@ pub async fn plan_for_cluster(
 
 /// The bytes a plan will read, after pruning: the sizes of the files its scans list.
 pub fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
-    use datafusion::datasource::physical_plan::FileScanConfig;
-    use datafusion::datasource::source::DataSourceExec;
     let mut total = None;
     let mut stack = vec![Arc::clone(plan)];
     while let Some(node) = stack.pop() {
-        if let Some(source) = node.downcast_ref::<DataSourceExec>()
-            && let Some(files) = source.data_source().downcast_ref::<FileScanConfig>()
-        {
-            let bytes: u64 = files
-                .file_groups
-                .iter()
-                .flat_map(|g| g.files())
-                .map(|f| match &f.range {
-                    Some(r) => (r.end - r.start).max(0) as u64,
-                    None => f.object_meta.size,
-                })
-                .sum();
-            total = Some(total.unwrap_or(0) + bytes);
+        if let Some(scan) = node.downcast_ref::<meshgate_catalog::ProductScanExec>() {
+            total = Some(total.unwrap_or(0) + scan.scan_bytes());
         }
         stack.extend(node.children().into_iter().cloned());
     }
@@ -683,11 +690,22 @@ mod tests {
             'x\\\"y' to value of Int64 type\")))))";
         assert_eq!(
             reword(ballista).unwrap(),
-            "Arrow error: Cast error: Cannot cast string 'x\"y' to value of Int64 type"
+            (
+                "Arrow error: Cast error: Cannot cast string 'x\"y' to value of Int64 type"
+                    .to_string(),
+                ErrorClass::InvalidQuery
+            )
         );
         assert_eq!(
             reword("DataFusionError(Execution(\"boom\"))").unwrap(),
-            "Execution error: boom"
+            (
+                "Execution error: boom".to_string(),
+                ErrorClass::InvalidQuery
+            )
+        );
+        assert_eq!(
+            reword("DataFusionError(Internal(\"bug\"))").unwrap().1,
+            ErrorClass::Internal
         );
         // Anything else stays as Ballista said it.
         assert_eq!(reword("DataFusionError(SomethingNew(\"x\"))"), None);
@@ -702,16 +720,17 @@ mod tests {
             Some(JobError::Unavailable(_))
         ));
         let query = job_failed("j", "DataFusionError(ResourcesExhausted(\"pool\"))");
-        let Some(JobError::Query {
-            error,
-            resources_exhausted,
-            ..
-        }) = JobError::find(&query)
-        else {
+        let Some(JobError::Query { error, class, .. }) = JobError::find(&query) else {
             panic!("{query}");
         };
         assert_eq!(error, "Resources exhausted: pool");
-        assert!(resources_exhausted);
+        assert_eq!(*class, ErrorClass::ResourcesExhausted);
+        // What is not one of DataFusion's errors is internal, as it would be here.
+        let odd = job_failed("j", "Task failed: something Ballista says");
+        let Some(JobError::Query { class, .. }) = JobError::find(&odd) else {
+            panic!("{odd}");
+        };
+        assert_eq!(*class, ErrorClass::Internal);
     }
 
     /// Result rows are not fetched in the clear from an executor off this machine, even

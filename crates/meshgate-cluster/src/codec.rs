@@ -1,5 +1,5 @@
 //! The codecs every cluster process speaks: Ballista's own operators (shuffles, stage
-//! readers) plus meshgate's masks and policy barriers, which only [`MeshCodec`] can write
+//! readers) plus meshgate's masks and product scans, which only [`MeshCodec`] can write
 //! or read. Nothing about a mask is resolved by name: a mask that arrives without its
 //! `(kind, version, key id)` encoding is refused, so a registry where a same-named
 //! impostor waits is never consulted for one.

@@ -1,10 +1,11 @@
-//! Masked queries on Apache Ballista (DESIGN §9).
+//! Masked queries on Apache Ballista (docs/DESIGN.md §9).
 //!
 //! The gateway plans and checks every query as the caller, then, when a query is heavy
 //! enough and a cluster is configured, hands the *physical* plan it checked to the
 //! scheduler ([`client`]); executors run its stages. The policy travels inside that plan:
-//! masks and barriers are encoded by [`codec`] as `(kind, version, key id)` and every
-//! process reads the hash key from its own `MESHGATE_HASH_KEY`. [`process`] starts the
+//! masks are encoded by [`codec`] as `(kind, version, key id)`, product scans with what they
+//! may disclose, and every process reads the hash key itself (`MESHGATE_HASH_KEY` or its
+//! key file), never from the plan. [`process`] starts the
 //! scheduler and executor with those codecs and meshgate's object stores; [`tls`] puts
 //! mutual TLS on every cluster connection when the cluster leaves loopback.
 

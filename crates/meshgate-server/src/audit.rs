@@ -1,15 +1,19 @@
 //! The audit trail: one JSON line per request, chained by SHA-256 so that a removed or
 //! edited line is detectable (`meshgate audit verify FILE`).
 //!
-//! A record never holds a password, a token or the hash key; string literals in SQL are
-//! redacted, since they are often the very values a policy protects.
+//! A record never holds a password, a token or the hash key, nor a value a policy may
+//! protect: every literal of the SQL (strings in every quoting, numbers) and of an error's
+//! text is redacted by SQL's own tokenizer, not by a pattern.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 
-use regex::Regex;
+use std::borrow::Cow;
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::{error, info};
@@ -55,11 +59,73 @@ pub struct AuditRecord {
     pub job_id: Option<String>,
 }
 
-static STRING_LITERAL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"'(?:[^']|'')*'").unwrap());
+/// What is stored instead of a statement the tokenizer cannot read.
+const UNREADABLE: &str = "[statement not tokenizable: redacted]";
 
-/// `WHERE email = 'alice@x.com'` → `WHERE email = '?'`.
+/// `WHERE email = 'alice@x.com' AND n > 42` → `WHERE email = '?' AND n > ?`: every
+/// literal the SQL tokenizer finds (single, double, dollar, escaped, national, hex and
+/// byte strings, numbers) and every comment.
 pub fn redact_sql(sql: &str) -> String {
-    STRING_LITERAL.replace_all(sql, "'?'").into_owned()
+    match Tokenizer::new(&GenericDialect {}, sql).tokenize() {
+        Ok(tokens) => tokens.iter().map(|t| redacted(t, false)).collect(),
+        Err(_) => UNREADABLE.to_string(),
+    }
+}
+
+/// An error's text without the values it quotes (a failed cast quotes the value, a parse
+/// error the token it stopped at); quoted names go too, since one may be a mistyped value.
+/// Text the tokenizer cannot read (an apostrophe in prose) is cut where a value may start.
+pub fn redact_text(text: &str) -> String {
+    match Tokenizer::new(&GenericDialect {}, text).tokenize() {
+        Ok(tokens) => tokens.iter().map(|t| redacted(t, true)).collect(),
+        Err(_) => {
+            let cut = text
+                .find(|c: char| c == '\'' || c == '"' || c == '`' || c.is_ascii_digit())
+                .unwrap_or(text.len());
+            format!("{}[…]", &text[..cut])
+        }
+    }
+}
+
+fn redacted(token: &Token, quoted_words: bool) -> Cow<'static, str> {
+    match token {
+        Token::Number(..) => Cow::Borrowed("?"),
+        Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::TripleSingleQuotedString(_)
+        | Token::TripleDoubleQuotedString(_)
+        | Token::DollarQuotedString(_)
+        | Token::SingleQuotedByteStringLiteral(_)
+        | Token::DoubleQuotedByteStringLiteral(_)
+        | Token::TripleSingleQuotedByteStringLiteral(_)
+        | Token::TripleDoubleQuotedByteStringLiteral(_)
+        | Token::SingleQuotedRawStringLiteral(_)
+        | Token::DoubleQuotedRawStringLiteral(_)
+        | Token::TripleSingleQuotedRawStringLiteral(_)
+        | Token::TripleDoubleQuotedRawStringLiteral(_)
+        | Token::NationalStringLiteral(_)
+        | Token::QuoteDelimitedStringLiteral(_)
+        | Token::NationalQuoteDelimitedStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::HexStringLiteral(_) => Cow::Borrowed("'?'"),
+        Token::Whitespace(
+            Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_),
+        ) => Cow::Borrowed(" "),
+        // A quoted "identifier" that is no identifier is a mistyped value.
+        Token::Word(w) if w.quote_style.is_some() && (quoted_words || !is_identifier(&w.value)) => {
+            Cow::Borrowed("\"?\"")
+        }
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -160,10 +226,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn literals_are_redacted() {
+    fn every_literal_is_redacted() {
         assert_eq!(
             redact_sql("SELECT * FROM t WHERE e = 'a@b.c' AND n = 'it''s' AND x = 1"),
-            "SELECT * FROM t WHERE e = '?' AND n = '?' AND x = 1"
+            "SELECT * FROM t WHERE e = '?' AND n = '?' AND x = ?"
+        );
+        for (sql, secret) in [
+            ("SELECT $$alice@example.com$$", "alice@example.com"),
+            ("SELECT $tag$alice@example.com$tag$", "alice@example.com"),
+            ("SELECT E'alice\\'s@example.com'", "alice"),
+            ("SELECT N'Alice Dubois'", "Alice"),
+            ("SELECT X'616C696365'", "616C"),
+            ("SELECT * FROM t WHERE phone = 33612345678", "33612345678"),
+            ("SELECT * FROM t WHERE amount = 1234.5e3", "1234"),
+            ("SELECT 1 -- alice@example.com\n", "alice"),
+            ("SELECT /* alice@example.com */ 1", "alice"),
+            (
+                "SELECT * FROM t WHERE email = \"alice@example.com\"",
+                "alice",
+            ),
+            ("SELECT 'unterminated alice@example.com", "alice"),
+        ] {
+            let stored = redact_sql(sql);
+            assert!(!stored.contains(secret), "{sql} → {stored}");
+        }
+        // Names stay: the audit still says what was read.
+        assert_eq!(
+            redact_sql(r#"SELECT "order_id", email FROM checkout.orders"#),
+            r#"SELECT "order_id", email FROM checkout.orders"#
+        );
+    }
+
+    #[test]
+    fn error_texts_keep_no_values() {
+        for (text, secret) in [
+            (
+                "Arrow error: Cast error: Cannot cast string 'alice@example.com' to value of Int32 type",
+                "alice",
+            ),
+            ("Overflow happened on: 3000000000 * 12", "3000000000"),
+            ("Invalid timezone \"Mars/Olympus\"", "Olympus"),
+            ("can't parse alice's date 1985-03-02", "1985"),
+        ] {
+            let stored = redact_text(text);
+            assert!(!stored.contains(secret), "{text} → {stored}");
+        }
+        assert!(
+            redact_text("Cast error: Cannot cast string 'x' to Int32")
+                .starts_with("Cast error: Cannot cast string")
         );
     }
 

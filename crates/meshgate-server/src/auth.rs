@@ -7,8 +7,10 @@
 //! state lives in a gateway's memory. The key id lets replicas rotate keys one at a time:
 //! each signs with its current key and still verifies with the previous one.
 
-use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
@@ -33,16 +35,36 @@ const BASIC: GeneralPurpose = GeneralPurpose::new(
 /// The header that narrows a session to one of the principal's roles.
 pub const ROLE_HEADER: &str = "x-meshgate-role";
 
-/// The configured principals. Unknown users and wrong passwords are refused alike.
+/// The configured principals. Unknown users and wrong passwords are refused alike, after
+/// the same work: an unknown name is checked against a hash of the same cost, so the time
+/// an answer takes does not tell which users exist.
 pub struct Users {
     users: HashMap<String, UserConfig>,
 }
+
+/// What a refused password costs when the user does not exist.
+static DECOY: LazyLock<String> = LazyLock::new(|| hash_password("meshgate: no such user"));
 
 impl Users {
     pub fn new(users: &[UserConfig]) -> Self {
         Users {
             users: users.iter().map(|u| (u.name.clone(), u.clone())).collect(),
         }
+    }
+
+    /// The roles `name` holds now; `None` once the user is removed.
+    pub fn roles_of(&self, name: &str) -> Option<BTreeSet<String>> {
+        self.users
+            .get(name)
+            .map(|u| u.roles.iter().cloned().collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
     }
 
     /// Checks `authorization: Basic …` and returns the principal with all its roles.
@@ -59,12 +81,75 @@ impl Users {
             .split_once(':')
             .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
         let refused = || Status::unauthenticated("invalid user name or password");
-        let user = self.users.get(name).ok_or_else(refused)?;
-        let hash = PasswordHash::new(&user.password_hash).map_err(|_| refused())?;
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .map_err(|_| refused())?;
-        Ok(Principal::new(name, user.roles.iter().cloned()))
+        let user = self.users.get(name);
+        let stored = user.map_or(DECOY.as_str(), |u| u.password_hash.as_str());
+        let verified = PasswordHash::new(stored).is_ok_and(|hash| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        });
+        match user {
+            Some(user) if verified => Ok(Principal::new(name, user.roles.iter().cloned())),
+            _ => Err(refused()),
+        }
+    }
+}
+
+/// Failed logins per client address, so that a client cannot try passwords (each an
+/// argon2 run) without limit. Counted per connecting address: behind a proxy, that is the
+/// proxy's.
+pub struct LoginThrottle {
+    max_failures: u32,
+    window: Duration,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// Addresses remembered at most; the oldest windows are forgotten first.
+const THROTTLE_CAPACITY: usize = 100_000;
+
+impl LoginThrottle {
+    pub fn new(max_failures_per_minute: u32) -> Self {
+        LoginThrottle {
+            max_failures: max_failures_per_minute,
+            window: Duration::from_secs(60),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// RESOURCE_EXHAUSTED, with when to retry, once `ip` has failed too often; checked
+    /// before any password is.
+    pub fn check(&self, ip: Option<IpAddr>) -> Result<(), Status> {
+        let (Some(ip), true) = (ip, self.max_failures > 0) else {
+            return Ok(());
+        };
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get(&ip) {
+            Some((since, n)) if *n >= self.max_failures && since.elapsed() < self.window => {
+                let retry = (self.window - since.elapsed()).as_secs().max(1);
+                let mut status = Status::resource_exhausted(format!(
+                    "too many failed logins from this address: retry in {retry} s"
+                ));
+                if let Ok(v) = retry.to_string().parse() {
+                    status.metadata_mut().insert("retry-after", v);
+                }
+                Err(status)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, ip: Option<IpAddr>) {
+        let Some(ip) = ip else { return };
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= THROTTLE_CAPACITY {
+            let window = self.window;
+            failures.retain(|_, (since, _)| since.elapsed() < window);
+        }
+        let entry = failures.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= self.window {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
 }
 
@@ -81,6 +166,9 @@ pub struct Claims {
     pub roles: Vec<String>,
     /// Seconds since the epoch.
     pub exp: u64,
+    /// When the session ends, whatever refreshing happens (seconds since the epoch): the
+    /// password was checked `max_session_secs` before.
+    pub end: u64,
 }
 
 impl Claims {
@@ -217,13 +305,25 @@ impl Signer {
         serde_json::from_slice(&json).map_err(|_| SealError::Malformed)
     }
 
-    pub fn mint_token(&self, principal: &Principal, ttl_secs: u64) -> String {
+    /// A token for a session that began now and ends after `max_session_secs`.
+    pub fn mint_session(
+        &self,
+        principal: &Principal,
+        ttl_secs: u64,
+        max_session_secs: u64,
+    ) -> String {
+        self.mint_token(principal, ttl_secs, now() + max_session_secs)
+    }
+
+    /// A token valid for `ttl_secs`, never past the session's `end`.
+    pub fn mint_token(&self, principal: &Principal, ttl_secs: u64, end: u64) -> String {
         self.seal(
             TOKEN_PREFIX,
             &Claims {
                 sub: principal.name.clone(),
                 roles: principal.roles.iter().cloned().collect(),
-                exp: now() + ttl_secs,
+                exp: (now() + ttl_secs).min(end),
+                end,
             },
         )
     }
@@ -233,6 +333,11 @@ impl Signer {
         let claims: Claims = self
             .open(TOKEN_PREFIX, token)
             .map_err(|e| Status::unauthenticated(format!("invalid bearer token: {e}")))?;
+        if claims.end <= now() {
+            return Err(Status::unauthenticated(
+                "the session has ended: log in again with a password",
+            ));
+        }
         if claims.exp <= now() {
             return Err(Status::unauthenticated(
                 "bearer token expired: authenticate again",
@@ -273,8 +378,9 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The caller of an RPC: a valid bearer token, narrowed by `x-meshgate-role` if present.
-pub fn caller(signer: &Signer, metadata: &MetadataMap) -> Result<Principal, Status> {
+/// The caller of an RPC: a valid bearer token of a user who still exists, with the
+/// token's roles that the user still holds, narrowed by `x-meshgate-role` if present.
+pub fn caller(signer: &Signer, users: &Users, metadata: &MetadataMap) -> Result<Principal, Status> {
     let header = metadata
         .get("authorization")
         .ok_or_else(|| Status::unauthenticated("no authorization header: authenticate first"))?
@@ -282,7 +388,7 @@ pub fn caller(signer: &Signer, metadata: &MetadataMap) -> Result<Principal, Stat
         .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
     let token = strip_scheme(header, "bearer")
         .ok_or_else(|| Status::unauthenticated("expected a Bearer token"))?;
-    let principal = signer.verify_token(token)?.principal();
+    let principal = current(users, &signer.verify_token(token)?)?;
     match metadata.get(ROLE_HEADER) {
         None => Ok(principal),
         Some(role) => {
@@ -297,6 +403,21 @@ pub fn caller(signer: &Signer, metadata: &MetadataMap) -> Result<Principal, Stat
             })
         }
     }
+}
+
+/// The principal a token stands for under the users configured now: a removed user is
+/// refused, a revoked role is gone (a token never grants more than the configuration).
+pub fn current(users: &Users, claims: &Claims) -> Result<Principal, Status> {
+    let Some(held) = users.roles_of(&claims.sub) else {
+        return Err(Status::unauthenticated(format!(
+            "user {} no longer exists: log in again",
+            claims.sub
+        )));
+    };
+    Ok(Principal::new(
+        claims.sub.clone(),
+        claims.roles.iter().filter(|r| held.contains(*r)).cloned(),
+    ))
 }
 
 /// An argon2id hash in PHC format, for `users[].password_hash` in meshgate.yaml.
@@ -319,7 +440,7 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_refuse_tampering() {
         let p = Principal::new("analyst", ["data_analyst"]);
-        let t = signer().mint_token(&p, 60);
+        let t = signer().mint_session(&p, 60, 600);
         assert_eq!(signer().verify_token(&t).unwrap().principal(), p);
         // Another key, a flipped character, an expired token: all UNAUTHENTICATED.
         assert!(
@@ -335,7 +456,7 @@ mod tests {
             signer().verify_token(&forged).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
-        let expired = signer().mint_token(&p, 0);
+        let expired = signer().mint_session(&p, 0, 600);
         assert_eq!(
             signer().verify_token(&expired).unwrap_err().code(),
             tonic::Code::Unauthenticated
@@ -372,9 +493,9 @@ mod tests {
         assert_ne!(old.key_id(), rotated.key_id());
         // A replica that rotated still accepts tokens of one that has not, and mints its
         // own under the new key, which the old replica does not know.
-        let t = old.mint_token(&p, 60);
+        let t = old.mint_session(&p, 60, 600);
         assert_eq!(rotated.verify_token(&t).unwrap().principal(), p);
-        let t2 = rotated.mint_token(&p, 60);
+        let t2 = rotated.mint_session(&p, 60, 600);
         assert!(t2.starts_with(&format!("mg2.{}.", rotated.key_id())));
         let err = old.verify_token(&t2).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
@@ -386,5 +507,130 @@ mod tests {
         let relabelled = t.replacen(old.key_id(), rotated.key_id(), 1);
         let err = rotated.verify_token(&relabelled).unwrap_err();
         assert!(err.message().contains("bad signature"), "{err:?}");
+    }
+
+    fn users() -> Users {
+        Users::new(&[
+            UserConfig {
+                name: "analyst".into(),
+                password_hash: hash_password("analyst"),
+                roles: vec!["data_analyst".into(), "marketing".into()],
+            },
+            UserConfig {
+                name: "marketer".into(),
+                password_hash: hash_password("marketer"),
+                roles: vec!["marketing".into()],
+            },
+        ])
+    }
+
+    fn basic(user: &str, password: &str) -> String {
+        format!("Basic {}", BASIC.encode(format!("{user}:{password}")))
+    }
+
+    #[test]
+    fn refreshing_never_extends_a_session() {
+        let p = Principal::new("analyst", ["data_analyst"]);
+        let s = signer();
+        // A session that ends in 2 s, tokens of an hour: the token ends with the session.
+        let t = s.mint_session(&p, 3600, 2);
+        let claims = s.verify_token(&t).unwrap();
+        assert!(claims.exp <= claims.end && claims.end <= now() + 2);
+        let refreshed = s.mint_token(&p, 3600, claims.end);
+        assert_eq!(s.verify_token(&refreshed).unwrap().exp, claims.end);
+        // Once the session has ended, no token of it is accepted, refreshed or not.
+        let ended = s.mint_token(&p, 3600, now());
+        let err = s.verify_token(&ended).unwrap_err();
+        assert!(err.message().contains("session has ended"), "{err:?}");
+    }
+
+    #[test]
+    fn a_removed_user_or_a_revoked_role_loses_access() {
+        let s = signer();
+        let claims = s
+            .verify_token(&s.mint_session(
+                &Principal::new("analyst", ["data_analyst", "marketing"]),
+                60,
+                600,
+            ))
+            .unwrap();
+        let p = current(&users(), &claims).unwrap();
+        assert_eq!(p.roles.len(), 2);
+        // The configuration now grants analyst only marketing; then nothing at all.
+        let narrowed = Users::new(&[UserConfig {
+            name: "analyst".into(),
+            password_hash: String::new(),
+            roles: vec!["marketing".into()],
+        }]);
+        let p = current(&narrowed, &claims).unwrap();
+        assert_eq!(p.roles.iter().collect::<Vec<_>>(), ["marketing"]);
+        let err = current(&Users::new(&[]), &claims).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        // A token never grants a role the user holds now but did not log in with.
+        let token_roles = Claims {
+            roles: vec!["marketing".into()],
+            ..claims
+        };
+        let p = current(&users(), &token_roles).unwrap();
+        assert_eq!(p.roles.iter().collect::<Vec<_>>(), ["marketing"]);
+    }
+
+    #[test]
+    fn unknown_users_cost_what_wrong_passwords_cost() {
+        let users = users();
+        assert!(users.verify_basic(&basic("analyst", "analyst")).is_ok());
+        let wrong = users.verify_basic(&basic("analyst", "nope")).unwrap_err();
+        let unknown = users.verify_basic(&basic("mallory", "nope")).unwrap_err();
+        assert_eq!(wrong.message(), unknown.message());
+        // Both run one argon2 verification: the unknown user takes (well) over a third of
+        // the time of a wrong password, where it used to take nothing.
+        let median = |f: &dyn Fn()| {
+            let mut t: Vec<_> = (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    f();
+                    start.elapsed()
+                })
+                .collect();
+            t.sort();
+            t[2]
+        };
+        let _ = DECOY.len();
+        let known = median(&|| drop(users.verify_basic(&basic("analyst", "nope"))));
+        let unknown = median(&|| drop(users.verify_basic(&basic("mallory", "nope"))));
+        assert!(
+            unknown * 3 > known,
+            "unknown user {unknown:?} vs wrong password {known:?}"
+        );
+    }
+
+    #[test]
+    fn failed_logins_are_limited_per_address() {
+        let throttle = LoginThrottle::new(3);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        for _ in 0..3 {
+            assert!(throttle.check(Some(a)).is_ok());
+            throttle.failed(Some(a));
+        }
+        let err = throttle.check(Some(a)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(err.message().contains("retry in"), "{err:?}");
+        let retry: u64 = err
+            .metadata()
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry));
+        // Another address is not held up; a limit of 0 is no limit.
+        assert!(throttle.check(Some(b)).is_ok());
+        let off = LoginThrottle::new(0);
+        for _ in 0..100 {
+            off.failed(Some(a));
+        }
+        assert!(off.check(Some(a)).is_ok());
     }
 }

@@ -15,7 +15,6 @@ use meshgate_proto::catalog::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::auth::caller;
 use crate::gateway::Gateway;
 
 pub struct MeshCatalogService {
@@ -68,11 +67,24 @@ fn access(product: &Product, principal: &Principal) -> Access {
     }
 }
 
-pub(crate) fn health(report: Option<&ProductReport>) -> Health {
+/// A product's health as `principal` may see it: measurements over rows it cannot read
+/// (a row filter, or no grant) are withheld; the SLA status is not.
+pub(crate) fn health(
+    report: Option<&ProductReport>,
+    product: &Product,
+    principal: &Principal,
+) -> Health {
     let Some(r) = report else {
         return Health::default();
     };
-    Health {
+    let every_row = matches!(
+        Resolved::resolve(product, principal),
+        Resolved::Granted {
+            row_filter: None,
+            ..
+        }
+    );
+    let mut h = Health {
         evaluated: true,
         freshness_age_secs: r.freshness_age_secs,
         freshness_sla_secs: r.freshness_sla_secs,
@@ -81,7 +93,15 @@ pub(crate) fn health(report: Option<&ProductReport>) -> Health {
         quality_sla: r.quality_sla,
         quality_ok: r.quality_ok(),
         rows: r.rows,
+        withheld: false,
+    };
+    if !every_row {
+        h.freshness_age_secs = None;
+        h.quality = 0.0;
+        h.rows = 0;
+        h.withheld = true;
     }
+    h
 }
 
 fn summary(
@@ -100,7 +120,7 @@ fn summary(
             served: true,
             quarantine_reasons: vec![],
             access: access(p, principal) as i32,
-            health: Some(health(reports.get(&p.display_name()))),
+            health: Some(health(reports.get(&p.display_name()), p, principal)),
         },
         Entry::Quarantined(q) => ProductSummary {
             domain: q.domain.clone(),
@@ -140,7 +160,7 @@ impl CatalogService for MeshCatalogService {
         &self,
         request: Request<ListProductsRequest>,
     ) -> Result<Response<ListProductsResponse>, Status> {
-        let principal = caller(&self.gateway.signer, request.metadata())?;
+        let principal = self.gateway.caller(request.metadata())?;
         let req = request.into_inner();
         let mesh = self.gateway.mesh();
         let reports = self.gateway.reports();
@@ -157,7 +177,7 @@ impl CatalogService for MeshCatalogService {
         &self,
         request: Request<DescribeProductRequest>,
     ) -> Result<Response<ProductDetail>, Status> {
-        let principal = caller(&self.gateway.signer, request.metadata())?;
+        let principal = self.gateway.caller(request.metadata())?;
         let name = request.into_inner().name;
         let mesh = self.gateway.mesh();
         let reports = self.gateway.reports();

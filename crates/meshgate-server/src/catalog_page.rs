@@ -136,17 +136,15 @@ pub(crate) async fn product(
                 " · SQL: " code { (format!("{}.{}_v{}", p.domain, p.dataset(), p.version())) } }
             h2 { "Service levels" }
             p #sla { (sla_badge(report)) }
-            @if let Some(r) = report {
-                table {
-                    tr { th { "" } th { "measured" } th { "SLA" } }
-                    tr { td { "freshness (age of newest data)" }
-                         td { (r.freshness_age_secs.map_or("unknown".into(), |s| humantime::format_duration(std::time::Duration::from_secs(s.max(0.0) as u64)).to_string())) }
-                         td { (c.sla.as_ref().and_then(|s| s.freshness.as_ref()).map_or("none".into(), |f| f.to_string())) } }
-                    tr { td { "quality (rows passing every check)" }
-                         td { (format!("{:.2}%", r.quality * 100.0)) }
-                         td { (c.sla.as_ref().and_then(|s| s.quality).map_or("none".into(), |q| q.to_string())) } }
-                    tr { td { "rows" } td { (r.rows) } td { "" } }
-                }
+            // The page needs no login, so it shows what any employee may see: the targets
+            // and whether they are met, not measurements over rows some roles cannot read
+            // (those are in the catalog API, for callers who read every row).
+            table {
+                tr { th { "" } th { "SLA" } }
+                tr { td { "freshness (age of newest data)" }
+                     td { (c.sla.as_ref().and_then(|s| s.freshness.as_ref()).map_or("none".into(), |f| f.to_string())) } }
+                tr { td { "quality (rows passing every check)" }
+                     td { (c.sla.as_ref().and_then(|s| s.quality).map_or("none".into(), |q| q.to_string())) } }
             }
             h2 { "Schema" }
             table #schema {

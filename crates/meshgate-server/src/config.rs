@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub users: Vec<UserConfig>,
     /// How long a bearer token (and the tickets it mints) stays valid.
     pub token_ttl_secs: u64,
+    /// How long a session lasts after its password was checked: refreshing a token never
+    /// goes past it.
+    pub max_session_secs: u64,
     pub limits: Limits,
     /// Where the audit trail is appended; `None` keeps it in the log only.
     pub audit_file: Option<PathBuf>,
@@ -31,6 +34,13 @@ pub struct ServerConfig {
     pub reload_interval_secs: u64,
     /// A Ballista cluster for heavy queries; everything runs here without one.
     pub distributed: Option<crate::routing::DistributedConfig>,
+    /// The `hash` mask's key when `MESHGATE_HASH_KEY` is not set: a file only the server's
+    /// user may read, created with a random key on first start. Default
+    /// `.meshgate/hash.key` beside meshgate.yaml.
+    pub hash_key_file: Option<PathBuf>,
+    /// The file this configuration was read from: users are reloaded from it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -41,12 +51,15 @@ impl Default for ServerConfig {
             mesh: MeshConfig::default(),
             users: vec![],
             token_ttl_secs: 3600,
+            max_session_secs: 12 * 3600,
             limits: Limits::default(),
             audit_file: None,
             tls: None,
             view_types: false,
             reload_interval_secs: 5,
             distributed: None,
+            hash_key_file: None,
+            source: None,
         }
     }
 }
@@ -75,6 +88,9 @@ pub struct Limits {
     pub target_partitions: Option<usize>,
     /// How often data checks and SLAs are evaluated for /metrics; 0 turns it off.
     pub sla_check_interval_secs: u64,
+    /// Failed logins a client address may make per minute before it must wait; 0 turns
+    /// the limit off.
+    pub max_failed_logins_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -86,6 +102,7 @@ impl Default for Limits {
             queue_timeout_secs: 30,
             target_partitions: None,
             sla_check_interval_secs: 300,
+            max_failed_logins_per_minute: 10,
         }
     }
 }
@@ -131,6 +148,13 @@ pub enum ConfigError {
 }
 
 impl ServerConfig {
+    /// Where the hash key is kept when the environment gives none.
+    pub fn hash_key_path(&self) -> PathBuf {
+        self.hash_key_file
+            .clone()
+            .unwrap_or_else(|| self.mesh.root.join(".meshgate").join("hash.key"))
+    }
+
     /// Reads `meshgate.yaml`; relative paths in it are relative to the file's folder.
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -142,12 +166,18 @@ impl ServerConfig {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
+        config.source = Some(path.to_path_buf());
         let base = path.parent().filter(|p| !p.as_os_str().is_empty());
         config.mesh.root = base.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         if let (Some(base), Some(audit)) = (base, &config.audit_file)
             && audit.is_relative()
         {
             config.audit_file = Some(base.join(audit));
+        }
+        if let (Some(base), Some(file)) = (base, &config.hash_key_file)
+            && file.is_relative()
+        {
+            config.hash_key_file = Some(base.join(file));
         }
         // Refused at start, not at the first query: plaintext to an object store.
         config

@@ -40,7 +40,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{AuditRecord, redact_sql};
-use crate::auth::caller;
+use crate::auth::now;
 use crate::gateway::{Gateway, client, decode_params, encode_params};
 use crate::routing::Execution;
 use crate::session_options;
@@ -57,7 +57,7 @@ impl MeshFlightSql {
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        caller(&self.gateway.signer, request.metadata())
+        self.gateway.caller(request.metadata())
     }
 
     fn record<T>(&self, request: &Request<T>, principal: &Principal, kind: &str) -> AuditRecord {
@@ -418,15 +418,26 @@ impl FlightSqlService for MeshFlightSql {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        // JDBC's `token=` sends the bearer token it already has to the handshake.
+        // JDBC's `token=` sends the bearer token it already has to the handshake: a new
+        // token, within the same session (refreshing never extends it).
+        let ip = request.remote_addr().map(|a| a.ip());
         let result = if header
             .trim_start()
             .to_ascii_lowercase()
             .starts_with("bearer ")
         {
-            self.caller(&request)
+            self.caller(&request).and_then(|p| {
+                let token = header.trim().split_once(' ').map_or("", |(_, t)| t.trim());
+                Ok((p, self.gateway.signer.verify_token(token)?.end))
+            })
         } else {
-            self.gateway.users.verify_basic(&header)
+            self.gateway.throttle.check(ip).and_then(|()| {
+                let verified = self.gateway.users().verify_basic(&header);
+                if verified.is_err() {
+                    self.gateway.throttle.failed(ip);
+                }
+                verified.map(|p| (p, now() + self.gateway.config.max_session_secs))
+            })
         };
         let mut record = AuditRecord {
             time: chrono::Utc::now().to_rfc3339(),
@@ -434,7 +445,7 @@ impl FlightSqlService for MeshFlightSql {
             kind: "handshake".into(),
             ..Default::default()
         };
-        let principal = match result {
+        let (principal, end) = match result {
             Ok(p) => p,
             Err(s) => {
                 self.gateway.audit_now(record, started, Err(&s));
@@ -444,10 +455,10 @@ impl FlightSqlService for MeshFlightSql {
         record.principal = principal.name.clone();
         record.roles = principal.roles.iter().cloned().collect();
         self.gateway.audit_now(record, started, Ok(()));
-        let token = self
-            .gateway
-            .signer
-            .mint_token(&principal, self.gateway.config.token_ttl_secs);
+        let token =
+            self.gateway
+                .signer
+                .mint_token(&principal, self.gateway.config.token_ttl_secs, end);
         let response = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),

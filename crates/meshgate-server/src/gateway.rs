@@ -21,7 +21,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::SessionConfig;
 use datafusion::scalar::ScalarValue;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use meshgate_catalog::Mesh;
 use meshgate_catalog::checks::ProductReport;
 use meshgate_policy::{
@@ -33,8 +33,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tracing::{error, warn};
 
-use crate::audit::{AuditLog, AuditRecord};
-use crate::auth::{Envelope, Signer, Users, now};
+use crate::audit::{AuditLog, AuditRecord, redact_text};
+use crate::auth::{Envelope, LoginThrottle, Signer, Users, now};
 use crate::config::{Secrets, ServerConfig};
 use crate::metrics::{CodeLabel, KindLabel, Metrics};
 use crate::routing::{Engine, Execution, Route, route};
@@ -47,7 +47,9 @@ pub struct Gateway {
     pub(crate) config: ServerConfig,
     pub(crate) key: Arc<HashKey>,
     pub(crate) signer: Signer,
-    pub(crate) users: Users,
+    /// Swapped whole when meshgate.yaml changes, like the mesh.
+    users: std::sync::RwLock<Arc<Users>>,
+    pub(crate) throttle: LoginThrottle,
     runtime: Arc<RuntimeEnv>,
     slots: Arc<Semaphore>,
     pub(crate) audit: AuditLog,
@@ -99,7 +101,8 @@ impl Gateway {
         Ok(Gateway {
             cluster,
             signer: Signer::with_previous(&secrets.token_key, &secrets.previous_token_keys),
-            users: Users::new(&config.users),
+            users: std::sync::RwLock::new(Arc::new(Users::new(&config.users))),
+            throttle: LoginThrottle::new(config.limits.max_failed_logins_per_minute),
             key,
             slots: Arc::new(Semaphore::new(limits.max_concurrent_queries.max(1))),
             audit: AuditLog::open(config.audit_file.as_deref())?,
@@ -110,6 +113,23 @@ impl Gateway {
             reports: Default::default(),
             config,
         })
+    }
+
+    /// The users as of now.
+    pub(crate) fn users(&self) -> Arc<Users> {
+        Arc::clone(&self.users.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn set_users(&self, users: Users) {
+        *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+    }
+
+    /// The caller of an RPC, under the users configured now (see [`crate::auth::caller`]).
+    pub(crate) fn caller(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<Principal, Status> {
+        crate::auth::caller(&self.signer, &self.users(), metadata)
     }
 
     /// The mesh as of now.
@@ -155,6 +175,16 @@ impl Gateway {
     /// run, on the engine the routing rule picks: the schema announced is the schema of
     /// the plan that executes.
     pub(crate) async fn plan(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: Option<&RecordBatch>,
+        execution: Option<Execution>,
+    ) -> Result<Planned, Status> {
+        unwinding(self.plan_inner(principal, sql, params, execution)).await
+    }
+
+    async fn plan_inner(
         &self,
         principal: &Principal,
         sql: &str,
@@ -270,6 +300,14 @@ impl Gateway {
         principal: &Principal,
         sql: &str,
     ) -> Result<(SchemaRef, Schema), Status> {
+        unwinding(self.describe_inner(principal, sql)).await
+    }
+
+    async fn describe_inner(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<(SchemaRef, Schema), Status> {
         let session = self.session(principal);
         let df = session.sql(sql).await.map_err(|e| self.status(&e))?;
         let params = df
@@ -310,25 +348,22 @@ impl Gateway {
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
     }
 
-    /// A gRPC status for a query error. Internal errors are logged with an id and reach
-    /// the caller as that id only.
+    /// A gRPC status for a query error, local or from the cluster: one mapping, so the same
+    /// failure reads the same wherever it ran. Internal errors reach the caller as an id.
     pub(crate) fn status(&self, e: &DataFusionError) -> Status {
-        match meshgate_cluster::JobError::find(e) {
-            Some(job @ meshgate_cluster::JobError::Unavailable(_)) => {
-                warn!("{job}");
-                return Status::unavailable(job.to_string());
+        let (class, message) = match meshgate_cluster::JobError::find(e) {
+            Some(meshgate_cluster::JobError::Unavailable(why)) => {
+                let id = uuid::Uuid::new_v4();
+                warn!(error_id = %id, "the cluster failed a query: {}", redact_text(why));
+                return Status::unavailable(format!(
+                    "the cluster could not run this query (id {id}): try again, or run it \
+                     here with x-meshgate-execution: local"
+                ));
             }
-            Some(meshgate_cluster::JobError::Query {
-                error,
-                resources_exhausted: true,
-                ..
-            }) => return Status::resource_exhausted(error.clone()),
-            Some(meshgate_cluster::JobError::Query { error, .. }) => {
-                return Status::invalid_argument(error.clone());
-            }
-            None => {}
-        }
-        let (class, message) = classify(e);
+            // A job that failed because of the query reads as it would here.
+            Some(meshgate_cluster::JobError::Query { error, class, .. }) => (*class, error.clone()),
+            None => classify(e),
+        };
         match class {
             ErrorClass::PermissionDenied | ErrorClass::Refused => {
                 Status::permission_denied(message)
@@ -336,11 +371,7 @@ impl Gateway {
             ErrorClass::Quarantined => Status::failed_precondition(message),
             ErrorClass::InvalidQuery => Status::invalid_argument(message),
             ErrorClass::ResourcesExhausted => Status::resource_exhausted(message),
-            ErrorClass::Internal => {
-                let id = uuid::Uuid::new_v4();
-                error!(error_id = %id, "internal error: {message}");
-                Status::internal(format!("internal error (id {id})"))
-            }
+            ErrorClass::Internal => internal(&message),
         }
     }
 
@@ -427,7 +458,14 @@ impl Gateway {
                         return None;
                     }
                     let next = tokio::select! {
-                        next = stream.next() => next,
+                        next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind() => match next {
+                            Ok(next) => next,
+                            Err(panic) => {
+                                let s = panicked(panic);
+                                guard.finish(Err(&s));
+                                return Some((Err(s), (stream, guard, true)));
+                            }
+                        },
                         _ = tokio::time::sleep_until(deadline) => {
                             let s = Status::deadline_exceeded("query timeout reached");
                             guard.finish(Err(&s));
@@ -500,7 +538,12 @@ fn set_outcome(record: &mut AuditRecord, result: Result<(), &Status>) {
         Ok(()) => record.outcome = "ok".into(),
         Err(s) => {
             record.outcome = format!("{:?}", s.code());
-            record.error = Some(s.message().to_string());
+            // What failed, without the values the caller's error may quote; internal and
+            // cluster failures are already only an id.
+            record.error = Some(match s.code() {
+                tonic::Code::Internal | tonic::Code::Unavailable => s.message().to_string(),
+                _ => redact_text(s.message()),
+            });
         }
     }
 }
@@ -558,6 +601,33 @@ impl Drop for QueryGuard {
     }
 }
 
+/// An internal error as the caller sees it: an id. The log has what failed, without values.
+pub(crate) fn internal(what: &str) -> Status {
+    let id = uuid::Uuid::new_v4();
+    error!(error_id = %id, "internal error: {}", redact_text(what));
+    Status::internal(format!("internal error (id {id})"))
+}
+
+/// A panic inside the engine (DataFusion, arrow) as an internal error, not a dropped call.
+pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send>) -> Status {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    internal(&format!("panic: {what}"))
+}
+
+/// Runs `f` so that a panic in it is an internal error with an id.
+pub(crate) async fn unwinding<T>(
+    f: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    std::panic::AssertUnwindSafe(f)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|p| Err(panicked(p)))
+}
+
 /// The EXPLAIN of a statement, with a last line saying which engine would run it.
 fn explain_with_route(physical: &Arc<dyn ExecutionPlan>, route: &Route) -> Arc<dyn ExecutionPlan> {
     use datafusion::common::display::{PlanType, StringifiedPlan};
@@ -583,7 +653,7 @@ fn explain_with_route(physical: &Arc<dyn ExecutionPlan>, route: &Route) -> Arc<d
     ))
 }
 
-/// View types become their classic forms on the wire (FLIGHT-SQL.md: older drivers).
+/// View types become their classic forms on the wire (docs/FLIGHT-SQL.md: older drivers).
 fn classic(t: &DataType) -> DataType {
     match t {
         DataType::Utf8View => DataType::Utf8,
@@ -691,5 +761,202 @@ impl BoundParams {
 
     fn remove(&mut self, handle: &[u8]) {
         self.map.remove(&Self::key(handle));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::execution::TaskContext;
+    use datafusion::physical_expr::EquivalenceProperties;
+    use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use datafusion::physical_plan::{DisplayAs, DisplayFormatType, Partitioning, PlanProperties};
+
+    use super::*;
+
+    /// An operator whose stream panics when polled: what an engine bug looks like.
+    #[derive(Debug)]
+    struct Panics(Arc<PlanProperties>);
+
+    impl Panics {
+        fn new() -> Self {
+            let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+            Panics(Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(schema),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )))
+        }
+    }
+
+    impl DisplayAs for Panics {
+        fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("Panics")
+        }
+    }
+
+    impl ExecutionPlan for Panics {
+        fn name(&self) -> &str {
+            "Panics"
+        }
+        fn properties(&self) -> &Arc<PlanProperties> {
+            &self.0
+        }
+        fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+            vec![]
+        }
+        fn apply_expressions(
+            &self,
+            _f: &mut dyn FnMut(
+                &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+            ) -> datafusion::common::Result<
+                datafusion::common::tree_node::TreeNodeRecursion,
+            >,
+        ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        }
+        fn with_new_children(
+            self: Arc<Self>,
+            _children: Vec<Arc<dyn ExecutionPlan>>,
+        ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+            Ok(self)
+        }
+        fn execute(
+            &self,
+            _partition: usize,
+            _context: Arc<TaskContext>,
+        ) -> datafusion::common::Result<SendableRecordBatchStream> {
+            let schema = self.schema();
+            Ok(Box::pin(RecordBatchStreamAdapter::new(
+                schema,
+                futures::stream::once(async { panic!("offsets must be monotonically increasing") }),
+            )))
+        }
+    }
+
+    async fn gateway(dir: &std::path::Path) -> Arc<Gateway> {
+        std::fs::create_dir_all(dir.join("contracts")).unwrap();
+        let mut config = ServerConfig {
+            audit_file: Some(dir.join("audit.log")),
+            ..Default::default()
+        };
+        config.mesh.root = dir.to_path_buf();
+        let mesh = Mesh::load(config.mesh.clone()).await.unwrap();
+        let secrets = Secrets {
+            hash_key: HashKey::new(b"gateway-unit-test-key-0123").unwrap(),
+            token_key: b"gateway-unit-test-token-key".to_vec(),
+            previous_token_keys: vec![],
+        };
+        Arc::new(Gateway::new(Arc::new(mesh), config, secrets).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_planning_is_an_internal_error_with_an_id() {
+        let status = unwinding(async {
+            if true {
+                panic!("boom");
+            }
+            Ok::<(), Status>(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(
+            status.message().starts_with("internal error (id "),
+            "{status:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_streaming_is_an_audited_internal_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = gateway(dir.path()).await;
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(Panics::new());
+        let planned = Planned {
+            wire_schema: plan.schema(),
+            physical: plan,
+            applied: vec![],
+            task: Arc::new(TaskContext::default()),
+            route: Route {
+                engine: Engine::Local,
+                reason: "test".into(),
+            },
+            job_id: None,
+        };
+        let permit = gw.slot().await.unwrap();
+        let record = AuditRecord {
+            principal: "guest".into(),
+            kind: "statement".into(),
+            ..Default::default()
+        };
+        let results: Vec<_> = gw
+            .execute(planned, permit, record, Instant::now())
+            .unwrap()
+            .collect()
+            .await;
+        let [Err(status)] = results.as_slice() else {
+            panic!("{results:?}");
+        };
+        assert_eq!(status.code(), tonic::Code::Internal);
+        let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+        let id = status
+            .message()
+            .trim_start_matches("internal error (id ")
+            .trim_end_matches(')');
+        assert!(
+            audit.contains("\"outcome\":\"Internal\"") && audit.contains(id),
+            "{audit}"
+        );
+        // The slot is given back: the server goes on serving.
+        assert!(gw.slot().await.is_ok());
+    }
+
+    /// A job that failed on the cluster answers as the same failure does here: a query
+    /// error with its words, anything internal as an id only (never Ballista's text).
+    #[tokio::test]
+    async fn cluster_failures_read_as_local_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = gateway(dir.path()).await;
+        let job = |class, error: &str| {
+            DataFusionError::External(Box::new(meshgate_cluster::JobError::Query {
+                job_id: "j1".into(),
+                error: error.into(),
+                class,
+            }))
+        };
+        let cast = gw.status(&job(
+            ErrorClass::InvalidQuery,
+            "Arrow error: Cast error: Cannot cast string 'x' to value of Int32 type",
+        ));
+        let local = gw.status(&DataFusionError::ArrowError(
+            Box::new(arrow::error::ArrowError::CastError(
+                "Cannot cast string 'x' to value of Int32 type".into(),
+            )),
+            None,
+        ));
+        assert_eq!(
+            (cast.code(), cast.message()),
+            (local.code(), local.message())
+        );
+        let ballista =
+            "Job failed: Task failed: executor panicked reading /srv/data/secret.parquet";
+        let internal = gw.status(&job(ErrorClass::Internal, ballista));
+        let local = gw.status(&DataFusionError::Internal("bug".into()));
+        assert_eq!(internal.code(), local.code());
+        for s in [&internal, &local] {
+            assert!(s.message().starts_with("internal error (id "), "{s:?}");
+        }
+        let lost = gw.status(&DataFusionError::External(Box::new(
+            meshgate_cluster::JobError::Unavailable(format!("executor 10.0.0.7 lost: {ballista}")),
+        )));
+        assert_eq!(lost.code(), tonic::Code::Unavailable);
+        assert!(
+            !lost.message().contains("10.0.0.7") && lost.message().contains("(id "),
+            "{lost:?}"
+        );
     }
 }

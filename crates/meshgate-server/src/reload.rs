@@ -1,5 +1,7 @@
-//! Contracts changed on disk are served without a restart: the reloader watches the
-//! contracts folder and swaps in a new mesh snapshot. A contract edited into an invalid one
+//! Contracts and users changed on disk are served without a restart: the reloader watches
+//! the contracts folder and swaps in a new mesh snapshot, and watches meshgate.yaml and
+//! swaps in its users (a removed user or role loses access on every replica within one
+//! interval; other settings take effect at the next start). A contract edited into an invalid one
 //! keeps its last good version served (see `Mesh::reload`); unreadable governance rules
 //! keep the whole previous snapshot. New data needs no reload (listings are not cached),
 //! but a product whose files changed is evaluated again at once for its SLA metrics.
@@ -47,14 +49,45 @@ fn data_fingerprint(gateway: &Gateway) -> Vec<(String, Option<PathBuf>, Option<S
         .collect()
 }
 
+/// The configuration file's content, by digest (an edit within the same second and of the
+/// same size still counts).
+fn config_digest(path: Option<&Path>) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    std::fs::read(path?).ok().map(|b| Sha256::digest(b).into())
+}
+
+fn reload_users(gateway: &Gateway, path: &Path) {
+    match crate::ServerConfig::load(path) {
+        Ok(config) => {
+            let users = crate::auth::Users::new(&config.users);
+            info!(
+                users = users.len(),
+                "{} changed: users reloaded",
+                path.display()
+            );
+            gateway.set_users(users);
+        }
+        Err(e) => error!("{e}; still serving the previous users"),
+    }
+}
+
 pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
     let config = gateway.mesh().config().clone();
     let dir = config.contracts_dir();
     let gov = config.governance_file();
     let mut last = fingerprint(&dir, gov.as_deref());
     let mut last_data = data_fingerprint(&gateway);
+    let source = gateway.config.source.clone();
+    let mut last_config = config_digest(source.as_deref());
     loop {
         tokio::time::sleep(interval).await;
+        if let Some(path) = &source {
+            let digest = config_digest(Some(path));
+            if digest != last_config && digest.is_some() {
+                last_config = digest;
+                reload_users(&gateway, path);
+            }
+        }
         let gov = config.governance_file();
         let now = fingerprint(&dir, gov.as_deref());
         if now == last {
