@@ -38,13 +38,22 @@ pub(crate) async fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
             println!("QUARANTINED  {}", s.quarantine_reasons.join("; "));
         }
         if let Some(h) = s.health.filter(|h| h.evaluated) {
-            println!(
-                "health       {} rows, quality {:.2}% ({}), freshness {}",
-                h.rows,
-                h.quality * 100.0,
-                if h.quality_ok { "ok" } else { "BREACHED" },
-                if h.freshness_ok { "ok" } else { "BREACHED" }
-            );
+            let ok = |b: bool| if b { "ok" } else { "BREACHED" };
+            if h.withheld {
+                println!(
+                    "health       quality {}, freshness {} (measurements withheld: your role does not read every row)",
+                    ok(h.quality_ok),
+                    ok(h.freshness_ok)
+                );
+            } else {
+                println!(
+                    "health       {} rows, quality {:.2}% ({}), freshness {}",
+                    h.rows,
+                    h.quality * 100.0,
+                    ok(h.quality_ok),
+                    ok(h.freshness_ok)
+                );
+            }
         }
         println!(
             "\n{:<20} {:<14} {:<5} {:<8} {:<10} description",

@@ -14,7 +14,8 @@ use meshgate_cluster::process::{
 use meshgate_cluster::{ClusterTls, TlsFiles};
 use meshgate_server::ServerConfig;
 
-use crate::serve::{hash_key_from, init_tracing};
+use crate::keys;
+use crate::serve::init_tracing;
 
 #[derive(Subcommand)]
 pub(crate) enum ClusterCommand {
@@ -64,6 +65,29 @@ impl TlsArgs {
     }
 }
 
+/// The gateway's hash key: a mask planned under another key is refused.
+#[derive(Args)]
+pub(crate) struct KeyArgs {
+    #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
+    hash_key: Option<String>,
+    /// The gateway's key file; default: `hash_key_file` of --config. Never created here.
+    #[arg(long, env = "MESHGATE_HASH_KEY_FILE")]
+    hash_key_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    fn load(self, config: &std::path::Path) -> anyhow::Result<Arc<meshgate_policy::HashKey>> {
+        let file = match self.hash_key_file {
+            Some(f) => Some(f),
+            None if config.exists() => Some(ServerConfig::load(config)?.hash_key_path()),
+            None => None,
+        };
+        let (key, source) = keys::hash_key(self.hash_key, file.as_deref(), false)?;
+        tracing::info!("hash key from {source}");
+        Ok(Arc::new(key))
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct SchedulerArgs {
     /// Where the S3 settings (`mesh.s3`) are read from, as for executors.
@@ -77,8 +101,8 @@ pub(crate) struct SchedulerArgs {
     scheduling: Option<SchedulingArg>,
     #[command(flatten)]
     tls: TlsArgs,
-    #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
-    hash_key: Option<String>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Stop when standard input closes: a supervisor (or a test) that dies takes the
     /// process with it.
     #[arg(long)]
@@ -119,9 +143,8 @@ pub(crate) struct ExecutorArgs {
     /// Memory pool of the executor, in MiB; spills beyond it. Default: a share of the host's.
     #[arg(long)]
     memory_limit_mb: Option<u64>,
-    /// The same key as the gateway's: a mask planned under another key is refused.
-    #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
-    hash_key: Option<String>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Stop when standard input closes, as for the scheduler.
     #[arg(long)]
     until_stdin_closes: bool,
@@ -151,7 +174,7 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
     init_tracing();
     match command {
         ClusterCommand::Scheduler(args) => {
-            let key = Arc::new(hash_key_from(args.hash_key)?);
+            let key = args.key.load(&args.config)?;
             let opts = SchedulerOptions {
                 bind: args.bind,
                 scheduling: args.scheduling.map(Into::into),
@@ -162,7 +185,7 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
             supervised(args.until_stdin_closes, run_scheduler(opts, key)).await?;
         }
         ClusterCommand::Executor(args) => {
-            let key = Arc::new(hash_key_from(args.hash_key)?);
+            let key = args.key.load(&args.config)?;
             let s3 = s3_settings(&args.config)?;
             let (host, port) = args.scheduler.rsplit_once(':').expect("checked by clap");
             let opts = ExecutorOptions {

@@ -1,10 +1,11 @@
-//! The `meshgate` command line: one binary, one verb per job (DESIGN §7).
+//! The `meshgate` command line: one binary, one verb per job (docs/DESIGN.md §7).
 
 mod catalog;
 mod check;
 mod cluster;
 mod connect;
 mod diff;
+mod keys;
 mod lint;
 mod publish;
 mod serve;

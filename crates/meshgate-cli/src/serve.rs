@@ -10,6 +10,8 @@ use meshgate_policy::HashKey;
 use meshgate_server::{RunningServer, Secrets, ServerConfig};
 use tracing::warn;
 
+use crate::keys;
+
 #[derive(Args)]
 pub(crate) struct ServeArgs {
     /// The deployment's configuration.
@@ -21,7 +23,8 @@ pub(crate) struct ServeArgs {
     /// Overrides `http_addr`.
     #[arg(long, env = "MESHGATE_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
-    /// The key of the `hash` mask: its bytes as given, at least 16.
+    /// The key of the `hash` mask: its bytes as given, at least 16. Without it, the key
+    /// in `hash_key_file` (created with a random key on first start).
     #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
     hash_key: Option<String>,
     /// Signs tokens and tickets; replicas that share it accept each other's.
@@ -42,7 +45,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = args.http_addr {
         config.http_addr = a;
     }
-    let secrets = secrets(args.hash_key, args.token_key, args.previous_token_key)?;
+    let (hash_key, key_source) =
+        keys::hash_key(args.hash_key, Some(&config.hash_key_path()), true)?;
+    let secrets = secrets(hash_key, args.token_key, args.previous_token_key)?;
     let mesh = Mesh::load(config.mesh.clone())
         .await
         .context("cannot load the mesh")?;
@@ -51,6 +56,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "meshgate: Flight SQL on grpc://{}, HTTP on http://{}",
         server.flight_addr, server.http_addr
     );
+    // Where the key is, never the key (stderr: supervisors may stop reading stdout).
+    tracing::info!("hash key from {key_source}");
     server
         .wait(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -60,11 +67,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn secrets(
-    hash_key: Option<String>,
+    hash_key: HashKey,
     token_key: Option<String>,
     previous_token_key: Option<String>,
 ) -> anyhow::Result<Secrets> {
-    let hash_key = hash_key_from(hash_key)?;
     let token_key = match token_key {
         Some(k) if k.len() >= 16 => k.into_bytes(),
         Some(_) => bail!("MESHGATE_TOKEN_KEY must be at least 16 bytes"),
@@ -85,23 +91,6 @@ fn secrets(
         hash_key,
         token_key,
         previous_token_keys,
-    })
-}
-
-/// The `hash` mask's key, as every process that evaluates masks reads it.
-pub(crate) fn hash_key_from(hash_key: Option<String>) -> anyhow::Result<HashKey> {
-    Ok(match hash_key {
-        Some(k) => match HashKey::new(k.as_bytes()) {
-            Ok(k) => k,
-            Err(e) => bail!("MESHGATE_HASH_KEY is refused: {e}"),
-        },
-        None => {
-            warn!(
-                "!!! MESHGATE_HASH_KEY is not set: using the fixed DEVELOPMENT hash key. \
-                 Anyone can recompute masked values. Never use this in production. !!!"
-            );
-            HashKey::development()
-        }
     })
 }
 
