@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use meshgate_catalog::{CATALOG, Mesh, MeshConfig};
+use meshgate_catalog::{CATALOG, CallerView, Mesh, MeshConfig};
 use meshgate_policy::{HashKey, MeshSession, Policy, Principal};
 
 fn ten_way_join() -> String {
@@ -63,7 +63,10 @@ fn bench(c: &mut Criterion) {
             .with_default_catalog_and_schema(CATALOG, "default")
     };
 
-    let plain = SessionContext::new_with_config(config());
+    // Products are scanned only by a session that says who is asking; the baseline is
+    // the platform's own, which sees everything.
+    let plain =
+        SessionContext::new_with_config(config().with_extension(Arc::new(CallerView::trusted())));
     plain.register_catalog(CATALOG, mesh.catalog());
     let key = Arc::new(HashKey::new(b"benchmark-hash-key-0123456789").unwrap());
     let session = |p: Principal| {

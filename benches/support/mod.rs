@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use meshgate_catalog::{CATALOG, Mesh};
+use meshgate_catalog::{CATALOG, CallerView, Mesh};
 use meshgate_server::config::{Limits, UserConfig};
 use meshgate_server::{RunningServer, Secrets, ServerConfig};
 use tonic::transport::Channel;
@@ -25,7 +25,9 @@ pub(crate) fn embedded(mesh: &Mesh, default_schema: &str) -> SessionContext {
         .build_arc()
         .unwrap();
     let ctx = SessionContext::new_with_config_rt(
-        SessionConfig::new().with_default_catalog_and_schema(CATALOG, default_schema),
+        SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, default_schema)
+            .with_extension(Arc::new(CallerView::trusted())),
         runtime,
     );
     ctx.register_catalog(CATALOG, mesh.catalog());
