@@ -2,7 +2,7 @@
 //!
 //! The rule of thumb: a change that can make an existing consumer's query fail or return
 //! different rows is **breaking** and needs a new major version (served side by side,
-//! DESIGN §5); a change that shows more of the data to someone is **security-relevant**
+//! docs/DESIGN.md §5); a change that shows more of the data to someone is **security-relevant**
 //! and needs a reviewer, whatever its version; the rest is **non-breaking**.
 
 use std::fmt;

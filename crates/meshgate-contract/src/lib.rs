@@ -1,4 +1,4 @@
-//! The data contract: the YAML a domain team publishes with its product (DESIGN §2).
+//! The data contract: the YAML a domain team publishes with its product (docs/DESIGN.md §2).
 //!
 //! This crate knows nothing about query engines or networks: it turns contract text into
 //! a validated [`Contract`], or into [`Diagnostic`]s that name the file, line and field.
@@ -186,6 +186,25 @@ access_policy:
         let d = errors(&SEED.replace("team-checkout@company.com", "team checkout"));
         assert_eq!(d[0].field, "owner");
         assert!(d[0].message.contains("e-mail"), "{}", d[0]);
+    }
+
+    #[test]
+    fn a_pii_freshness_column_is_refused() {
+        let text = SEED
+            .replace(
+                "  quality: \"99.9%\"",
+                "  quality: \"99.9%\"\n  freshness_column: born",
+            )
+            .replace(
+                "access_policy:",
+                "  - name: born\n    type: date\n    pii: true\n    mask: year\naccess_policy:",
+            );
+        let d = errors(&text);
+        assert_eq!(d[0].field, "sla.freshness_column");
+        assert!(d[0].message.contains("is PII"), "{}", d[0]);
+        // The same column, not PII, is a freshness column like any other.
+        let fine = text.replace("    pii: true\n    mask: year\n", "");
+        parse_contract(Path::new("c.yaml"), &fine).unwrap();
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl fmt::Display for Permission {
     }
 }
 
-/// How a PII column is shown under `read_masked` (DESIGN §3).
+/// How a PII column is shown under `read_masked` (docs/DESIGN.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MaskKind {

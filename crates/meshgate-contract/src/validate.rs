@@ -70,6 +70,15 @@ pub(crate) fn validate(c: &Contract) -> Vec<(String, String)> {
                     col.data_type
                 ),
             ),
+            // Freshness is measured over every row and shown with the product's health: the
+            // newest value of a PII column would reach readers who see it masked or not.
+            Some(col) if col.is_pii() => push(
+                "sla.freshness_column".into(),
+                format!(
+                    "column {name:?} is PII: freshness is shown to every consumer, so \
+                     measure it on a column that is not (a load or event time)"
+                ),
+            ),
             Some(_) => {}
         }
     }
