@@ -52,11 +52,11 @@ impl AsyncDB for MeshDb {
         let fail = |e: datafusion::error::DataFusionError| {
             // A query that failed on an executor reads as it does locally (the gateway
             // reports it so too); the cluster failing is an error of its own.
-            if let Some(meshgate_cluster::JobError::Query { error, .. }) =
+            if let Some(meshgate_cluster::JobError::Query { error, class, .. }) =
                 meshgate_cluster::JobError::find(&e)
             {
                 return QueryError {
-                    class: ErrorClass::InvalidQuery,
+                    class: *class,
                     message: error.clone(),
                 };
             }

@@ -67,6 +67,20 @@ def test_a_product_page_shows_schema_masks_and_who_may_read(gateway):
     assert "region = 'EU'" in grants
 
 
+def test_the_page_needs_no_login_so_it_shows_no_measurements(gateway):
+    """Row counts, freshness and quality are computed over rows some roles may not see:
+    the page, open to any employee, shows the SLA targets and status only."""
+    wait_for_evaluation(gateway["http"])
+    dom = render(f"http://{gateway['http']}/catalog/customers/customer_profiles_v2")
+    assert 'data-sla="breached"' in dom
+    sla = dom.split('id="sla"')[1].split("<h2")[0]
+    assert "1 day" in sla and "99%" in sla
+    for measured in ("20000", "20,000", "measured", "rows"):
+        assert measured not in sla, measured
+    # Nor any server path, anywhere.
+    assert "/sample-data/" not in dom and "/work/" not in dom
+
+
 def test_unknown_product_is_a_404_page(gateway):
     try:
         urllib.request.urlopen(f"http://{gateway['http']}/catalog/x/nothing_v1")

@@ -13,6 +13,8 @@ use super::s3::LocalS3;
 /// How to start one.
 pub struct ClusterSpec<'a> {
     pub executors: usize,
+    /// Task slots per executor: with one, a stage's partitions go to several tasks.
+    pub concurrent_tasks: usize,
     pub hash_key: &'a [u8],
     /// Products on this S3 server: executors get its endpoint and credentials.
     pub s3: Option<&'a LocalS3>,
@@ -35,6 +37,7 @@ impl Default for ClusterSpec<'_> {
     fn default() -> Self {
         ClusterSpec {
             executors: 2,
+            concurrent_tasks: 2,
             hash_key: super::TEST_KEY,
             s3: None,
             scheduling: None,
@@ -147,6 +150,7 @@ impl LocalCluster {
             String::from_utf8(spec.executor_key.unwrap_or(spec.hash_key).to_vec()).unwrap(),
         ));
         let (flight, grpc) = (free_port(), free_port());
+        let concurrent_tasks = spec.concurrent_tasks.to_string();
         let work = self.dir.path().join(format!("work-{n}"));
         let (flight_port, grpc_port, scheduler) =
             (flight.to_string(), grpc.to_string(), scheduler.to_string());
@@ -162,7 +166,7 @@ impl LocalCluster {
             "--grpc-port",
             &grpc_port,
             "--concurrent-tasks",
-            "2",
+            &concurrent_tasks,
             "--work-dir",
             work.to_str().unwrap(),
         ];

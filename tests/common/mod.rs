@@ -14,12 +14,32 @@ use parquet::arrow::ArrowWriter;
 use tempfile::TempDir;
 
 pub mod cluster;
+pub mod oracle;
 pub mod pki;
 pub mod s3;
+pub mod server;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Every EXPLAIN form DataFusion 55 parses, options included.
+pub const EXPLAIN_FORMS: [&str; 14] = [
+    "EXPLAIN",
+    "EXPLAIN VERBOSE",
+    "EXPLAIN ANALYZE",
+    "EXPLAIN ANALYZE VERBOSE",
+    "EXPLAIN FORMAT tree",
+    "EXPLAIN FORMAT indent",
+    "EXPLAIN FORMAT pgjson",
+    "EXPLAIN FORMAT graphviz",
+    "EXPLAIN VERBOSE FORMAT indent",
+    "EXPLAIN (COSTS TRUE)",
+    "EXPLAIN (VERBOSE, COSTS TRUE)",
+    "EXPLAIN (ANALYZE, LEVEL dev)",
+    "EXPLAIN (ANALYZE, VERBOSE, METRICS 'rows,bytes')",
+    "EXPLAIN (ANALYZE, FORMAT pgjson)",
+];
 
 /// The key every test session hashes with, so expected outputs are stable.
 pub const TEST_KEY: &[u8] = b"meshgate-test-key-0123456789";

@@ -212,3 +212,59 @@ async fn the_server_exports_each_products_sla_on_metrics() {
     let corrupt = r#"product="lab.corrupt",version="v1",domain="lab",owner="team-lab@company.com""#;
     assert_eq!(value("meshgate_product_conformant", corrupt), 0.0);
 }
+
+/// Row counts, freshness and quality are measured over every row: the catalog API shows
+/// them to callers who read every row of the product, and only the SLA status to others.
+#[tokio::test]
+async fn the_catalog_shows_measurements_only_to_callers_who_read_every_row() {
+    use meshgate_proto::catalog::DescribeProductRequest;
+    use meshgate_proto::catalog::catalog_service_client::CatalogServiceClient;
+    let s = super::flight::TestServer::with(|c| c.limits.sla_check_interval_secs = 3600).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = crate::common::http_get(s.server.http_addr, "/metrics").await;
+        if m.contains("meshgate_product_checked_timestamp_seconds{product=\"web.web_sessions\"") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no evaluation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = |user: &'static str| {
+        let s = &s;
+        async move {
+            let token = s.client(user).await.token().unwrap().clone();
+            let mut req = tonic::Request::new(DescribeProductRequest {
+                name: "customers.customer_profiles".into(),
+            });
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            let detail = CatalogServiceClient::new(s.channel().await)
+                .describe_product(req)
+                .await
+                .unwrap()
+                .into_inner();
+            detail.summary.unwrap().health.unwrap()
+        }
+    };
+    for user in ["analyst", "marketer"] {
+        let h = health(user).await;
+        assert!(
+            !h.withheld && h.rows == 20000 && h.freshness_age_secs.is_some(),
+            "{user}: {h:?}"
+        );
+    }
+    // A row filter (support: EU only) or no grant at all (guest): the status, no figures.
+    for user in ["support", "guest"] {
+        let h = health(user).await;
+        assert!(h.evaluated && h.withheld, "{user}: {h:?}");
+        assert_eq!(
+            (h.rows, h.quality, h.freshness_age_secs),
+            (0, 0.0, None),
+            "{user}"
+        );
+        assert!(
+            !h.freshness_ok,
+            "the SLA status is shown: the sample data is stale"
+        );
+    }
+}

@@ -323,3 +323,103 @@ async fn catalog_api_requires_a_token() {
         tonic::Code::Unauthenticated
     );
 }
+
+/// `meshgate serve` on `config` without MESHGATE_HASH_KEY: the marketer's hash of one
+/// e-mail, and what the process wrote to its standard error.
+async fn serve_without_a_key(config: &std::path::Path) -> (String, String) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .env_remove("MESHGATE_HASH_KEY")
+        .env("MESHGATE_TOKEN_KEY", "cli-test-token-key-0123456789")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next_line().await.unwrap().expect("serve started");
+    let addr = banner
+        .split("grpc://")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap()
+        .to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args([
+            "sql",
+            "--url",
+            &format!("grpc://{addr}"),
+            "-u",
+            "marketer",
+            "-f",
+            "csv",
+        ])
+        .arg("SELECT email FROM customers.customer_profiles WHERE customer_id = 'C000000'")
+        .env("MESHGATE_PASSWORD", "marketer")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    child.kill().await.unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    (hash, stderr)
+}
+
+#[tokio::test]
+async fn serve_without_a_hash_key_makes_a_private_one_once_and_never_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = crate::common::repo();
+    let config = std::fs::read_to_string(repo.join("meshgate.yaml"))
+        .unwrap()
+        .replace(
+            "contracts: contracts",
+            &format!("contracts: {}", repo.join("contracts").display()),
+        )
+        .replace(
+            "data: sample-data",
+            &format!("data: {}", repo.join("sample-data").display()),
+        )
+        .replace("audit_file: meshgate-audit.log", "audit_file: audit.log");
+    let path = dir.path().join("meshgate.yaml");
+    std::fs::write(&path, config).unwrap();
+    let key_file = dir.path().join(".meshgate/hash.key");
+
+    let (first, log) = serve_without_a_key(&path).await;
+    assert_eq!(first.len(), 64, "{first}");
+    assert!(log.contains(&key_file.display().to_string()), "{log}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let key = key.trim();
+    assert_eq!(key.len(), 64);
+    // The same key on the next start: the same hash.
+    let (second, log2) = serve_without_a_key(&path).await;
+    assert_eq!(first, second);
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    for text in [&log, &log2, &audit] {
+        assert!(!text.contains(key), "the key was shown");
+    }
+}

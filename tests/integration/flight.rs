@@ -12,108 +12,12 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use futures::TryStreamExt;
-use meshgate_server::config::{Limits, UserConfig};
-use meshgate_server::{RunningServer, Secrets, ServerConfig};
+use meshgate_server::config::Limits;
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{TEST_KEY, TestMesh};
-
-pub(crate) type Client = FlightSqlServiceClient<Channel>;
-
-pub(crate) struct TestServer {
-    pub(crate) server: RunningServer,
-    pub(crate) audit: std::path::PathBuf,
-    _mesh: TestMesh,
-    _dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    pub(crate) async fn start() -> TestServer {
-        Self::with(|_| {}).await
-    }
-
-    pub(crate) async fn with_limits(limits: Limits) -> TestServer {
-        Self::with(|c| {
-            c.limits = Limits {
-                sla_check_interval_secs: 0,
-                ..limits
-            }
-        })
-        .await
-    }
-
-    /// A server whose configuration the test adjusts before it starts.
-    pub(crate) async fn with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
-        Self::with_mesh(TestMesh::load().await, adjust).await
-    }
-
-    /// A server on `mesh` (local or S3) whose configuration the test adjusts.
-    pub(crate) async fn with_mesh(
-        mesh: TestMesh,
-        adjust: impl FnOnce(&mut ServerConfig),
-    ) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let audit = dir.path().join("audit.log");
-        let user = |name: &str, roles: &[&str]| UserConfig {
-            name: name.into(),
-            password_hash: meshgate_server::auth::hash_password(name),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-        };
-        let mut config = ServerConfig {
-            flight_addr: "127.0.0.1:0".parse().unwrap(),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            users: vec![
-                user("analyst", &["data_analyst"]),
-                user("marketer", &["marketing"]),
-                user("guest", &[]),
-                user("support", &["eu_support"]),
-                user("lead", &["data_analyst", "marketing"]),
-            ],
-            audit_file: Some(audit.clone()),
-            // SLA evaluation scans every product; only the tests of it turn it on.
-            limits: Limits {
-                sla_check_interval_secs: 0,
-                ..Limits::default()
-            },
-            ..Default::default()
-        };
-        adjust(&mut config);
-        let secrets = Secrets {
-            hash_key: meshgate_policy::HashKey::new(TEST_KEY).unwrap(),
-            token_key: b"test-token-key-0123456789".to_vec(),
-            previous_token_keys: vec![],
-        };
-        // The mesh is shared with the server; the TestMesh keeps the temp data alive.
-        let shared = Arc::new(
-            meshgate_catalog::Mesh::load(mesh.mesh.config().clone())
-                .await
-                .unwrap(),
-        );
-        let server = RunningServer::start(shared, config, secrets).await.unwrap();
-        TestServer {
-            server,
-            audit,
-            _mesh: mesh,
-            _dir: dir,
-        }
-    }
-
-    pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.server.flight_addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    pub(crate) async fn client(&self, user: &str) -> Client {
-        let mut c = FlightSqlServiceClient::new(self.channel().await);
-        c.handshake(user, user).await.unwrap();
-        c
-    }
-}
+pub(crate) use crate::common::server::{Client, TestServer};
 
 /// The gRPC code inside a client error, however the client wrapped it.
 pub(crate) trait HasCode {
@@ -671,3 +575,154 @@ async fn http_endpoints_answer() {
 
 #[allow(dead_code)]
 fn unused(_: Int64Array, _: FlightRecordBatchStream) {}
+
+/// A handshake with this `authorization` header, as a status.
+async fn handshake_status(s: &TestServer, authorization: &str) -> Result<(), tonic::Status> {
+    let mut req = tonic::Request::new(futures::stream::iter(vec![
+        arrow_flight::HandshakeRequest::default(),
+    ]));
+    req.metadata_mut()
+        .insert("authorization", authorization.parse().unwrap());
+    arrow_flight::flight_service_client::FlightServiceClient::new(s.channel().await)
+        .handshake(req)
+        .await
+        .map(|_| ())
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_address_are_limited_before_any_password_is_checked() {
+    let s = TestServer::with(|c| c.limits.max_failed_logins_per_minute = 3).await;
+    for user in ["analyst", "nobody", "marketer"] {
+        let e = handshake_status(&s, &basic(user, "wrong"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        // The same answer whether the user exists or not.
+        assert_eq!(e.message(), "invalid user name or password");
+    }
+    // Now even the right password waits: nothing is checked until the window passes.
+    let e = handshake_status(&s, &basic("analyst", "analyst"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("retry in"), "{e:?}");
+    assert!(e.metadata().get("retry-after").is_some());
+    let audit = std::fs::read_to_string(&s.audit).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"kind\":\"handshake\"") && l.contains("ResourceExhausted")),
+        "{audit}"
+    );
+    s.server.shutdown().await.unwrap();
+}
+
+/// A statement's outcome through the gateway: its rows as text, or its status.
+async fn outcome(c: &mut Client, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let info = match c.execute(sql.into(), None).await {
+        Ok(info) => info,
+        Err(arrow_flight::error::FlightError::Tonic(s)) => return Err(*s),
+        Err(e) => panic!("{e}"),
+    };
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let stream = match c.do_get(ticket).await {
+        Ok(s) => s,
+        Err(arrow_flight::error::FlightError::Tonic(s)) => return Err(*s),
+        Err(e) => panic!("{e}"),
+    };
+    stream.try_collect().await.map_err(|e| match e {
+        arrow_flight::error::FlightError::Tonic(s) => *s,
+        other => tonic::Status::unknown(other.to_string()),
+    })
+}
+
+#[tokio::test]
+async fn the_audit_keeps_no_literal_and_no_value_an_error_quotes() {
+    let s = TestServer::start().await;
+    let mut a = s.client("analyst").await;
+    let secrets = [
+        (
+            "SELECT count(*) FROM customers.customer_profiles WHERE email = $$priya.smith0@example.com$$",
+            "priya.smith0",
+        ),
+        (
+            "SELECT count(*) FROM customers.customer_profiles WHERE email = E'priya.smith0\\x40example.com'",
+            "priya.smith0",
+        ),
+        (
+            "SELECT count(*) FROM customers.customer_profiles WHERE phone = '+33 612 3456 7890'",
+            "3456 7890",
+        ),
+        (
+            "SELECT count(*) FROM customers.customer_profiles WHERE 33612345678 > 0",
+            "33612345678",
+        ),
+        (
+            "SELECT count(*) FROM customers.customer_profiles /* priya.smith0@example.com */",
+            "priya.smith0",
+        ),
+        // The error quotes the raw value the analyst may see, the audit must not keep it.
+        (
+            "SELECT CAST(email AS INT) FROM customers.customer_profiles WHERE customer_id = 'C000000'",
+            "priya.smith0",
+        ),
+    ];
+    for (sql, _) in &secrets {
+        let _ = outcome(&mut a, sql).await;
+    }
+    let cast = outcome(&mut a, secrets[5].0).await.unwrap_err();
+    assert!(
+        cast.message().contains("priya.smith0"),
+        "the caller sees its own error: {cast:?}"
+    );
+    s.server.shutdown().await.unwrap();
+    let text = std::fs::read_to_string(&s.audit).unwrap();
+    for (sql, secret) in secrets {
+        assert!(
+            !text.contains(secret),
+            "{sql} left {secret} in the audit:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("Cast error"),
+        "the audit still says what failed:\n{text}"
+    );
+    assert_eq!(
+        meshgate_server::audit::verify(&s.audit).unwrap(),
+        text.lines().count()
+    );
+}
+
+/// The issue's case: `cardinality(range(0, 3000000000))` made arrow panic while the
+/// planner folded it (the call was dropped, nothing audited). Now the allocation is
+/// refused first; a panic anywhere else is an internal error with an id (unit tests in
+/// meshgate-server's gateway.rs).
+#[tokio::test]
+async fn memory_a_function_would_take_counts_against_the_limit_even_while_planning() {
+    let s = TestServer::start().await;
+    let mut g = s.client("guest").await;
+    for sql in [
+        "SELECT cardinality(range(0, 3000000000))",
+        "SELECT length(repeat('x', 2000000000))",
+        "SELECT length(lpad('x', 9223372036854775807))",
+    ] {
+        let e = outcome(&mut g, sql).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{sql}: {e:?}");
+    }
+    // Small calls are not held up.
+    let rows = outcome(&mut g, "SELECT cardinality(range(0, 1000))")
+        .await
+        .unwrap();
+    assert_eq!(strings(&rows, 0), ["1000"]);
+    s.server.shutdown().await.unwrap();
+    let text = std::fs::read_to_string(&s.audit).unwrap();
+    assert_eq!(text.matches("ResourceExhausted").count(), 3, "{text}");
+}

@@ -5,6 +5,7 @@ mod cluster_tls;
 mod codec;
 mod distributed;
 mod flight;
+mod leaks;
 mod plans;
 mod publish;
 mod replicas;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::common::config::ConfigOptions;
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
+use meshgate_catalog::{Disclosure, ProductScanExec};
 use meshgate_policy::{MeshPolicyRule, Policy};
 
 use crate::common::{TestMesh, key, principal};
@@ -111,7 +112,7 @@ fn without_masks(predicate: &str) -> String {
 /// filters are evaluated with.
 fn scan_predicates(plan: &str) -> Vec<String> {
     plan.lines()
-        .filter(|l| l.contains("DataSourceExec"))
+        .filter(|l| l.contains("ProductScanExec"))
         .flat_map(|l| {
             l.split(", ")
                 .filter(|p| p.starts_with("predicate=") || p.starts_with("pruning_predicate="))
@@ -182,28 +183,23 @@ async fn user_predicates_stay_above_the_row_filter_barrier() {
         "SELECT customer_id FROM customers.customer_profiles ORDER BY CASE WHEN customer_id = 'C000001' THEN 0 ELSE 1 END LIMIT 1",
         "SELECT count(*) FROM web.web_sessions WHERE user_email = 'C000001'",
     ] {
-        let plan = text(&physical(&mesh, "eu_support", sql).await);
-        let barriers = plan
-            .lines()
-            .filter(|l| l.contains("PolicyBarrierExec"))
-            .count();
-        assert!(barriers >= 1, "no barrier in\n{plan}");
-        // Everything at or below a barrier is policy; the user's literal must not be there.
-        let mut depth_of_barrier = None;
-        for line in plan.lines() {
-            let depth = line.len() - line.trim_start().len();
-            if line.contains("PolicyBarrierExec") {
-                depth_of_barrier = Some(depth);
-            } else if let Some(d) = depth_of_barrier {
-                if depth <= d {
-                    depth_of_barrier = None;
-                } else {
-                    assert!(
-                        !line.contains("C000001"),
-                        "user predicate below the barrier in\n{sql}\n{plan}"
-                    );
-                }
+        let plan = physical(&mesh, "eu_support", sql).await;
+        // Every filtered product is read by a scan that applies its row filter inside and
+        // takes no predicate from above: the user's literal is nowhere in it.
+        let mut hidden = 0;
+        let mut stack = vec![Arc::clone(&plan)];
+        while let Some(node) = stack.pop() {
+            if let Some(scan) = node.downcast_ref::<ProductScanExec>() {
+                assert_eq!(scan.disclosure(), &Disclosure::RowsHidden, "{sql}");
+                hidden += 1;
+                let inside = displayable(scan.inner().as_ref()).indent(true).to_string();
+                assert!(
+                    scan.row_filter().is_some() && !inside.contains("C000001"),
+                    "user predicate inside the filtered scan of\n{sql}\n{inside}"
+                );
             }
+            stack.extend(node.children().into_iter().cloned());
         }
+        assert!(hidden >= 1, "no filtered scan in\n{}", text(&plan));
     }
 }

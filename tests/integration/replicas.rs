@@ -37,9 +37,17 @@ struct Replica {
 
 /// `meshgate serve` on the repository's configuration and sample mesh, on ports 0.
 async fn replica(dir: &Path, name: &str, token_key: &str, previous: Option<&str>) -> Replica {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let audit = dir.join(format!("{name}-audit.log"));
-    let config = std::fs::read_to_string(repo.join("meshgate.yaml"))
+    let config = repo_config(&audit);
+    let config_path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&config_path, config).unwrap();
+    serve(&config_path, audit, token_key, previous).await
+}
+
+/// The repository's configuration with its paths made absolute, audit to `audit`.
+fn repo_config(audit: &Path) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(repo.join("meshgate.yaml"))
         .unwrap()
         .replace(
             "audit_file: meshgate-audit.log",
@@ -52,13 +60,20 @@ async fn replica(dir: &Path, name: &str, token_key: &str, previous: Option<&str>
         .replace(
             "data: sample-data",
             &format!("data: {}", repo.join("sample-data").display()),
-        );
-    let config_path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&config_path, config).unwrap();
+        )
+}
+
+/// `meshgate serve --config config_path` on ports 0.
+async fn serve(
+    config_path: &Path,
+    audit: std::path::PathBuf,
+    token_key: &str,
+    previous: Option<&str>,
+) -> Replica {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
     cmd.arg("serve")
         .arg("--config")
-        .arg(&config_path)
+        .arg(config_path)
         .args(["--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .env("MESHGATE_HASH_KEY", HASH_KEY)
         .env("MESHGATE_TOKEN_KEY", token_key)
@@ -272,9 +287,10 @@ async fn tickets_handles_and_tokens_work_on_any_replica_and_for_no_one_else() {
     assert_eq!(n, 20);
 
     // A token signed with another key is refused by every RPC.
-    let forged = Signer::new(b"another-deployment-key-0123456789").mint_token(
+    let forged = Signer::new(b"another-deployment-key-0123456789").mint_session(
         &meshgate_policy::Principal::new("marketer", ["marketing"]),
         60,
+        600,
     );
     let mut forged_b = client_with_token(&b, &forged).await;
     assert_eq!(
@@ -311,5 +327,157 @@ async fn a_replica_rotated_to_a_new_key_accepts_the_old_one_until_it_expires() {
     assert_eq!(
         do_get_code(&mut old_token_on_old, ticket).await,
         Code::Unauthenticated
+    );
+}
+
+async fn login(r: &Replica, user: &str) -> Result<String, Code> {
+    let mut c = client(r).await;
+    c.handshake(user, user)
+        .await
+        .map_err(|e| super::flight::HasCode::code(&e))?;
+    Ok(c.token().unwrap().clone())
+}
+
+/// A query's first column as text, or the code it failed with.
+async fn first_column(r: &Replica, token: &str, sql: &str) -> Result<Vec<String>, Code> {
+    let mut c = client_with_token(r, token).await;
+    match c.execute(sql.to_string(), None).await {
+        Err(e) => Err(super::flight::HasCode::code(&e)),
+        Ok(info) => {
+            let ticket = info.endpoint[0].ticket.clone().unwrap();
+            match c.do_get(ticket).await {
+                Err(e) => Err(super::flight::HasCode::code(&e)),
+                Ok(stream) => match stream.try_collect::<Vec<RecordBatch>>().await {
+                    Ok(b) => Ok(strings(&b, 0)),
+                    Err(e) => Err(super::flight::HasCode::code(&e)),
+                },
+            }
+        }
+    }
+}
+
+/// Until `check` holds, polling every 200 ms for at most `secs`.
+async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_revoked_user_or_role_loses_access_on_every_replica_within_the_reload_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("shared.yaml");
+    let config = repo_config(&dir.path().join("audit.log")).replace(
+        "token_ttl_secs: 3600",
+        "token_ttl_secs: 3600\nreload_interval_secs: 1",
+    );
+    std::fs::write(&config_path, &config).unwrap();
+    let a = serve(&config_path, dir.path().join("a.log"), TOKEN_KEY, None).await;
+    let b = serve(&config_path, dir.path().join("b.log"), TOKEN_KEY, None).await;
+    let email = "SELECT email FROM customers.customer_profiles ORDER BY customer_id LIMIT 1";
+    let marketer = login(&a, "marketer").await.unwrap();
+    let lead = login(&b, "lead").await.unwrap();
+    for r in [&a, &b] {
+        assert!(first_column(r, &marketer, email).await.is_ok());
+        let clear = first_column(r, &lead, email).await.unwrap();
+        assert!(
+            clear[0].contains('@'),
+            "lead reads e-mails in the clear: {clear:?}"
+        );
+    }
+    // The marketer is removed and lead keeps only marketing, in the one shared file.
+    let edited = config
+        .replace(
+            "  - name: marketer\n    roles: [marketing]\n",
+            "  - name: gone\n    roles: []\n",
+        )
+        .replace("roles: [data_analyst, marketing]", "roles: [marketing]");
+    assert_ne!(edited, config);
+    std::fs::write(&config_path, &edited).unwrap();
+    for r in [&a, &b] {
+        assert!(
+            eventually(5, || async {
+                first_column(r, &marketer, email).await == Err(Code::Unauthenticated)
+            })
+            .await,
+            "the removed user still has access"
+        );
+        assert!(
+            eventually(5, || async {
+                first_column(r, &lead, email)
+                    .await
+                    .is_ok_and(|v| v[0].len() == 64 && !v[0].contains('@'))
+            })
+            .await,
+            "the revoked role still reads in the clear"
+        );
+        assert_eq!(
+            login(r, "marketer").await.unwrap_err(),
+            Code::Unauthenticated
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_session_ends_after_max_session_secs_however_often_it_is_refreshed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("short.yaml");
+    let config = repo_config(&dir.path().join("audit.log")).replace(
+        "token_ttl_secs: 3600",
+        "token_ttl_secs: 3600\nmax_session_secs: 4",
+    );
+    std::fs::write(&config_path, &config).unwrap();
+    let a = serve(&config_path, dir.path().join("a.log"), TOKEN_KEY, None).await;
+    let sql = "SELECT 1";
+    let mut token = login(&a, "analyst").await.unwrap();
+    let started = std::time::Instant::now();
+    // The session ends 3 to 4 s after the login (seconds are truncated). Refresh every
+    // half second for 1.5 s, well inside it: each new token still ends with the session.
+    while started.elapsed() < std::time::Duration::from_millis(1500) {
+        assert!(first_column(&a, &token, sql).await.is_ok());
+        let mut req = tonic::Request::new(futures::stream::iter(vec![
+            arrow_flight::HandshakeRequest::default(),
+        ]));
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let response = arrow_flight::flight_service_client::FlightServiceClient::new(
+            Channel::from_shared(format!("http://{}", a.flight))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        )
+        .handshake(req)
+        .await
+        .unwrap();
+        token = response
+            .metadata()
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_start_matches("Bearer ")
+            .to_string();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Past the end, the last refreshed token is refused, however slow the loop was.
+    tokio::time::sleep(
+        (started + std::time::Duration::from_secs(5))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    assert_eq!(
+        first_column(&a, &token, sql).await,
+        Err(Code::Unauthenticated),
+        "a refreshed token outlived its session"
     );
 }

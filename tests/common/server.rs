@@ -1,0 +1,102 @@
+//! A gateway on port 0 over the test mesh, with one user per test role (password = name).
+
+use std::sync::Arc;
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use meshgate_server::config::{Limits, UserConfig};
+use meshgate_server::{RunningServer, Secrets, ServerConfig};
+use tonic::transport::Channel;
+
+use crate::common::{TEST_KEY, TestMesh};
+
+pub type Client = FlightSqlServiceClient<Channel>;
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub audit: std::path::PathBuf,
+    pub mesh: TestMesh,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with_limits(limits: Limits) -> TestServer {
+        Self::with(|c| {
+            c.limits = Limits {
+                sla_check_interval_secs: 0,
+                ..limits
+            }
+        })
+        .await
+    }
+
+    /// A server whose configuration the test adjusts before it starts.
+    pub async fn with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        Self::with_mesh(TestMesh::load().await, adjust).await
+    }
+
+    /// A server on `mesh` (local or S3) whose configuration the test adjusts.
+    pub async fn with_mesh(mesh: TestMesh, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.log");
+        let user = |name: &str, roles: &[&str]| UserConfig {
+            name: name.into(),
+            password_hash: meshgate_server::auth::hash_password(name),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let mut config = ServerConfig {
+            flight_addr: "127.0.0.1:0".parse().unwrap(),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            users: vec![
+                user("analyst", &["data_analyst"]),
+                user("marketer", &["marketing"]),
+                user("guest", &[]),
+                user("support", &["eu_support"]),
+                user("lead", &["data_analyst", "marketing"]),
+            ],
+            audit_file: Some(audit.clone()),
+            // SLA evaluation scans every product; only the tests of it turn it on.
+            limits: Limits {
+                sla_check_interval_secs: 0,
+                ..Limits::default()
+            },
+            ..Default::default()
+        };
+        adjust(&mut config);
+        let secrets = Secrets {
+            hash_key: meshgate_policy::HashKey::new(TEST_KEY).unwrap(),
+            token_key: b"test-token-key-0123456789".to_vec(),
+            previous_token_keys: vec![],
+        };
+        // The mesh is shared with the server; the TestMesh keeps the temp data alive.
+        let shared = Arc::new(
+            meshgate_catalog::Mesh::load(mesh.mesh.config().clone())
+                .await
+                .unwrap(),
+        );
+        let server = RunningServer::start(shared, config, secrets).await.unwrap();
+        TestServer {
+            server,
+            audit,
+            mesh,
+            _dir: dir,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.server.flight_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn client(&self, user: &str) -> Client {
+        let mut c = FlightSqlServiceClient::new(self.channel().await);
+        c.handshake(user, user).await.unwrap();
+        c
+    }
+}
