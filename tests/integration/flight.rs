@@ -726,3 +726,56 @@ async fn memory_a_function_would_take_counts_against_the_limit_even_while_planni
     let text = std::fs::read_to_string(&s.audit).unwrap();
     assert_eq!(text.matches("ResourceExhausted").count(), 3, "{text}");
 }
+
+/// Two statements the policy fuzzer found failing with an internal error as `marketer`
+/// (release run, seed 20261130): the verifier refused a raw masked column that a TopK
+/// sort only carried through to the projection that drops it. A parameter compared with a
+/// masked column, and a masked column compared with another product's in a scalar
+/// subquery, answer like any other statement.
+#[tokio::test]
+async fn masked_columns_compared_with_parameters_or_subqueries_answer() {
+    let s = TestServer::start().await;
+    let mut c = s.client("marketer").await;
+    let mut run = async |c: &mut Client, sql: &str| {
+        let info = c
+            .execute(sql.into(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        fetch(c, info).await.1
+    };
+    // The marketer sees e-mails hashed; binding a hash finds its order.
+    let first = run(
+        &mut c,
+        "SELECT order_id, user_email FROM checkout.checkout_orders_summary_v1 \
+         ORDER BY order_id LIMIT 1",
+    )
+    .await;
+    let (order, hashed) = (strings(&first, 0)[0].clone(), strings(&first, 1)[0].clone());
+    assert!(!hashed.contains('@'), "{hashed}");
+    let sql = "SELECT t1.order_id AS c0, t1.order_id AS c1 FROM checkout.checkout_orders_summary_v1 t1 \
+               WHERE (t1.user_email = $1) ORDER BY 1 NULLS FIRST, 2 NULLS FIRST LIMIT 20";
+    let mut stmt = c.prepare(sql.into(), None).await.unwrap();
+    stmt.set_parameters(
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("$1", DataType::Utf8, true)])),
+            vec![Arc::new(StringArray::from(vec![hashed.as_str()]))],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let info = stmt
+        .execute()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let (_, b) = fetch(&mut c, info).await;
+    assert!(strings(&b, 0).contains(&order), "{:?}", strings(&b, 0));
+    assert_eq!(strings(&b, 0), strings(&b, 1));
+
+    // A scalar subquery over another product's masked column, and the same in two steps.
+    let subquery = "SELECT min(t2.email) FROM customers.customer_profiles_v2 t2";
+    let value = strings(&run(&mut c, subquery).await, 0)[0].clone();
+    let outer = "SELECT t1.session_id FROM web.web_sessions_v1 t1 WHERE t1.user_email = ";
+    let together = run(&mut c, &format!("{outer}({subquery}) ORDER BY 1 LIMIT 50")).await;
+    let in_steps = run(&mut c, &format!("{outer}'{value}' ORDER BY 1 LIMIT 50")).await;
+    assert_eq!(strings(&together, 0), strings(&in_steps, 0));
+}

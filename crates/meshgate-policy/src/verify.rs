@@ -10,8 +10,8 @@
 //!    own mask, nothing but the row filter runs below it, and no raw value leaves;
 //! 3. on the physical plan ([`verify_physical`], in the query planner): every product is
 //!    read by a [`ProductScanExec`] that discloses what the caller may see and filters the
-//!    rows it must, no Parquet scan stands outside one, and raw masked columns meet no
-//!    operator but their mask.
+//!    rows it must, no Parquet scan stands outside one, and no operator but their mask
+//!    computes on raw masked columns (sorts, limits and exchanges carry them through).
 //!
 //! A failure is [`PolicyError::Unenforced`]: a bug, reported to the caller as an internal
 //! error, never a plan that runs.
@@ -39,6 +39,8 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use meshgate_catalog::{ContractTable, Disclosure, Product, ProductScanExec, same_predicate};
 use meshgate_contract::{MaskKind, Permission};
 
@@ -439,6 +441,16 @@ fn physical_taint(node: &Arc<dyn ExecutionPlan>, policy: &Policy) -> Result<Phys
         if let datafusion::physical_plan::Partitioning::Hash(exprs, _) = r.partitioning() {
             exprs.iter().try_for_each(check)?;
         }
+        return Ok(input.clone());
+    }
+    // Sorting carries raw values through unchanged; only its keys compute on them (a
+    // TopK also turns its keys into a filter on the scan).
+    if let Some(sort) = node.downcast_ref::<SortExec>() {
+        sort.expr().iter().try_for_each(|k| check(&k.expr))?;
+        return Ok(input.clone());
+    }
+    if let Some(merge) = node.downcast_ref::<SortPreservingMergeExec>() {
+        merge.expr().iter().try_for_each(|k| check(&k.expr))?;
         return Ok(input.clone());
     }
     if node.is::<CoalescePartitionsExec>()
