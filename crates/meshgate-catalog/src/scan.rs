@@ -481,10 +481,9 @@ impl ExecutionPlan for ProductScanExec {
         }
     }
 
-    fn supports_limit_pushdown(&self) -> bool {
-        true
-    }
-
+    /// A limit is taken here; `supports_limit_pushdown` stays false, since it means "push
+    /// the limit past me" and a leaf would drop it (a fuzzer finding: `ORDER BY` a
+    /// constant `LIMIT n` returned every row).
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
         self.inner.with_fetch(limit).map(|inner| self.rewrap(inner))
     }
