@@ -125,6 +125,21 @@ pub(crate) fn needs_policy(product: &Product, permission: Permission, row_filter
 }
 
 /// The masks the principal reads `product` under, by column name (none for `read`).
+/// The caller's permission and row filter on a product it reads; no grant is a bug here,
+/// since planning refuses an ungranted product before the verifier runs.
+fn granted(product: &Product, policy: &Policy) -> Result<(Permission, Option<Expr>)> {
+    match Access::resolve(product, &policy.principal) {
+        Access::Granted {
+            permission,
+            row_filter,
+        } => Ok((permission, row_filter)),
+        Access::Denied => Err(unenforced(format!(
+            "{} read without a grant",
+            product.display_name()
+        ))),
+    }
+}
+
 fn masks_for(product: &Product, permission: Permission) -> HashMap<String, MaskKind> {
     if permission != Permission::ReadMasked {
         return HashMap::new();
@@ -225,16 +240,7 @@ fn verify_scope(scope: &PolicyScope, policy: &Policy, stage: Stage) -> Result<()
         )));
     };
     let product = table.product();
-    let Access::Granted {
-        permission,
-        row_filter,
-    } = Access::resolve(product, &policy.principal)
-    else {
-        return Err(unenforced(format!(
-            "{} read without a grant",
-            product.display_name()
-        )));
-    };
+    let (permission, row_filter) = granted(product, policy)?;
     let filtered = row_filter.is_some();
     if filtered != scope.row_filter.is_some() || product.display_name() != scope.applied.product {
         return Err(unenforced(format!(
@@ -487,16 +493,7 @@ fn verify_scan(scan: &ProductScanExec, policy: &Policy) -> Result<PhysicalTaint>
             scan.product()
         )));
     };
-    let Access::Granted {
-        permission,
-        row_filter,
-    } = Access::resolve(product, &policy.principal)
-    else {
-        return Err(unenforced(format!(
-            "{} read without a grant",
-            product.display_name()
-        )));
-    };
+    let (permission, row_filter) = granted(product, policy)?;
     let masks = masks_for(product, permission);
     let expected = if row_filter.is_some() {
         Disclosure::RowsHidden
