@@ -736,7 +736,7 @@ async fn memory_a_function_would_take_counts_against_the_limit_even_while_planni
 async fn masked_columns_compared_with_parameters_or_subqueries_answer() {
     let s = TestServer::start().await;
     let mut c = s.client("marketer").await;
-    let mut run = async |c: &mut Client, sql: &str| {
+    let run = async |c: &mut Client, sql: &str| {
         let info = c
             .execute(sql.into(), None)
             .await
