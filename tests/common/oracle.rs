@@ -88,9 +88,20 @@ impl Forbidden {
             i.and_then(|i| bytes.get(i))
                 .is_some_and(u8::is_ascii_alphanumeric)
         };
+        // A value written in hex digits only (an id like `C001497`) inside a longer run of
+        // them is part of a hash, not the value.
+        let hex = |i: Option<usize>| {
+            i.and_then(|i| bytes.get(i))
+                .is_some_and(u8::is_ascii_hexdigit)
+        };
         let found = self
             .everywhere
             .find_overlapping_iter(text)
+            .filter(|m| {
+                let v = &text[m.start()..m.end()];
+                !(v.bytes().all(|b| b.is_ascii_hexdigit())
+                    && (hex(m.start().checked_sub(1)) || hex(Some(m.end()))))
+            })
             .map(|m| &text[m.start()..m.end()])
             .find(|v| !asked.contains(v));
         if found.is_some() || rows {
