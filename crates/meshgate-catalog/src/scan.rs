@@ -373,10 +373,10 @@ impl ExecutionPlan for ProductScanExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (self.in_cluster, <[_; 1]>::try_from(children)) {
-            (true, Ok([inner])) => Ok(self.rewrap(inner)),
-            (false, Err(children)) if children.is_empty() => Ok(self),
-            (_, Ok(_)) | (_, Err(_)) => internal_err!(
+        match (self.in_cluster, children.as_slice()) {
+            (true, [inner]) => Ok(self.rewrap(Arc::clone(inner))),
+            (false, []) => Ok(self),
+            _ => internal_err!(
                 "ProductScanExec {} was given the wrong number of children",
                 self.product
             ),
