@@ -396,6 +396,60 @@ async fn role_header_narrows_and_never_widens() {
     s.server.shutdown().await.unwrap();
 }
 
+/// A hashed number is a string for a masked reader: GetTables, the statement's announced
+/// schema and its rows all say so, and SQL is typed that way (`lower` of it plans).
+#[tokio::test]
+async fn every_channel_types_a_masked_column_as_the_caller_reads_it() {
+    let s = TestServer::start().await;
+    for (user, expected) in [("marketer", DataType::Utf8), ("analyst", DataType::Int64)] {
+        let mut c = s.client(user).await;
+        let info = c
+            .get_tables(CommandGetTables {
+                db_schema_filter_pattern: Some("lab".into()),
+                table_name_filter_pattern: Some("accounts".into()),
+                include_schema: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let (_, b) = fetch(&mut c, info).await;
+        let ipc = b[0].column(4).as_binary::<i32>().value(0).to_vec();
+        let listed = arrow::ipc::convert::try_schema_from_ipc_buffer(&ipc).unwrap();
+        let listed = listed.field_with_name("account_id").unwrap();
+        assert_eq!(listed.data_type(), &expected, "{user}: GetTables");
+
+        let info = c
+            .execute("SELECT account_id FROM lab.accounts".into(), None)
+            .await
+            .unwrap();
+        let announced = info.clone().try_decode_schema().unwrap();
+        assert_eq!(
+            announced.field(0).data_type(),
+            &expected,
+            "{user}: FlightInfo"
+        );
+        let (_, rows) = fetch(&mut c, info).await;
+        assert_eq!(
+            rows[0].schema().field(0).data_type(),
+            &expected,
+            "{user}: rows"
+        );
+        assert_eq!(
+            listed.is_nullable(),
+            announced.field(0).is_nullable(),
+            "{user}"
+        );
+    }
+    let mut marketer = s.client("marketer").await;
+    let (_, b) = query(
+        &mut marketer,
+        "SELECT lower(account_id) AS a, length(account_id) AS n FROM lab.accounts LIMIT 1",
+    )
+    .await;
+    assert_eq!(strings(&b, 0)[0].len(), 64);
+    s.server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn metadata_rpcs_list_the_mesh() {
     let s = TestServer::start().await;

@@ -14,6 +14,7 @@ mod rule;
 mod session;
 mod udf;
 mod verify;
+mod view;
 
 pub use access::{Access, Policy, Principal};
 pub use masks::{HashKey, KeyTooShort};
@@ -21,6 +22,7 @@ pub use node::{AppliedPolicy, MeshQueryPlanner, applied_policies};
 pub use rule::MeshPolicyRule;
 pub use session::{MeshSession, SessionOptions};
 pub use verify::{VerifyOptimized, VerifyPolicy, verify_physical};
+pub use view::CallerTable;
 
 use datafusion::error::DataFusionError;
 

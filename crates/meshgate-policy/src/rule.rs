@@ -5,9 +5,9 @@ use std::sync::Arc;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result, TableReference};
-use datafusion::datasource::source_as_provider;
+use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::{
-    Extension, Filter, LogicalPlan, LogicalPlanBuilder, TableScan, col,
+    Extension, Filter, LogicalPlan, LogicalPlanBuilder, TableScan, TableScanBuilder, col,
 };
 use datafusion::optimizer::AnalyzerRule;
 use meshgate_catalog::{ContractTable, Product};
@@ -16,6 +16,7 @@ use meshgate_contract::Permission;
 use crate::node::{AppliedPolicy, PolicyScope};
 use crate::udf::MaskUdf;
 use crate::verify::{allowed_non_product, needs_policy};
+use crate::view::CallerTable;
 use crate::{Access, Policy, PolicyError};
 
 /// Rewrites every scan of a contract table, in subqueries too, into the product's policy
@@ -48,7 +49,21 @@ impl MeshPolicyRule {
                 Ok(Transformed::no(plan))
             };
         };
-        let provider = source_as_provider(&scan.source)?;
+        let mut provider = source_as_provider(&scan.source)?;
+        let planned_as = Arc::clone(&scan.projected_schema);
+        let mut scan = scan;
+        // The caller's typed view of a product (crate::view) is read as the product itself,
+        // under the masks that give it those types.
+        if let Some(view) = CallerTable::from_provider(provider.as_ref()) {
+            provider = Arc::clone(view.product_table());
+            scan =
+                TableScanBuilder::new(scan.table_name, provider_as_source(Arc::clone(&provider)))
+                    .with_projection(scan.projection)
+                    .with_filters(scan.filters)
+                    .with_fetch(scan.fetch)
+                    .with_statistics_requests(scan.statistics_requests)
+                    .build()?;
+        }
         let Some(table) = ContractTable::from_provider(provider.as_ref()) else {
             return if allowed_non_product(&scan, provider.as_ref()) {
                 Ok(Transformed::no(LogicalPlan::TableScan(scan)))
@@ -57,14 +72,19 @@ impl MeshPolicyRule {
             };
         };
         let product = Arc::clone(table.product());
-        let (plan, changed) = self.enforce(&product, scan)?;
-        *types_changed |= changed;
+        let plan = self.enforce(&product, scan)?;
+        // Planned over the caller's view, the types already are the masks'; a product
+        // scanned directly (a plan built outside the session's catalog) changes them.
+        *types_changed |= planned_as
+            .fields()
+            .iter()
+            .zip(plan.schema().fields())
+            .any(|(a, b)| a.data_type() != b.data_type());
         Ok(Transformed::yes(plan))
     }
 
-    /// `MeshPolicy → [Projection(masks)] → [Filter(row filter)] → scan`; also says whether
-    /// a mask changed a column's type.
-    fn enforce(&self, product: &Product, scan: TableScan) -> Result<(LogicalPlan, bool)> {
+    /// `MeshPolicy → [Projection(masks)] → [Filter(row filter)] → scan`.
+    fn enforce(&self, product: &Product, scan: TableScan) -> Result<LogicalPlan> {
         let principal = &self.policy.principal;
         let (permission, row_filter) = match Access::resolve(product, principal) {
             Access::Denied => {
@@ -83,7 +103,7 @@ impl MeshPolicyRule {
         if !needs_policy(product, permission, row_filter.is_some()) {
             // Nothing to hide: the scan stays as DataFusion planned it, so plain reads
             // plan exactly as they would without meshgate. The verifier re-derives this.
-            return Ok((LogicalPlan::TableScan(scan), false));
+            return Ok(LogicalPlan::TableScan(scan));
         }
         let qualifier = scan.table_name.clone();
         let scan_schema = Arc::clone(&scan.projected_schema);
@@ -100,7 +120,6 @@ impl MeshPolicyRule {
             plan = LogicalPlan::Filter(Filter::try_new(filter.clone(), Arc::new(plan))?);
         }
 
-        let mut types_changed = false;
         if permission == Permission::ReadMasked {
             let masks: Vec<_> = Policy::masks(product).collect();
             if !masks.is_empty() {
@@ -110,13 +129,8 @@ impl MeshPolicyRule {
                         let column = col(Column::new(q.cloned(), field.name()));
                         match masks.iter().find(|(name, _)| *name == field.name()) {
                             None => column,
-                            Some((_, kind)) => {
-                                types_changed |=
-                                    crate::masks::output_type(*kind, field.data_type())
-                                        != *field.data_type();
-                                MaskUdf::call(*kind, &self.policy.key, column)
-                                    .alias_qualified(q.cloned(), field.name())
-                            }
+                            Some((_, kind)) => MaskUdf::call(*kind, &self.policy.key, column)
+                                .alias_qualified(q.cloned(), field.name()),
                         }
                     })
                     .collect::<Vec<_>>();
@@ -125,12 +139,9 @@ impl MeshPolicyRule {
             }
         }
         let scope = PolicyScope::new(applied, row_filter, plan);
-        Ok((
-            LogicalPlan::Extension(Extension {
-                node: Arc::new(scope),
-            }),
-            types_changed,
-        ))
+        Ok(LogicalPlan::Extension(Extension {
+            node: Arc::new(scope),
+        }))
     }
 }
 

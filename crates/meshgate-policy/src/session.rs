@@ -16,6 +16,7 @@ use crate::node::MeshQueryPlanner;
 use crate::rule::MeshPolicyRule;
 use crate::udf::RefusedUdf;
 use crate::verify::{LAYOUT_FUNCTIONS, VerifyOptimized, VerifyPolicy};
+use crate::view::CallerCatalog;
 use crate::{Policy, PolicyError};
 
 /// What a deployment tunes for every session; the policy parts are not tunable.
@@ -97,7 +98,11 @@ impl MeshSession {
         }
         let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(CATALOG, mesh.catalog());
+        // Products in the caller's types (crate::view), so SQL is typed as its answers are.
+        ctx.register_catalog(
+            CATALOG,
+            Arc::new(CallerCatalog::new(mesh.catalog(), Arc::clone(&policy))),
+        );
         MeshSession { ctx, policy }
     }
 

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, exec_err};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
-    Volatility,
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TypeSignature, Volatility,
 };
 use meshgate_contract::MaskKind;
 
@@ -66,6 +66,20 @@ impl ScalarUDFImpl for MaskUdf {
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         Ok(output_type(self.kind, &arg_types[0]))
+    }
+
+    /// NULL stays NULL and nothing else becomes NULL, except under `null`: a masked column
+    /// is as nullable as the contract says, so the caller's schema keeps its constraints.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let [arg] = args.arg_fields else {
+            return exec_err!("{} takes one argument", self.name);
+        };
+        let nullable = arg.is_nullable() || self.kind == MaskKind::Null;
+        Ok(Arc::new(Field::new(
+            self.name(),
+            output_type(self.kind, arg.data_type()),
+            nullable,
+        )))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {

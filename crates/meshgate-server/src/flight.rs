@@ -220,10 +220,13 @@ impl MeshFlightSql {
         self.metadata_batch(request, &principal, kind, Ok::<_, Status>(batch))
     }
 
-    /// Every table of the mesh as (domain, name, schema), in name order.
-    async fn tables(&self) -> Vec<(String, String, SchemaRef)> {
-        use datafusion::catalog::CatalogProvider;
-        let catalog = self.gateway.mesh().catalog();
+    /// Every table of the mesh as (domain, name, schema), in name order, each schema in
+    /// the types `principal` reads (a hashed number is a string), as its queries answer.
+    async fn tables(&self, principal: &Principal) -> Vec<(String, String, SchemaRef)> {
+        let session = self.gateway.session(principal);
+        let Some(catalog) = session.context().catalog(meshgate_catalog::CATALOG) else {
+            return vec![];
+        };
         let mut out = Vec::new();
         for domain in catalog.schema_names() {
             let Some(schema) = catalog.schema(&domain) else {
@@ -246,7 +249,9 @@ impl MeshFlightSql {
 /// since `GetTables` has no column of its own for them.
 fn with_remarks(table: &dyn datafusion::catalog::TableProvider) -> SchemaRef {
     let schema = table.schema();
-    let Some(ct) = meshgate_catalog::ContractTable::from_provider(table) else {
+    let product_table = meshgate_policy::CallerTable::from_provider(table)
+        .map_or(table, |view| view.product_table().as_ref());
+    let Some(ct) = meshgate_catalog::ContractTable::from_provider(product_table) else {
         return schema;
     };
     let fields: Vec<Field> = schema
@@ -629,7 +634,7 @@ impl FlightSqlService for MeshFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let principal = self.caller(&request)?;
         let mut b = query.into_builder();
-        for (domain, name, schema) in self.tables().await {
+        for (domain, name, schema) in self.tables(&principal).await {
             b.append(meshgate_catalog::CATALOG, domain, name, "TABLE", &schema)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
