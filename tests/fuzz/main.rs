@@ -294,6 +294,7 @@ impl Named for Outcome {
             Outcome::Refused => "refused",
             Outcome::Explained => "explained",
             Outcome::TooBig => "too big to compare",
+            Outcome::CastOrder => "a cast failed on one side only",
         }
     }
 }

@@ -38,6 +38,14 @@ pub(crate) enum Outcome {
     /// Too big to compare within the time limit (a join on a mask that makes every key
     /// equal); checked for leaks only.
     TooBig,
+    /// One side failed a cast on a value the other side's plan never cast (SQL leaves the
+    /// order of evaluation open: a filter may or may not run before a projection's cast).
+    CastOrder,
+}
+
+/// A cast that failed on a value: data-dependent, so it depends on the plan's order.
+fn is_cast_failure(message: &str) -> bool {
+    message.contains("Cast error") || message.contains("Cannot cast")
 }
 
 /// How long either side may take by default (`--time-limit`): the gateway's query timeout,
@@ -233,6 +241,8 @@ impl<'a> Probe<'a> {
                 }
                 Ok(Outcome::BothFailed)
             }
+            (Ok(_), Err(e)) if is_cast_failure(&e.to_string()) => Ok(Outcome::CastOrder),
+            (Err((_, message)), Ok(_)) if is_cast_failure(&message) => Ok(Outcome::CastOrder),
             (Ok(_), Err(e)) => Err(Finding::Answered {
                 oracle: e.to_string(),
             }),
