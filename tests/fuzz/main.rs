@@ -295,6 +295,7 @@ impl Named for Outcome {
             Outcome::Explained => "explained",
             Outcome::TooBig => "too big to compare",
             Outcome::CastOrder => "a cast failed on one side only",
+            Outcome::OracleUnplannable => "DataFusion failed its own plan check",
         }
     }
 }
