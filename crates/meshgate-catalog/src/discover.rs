@@ -66,7 +66,7 @@ impl Mesh {
         let dir = config.contracts_dir();
         let files = contract_files(&dir).map_err(|source| CatalogError::ContractsFolder {
             path: dir.clone(),
-            source,
+            error: source,
         })?;
 
         let governance = match config.governance_file() {

@@ -58,11 +58,10 @@ pub enum CatalogError {
     /// it to FAILED_PRECONDITION.
     #[error("{0}")]
     Quarantined(Arc<Quarantine>),
-    #[error("cannot read the contracts folder {}: {source}", path.display())]
+    #[error("cannot read the contracts folder {}: {error}", path.display())]
     ContractsFolder {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Without valid rules nothing can be checked, so nothing is served (fail closed).
     #[error("the governance rules are invalid, so no product can be served:\n{0}")]

@@ -46,10 +46,10 @@ pub enum ClusterError {
     },
     #[error("mesh.s3: {0}")]
     S3(String),
-    #[error("cannot create the work folder {}: {source}", path.display())]
+    #[error("cannot create the work folder {}: {error}", path.display())]
     WorkDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("ballista: {0}")]
     Ballista(String),

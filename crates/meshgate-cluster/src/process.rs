@@ -281,7 +281,7 @@ pub async fn run_executor(opts: ExecutorOptions, key: Arc<HashKey>) -> Result<()
     };
     std::fs::create_dir_all(&work_dir).map_err(|e| ClusterError::WorkDir {
         path: work_dir.clone(),
-        source: e,
+        error: e,
     })?;
     let stores = Arc::new(MeshStores::new(opts.s3.clone()));
     let temp = work_dir.clone();

@@ -81,7 +81,7 @@ impl Governance {
     pub fn load(path: &Path) -> Result<Governance, ContractError> {
         let text = std::fs::read_to_string(path).map_err(|source| ContractError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Governance::parse(path, &text)
     }
@@ -253,7 +253,7 @@ pub fn load_governed_contract(
 ) -> Result<Contract, ContractError> {
     let text = std::fs::read_to_string(path).map_err(|source| ContractError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     let contract = crate::parse_contract(path, &text)?;
     let problems = governance

@@ -47,11 +47,10 @@ impl fmt::Display for Diagnostic {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
-    #[error("cannot read contract {}: {source}", path.display())]
+    #[error("cannot read contract {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}", join_lines(.0))]
     Invalid(Vec<Diagnostic>),
@@ -61,7 +60,10 @@ impl ContractError {
     pub fn diagnostics(&self) -> Vec<Diagnostic> {
         match self {
             ContractError::Invalid(d) => d.clone(),
-            ContractError::Io { path, source } => vec![Diagnostic {
+            ContractError::Io {
+                path,
+                error: source,
+            } => vec![Diagnostic {
                 file: path.clone(),
                 line: 1,
                 column: 1,

@@ -69,7 +69,7 @@ pub fn peek_identity(text: &str) -> Identity {
 pub fn load_contract(path: &Path) -> Result<Contract, ContractError> {
     let text = std::fs::read_to_string(path).map_err(|source| ContractError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     parse_contract(path, &text)
 }
