@@ -18,26 +18,29 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
+use futures::TryStreamExt;
 use libtest_mimic::{Arguments, Failed, Trial};
-use meshgate_policy::{ErrorClass, MeshSession, classify};
+use meshgate_policy::Principal;
+use meshgate_server::audit::AuditRecord;
+use meshgate_server::config::{DistributedConfig, WhenUnavailable};
+use meshgate_server::query::{Engine, QueryEngine, QueryError};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-struct QueryError {
-    class: ErrorClass,
-    message: String,
-}
+#[error("{0}")]
+struct Failure(QueryError);
 
+/// One role's connection: statements go through the gateway's query path itself
+/// (plan as the caller, verify, route, execute, account), as Flight sends them.
 struct MeshDb {
-    session: MeshSession,
-    cluster: Option<meshgate_cluster::Cluster>,
+    engine: Arc<QueryEngine>,
+    principal: Principal,
     /// Statements that read product files, and how many of them ran on the cluster.
     reads: Arc<AtomicUsize>,
     ran_distributed: Arc<AtomicUsize>,
@@ -45,54 +48,37 @@ struct MeshDb {
 
 #[async_trait]
 impl AsyncDB for MeshDb {
-    type Error = QueryError;
+    type Error = Failure;
     type ColumnType = DefaultColumnType;
 
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, QueryError> {
-        let fail = |e: datafusion::error::DataFusionError| {
-            // A query that failed on an executor reads as it does locally (the gateway
-            // reports it so too); the cluster failing is an error of its own.
-            if let Some(meshgate_cluster::JobError::Query { error, class, .. }) =
-                meshgate_cluster::JobError::find(&e)
-            {
-                return QueryError {
-                    class: *class,
-                    message: error.clone(),
-                };
-            }
-            let (class, message) = classify(&e);
-            QueryError { class, message }
-        };
-        let df = self.session.sql(sql).await.map_err(fail)?;
-        let explain = matches!(
-            df.logical_plan(),
-            datafusion::logical_expr::LogicalPlan::Explain(_)
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Failure> {
+        let planned = self
+            .engine
+            .plan(&self.principal, sql, None, None)
+            .await
+            .map_err(Failure)?;
+        let reads = !matches!(
+            planned.route.reason.as_str(),
+            "reads no product files" | "EXPLAIN" | "no cluster configured"
         );
-        let batches = match &self.cluster {
-            // As the gateway routes: what reads no product files, and EXPLAIN, stays here.
-            Some(cluster) if !explain => {
-                let (state, plan) = df.into_parts();
-                let optimized = state.optimize(&plan).map_err(fail)?;
-                let physical = state.create_physical_plan(&plan).await.map_err(fail)?;
-                let reads = meshgate_cluster::scan_bytes(&physical).is_some();
-                let distributable = reads && cluster.refuses(&physical).is_none();
-                self.reads.fetch_add(usize::from(reads), Ordering::Relaxed);
-                self.ran_distributed
-                    .fetch_add(usize::from(distributable), Ordering::Relaxed);
-                let (plan, task) = if distributable {
-                    let (physical, task) = meshgate_cluster::plan_for_cluster(&state, &optimized)
-                        .await
-                        .map_err(fail)?;
-                    (cluster.exec(physical) as _, task)
-                } else {
-                    (physical, state.task_ctx())
-                };
-                datafusion::physical_plan::collect(plan, task)
-                    .await
-                    .map_err(fail)?
-            }
-            _ => df.collect().await.map_err(fail)?,
+        self.reads.fetch_add(usize::from(reads), Ordering::Relaxed);
+        self.ran_distributed.fetch_add(
+            usize::from(planned.route.engine == Engine::Distributed),
+            Ordering::Relaxed,
+        );
+        let permit = self.engine.slot().await.map_err(Failure)?;
+        let record = AuditRecord {
+            principal: self.principal.name.clone(),
+            kind: "statement".into(),
+            ..Default::default()
         };
+        let batches: Vec<RecordBatch> = self
+            .engine
+            .execute(planned, permit, record, Instant::now())
+            .map_err(Failure)?
+            .try_collect()
+            .await
+            .map_err(Failure)?;
         Ok(to_output(&batches))
     }
 
@@ -106,8 +92,8 @@ impl AsyncDB for MeshDb {
         tokio::time::sleep(dur).await;
     }
 
-    fn error_sql_state(err: &QueryError) -> Option<String> {
-        Some(err.class.sqlstate().to_string())
+    fn error_sql_state(err: &Failure) -> Option<String> {
+        Some(err.0.kind.sqlstate().to_string())
     }
 }
 
@@ -142,9 +128,12 @@ fn to_output(batches: &[RecordBatch]) -> DBOutput<DefaultColumnType> {
             let plans = batch.column(1).as_string::<i32>();
             for (t, p) in types.iter().zip(plans.iter()) {
                 rows.push(vec![format!("{}:", t.unwrap_or(""))]);
+                // The gateway's route line differs between the local and the cluster
+                // runs of a file; tests/integration checks it.
                 rows.extend(
                     p.unwrap_or("")
                         .lines()
+                        .filter(|l| !l.starts_with("meshgate: engine="))
                         .map(|l| vec![l.trim_end().to_string()]),
                 );
             }
@@ -203,7 +192,9 @@ fn s3() -> &'static common::s3::LocalS3 {
     S3.get_or_init(common::s3::LocalS3::start)
 }
 
-fn cluster(s3: bool) -> meshgate_cluster::Cluster {
+/// The test cluster for the `distributed` runs, and the gateway's routing settings that
+/// send every statement reading product files to it.
+fn cluster(s3: bool) -> (meshgate_cluster::Cluster, DistributedConfig) {
     let local = if s3 {
         S3_CLUSTER.get_or_init(|| {
             common::cluster::LocalCluster::start(&common::cluster::ClusterSpec {
@@ -214,11 +205,19 @@ fn cluster(s3: bool) -> meshgate_cluster::Cluster {
     } else {
         CLUSTER.get_or_init(|| common::cluster::LocalCluster::start(&Default::default()))
     };
-    meshgate_cluster::Cluster::new(
+    let cluster = meshgate_cluster::Cluster::new(
         &local.scheduler,
         meshgate_cluster::ClusterCodec::new(common::key()),
         None,
-    )
+    );
+    let config = DistributedConfig {
+        scheduler: local.scheduler.clone(),
+        tls: None,
+        min_scan_bytes: 0,
+        allow_override: true,
+        when_unavailable: WhenUnavailable::Fail,
+    };
+    (cluster, config)
 }
 
 /// Plans over S3 name objects by their key; the same plans over local files show their
@@ -245,13 +244,13 @@ fn run_file(path: &Path, role: &str, s3: bool, distributed: bool) -> Result<(), 
         } else {
             common::TestMesh::load().await
         };
-        let cluster = distributed.then(|| cluster(s3));
+        let engine = mesh.engine(distributed.then(|| cluster(s3)));
         let (reads, ran_distributed) =
             (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let make = || async {
-            Ok::<_, QueryError>(MeshDb {
-                session: mesh.session(role),
-                cluster: cluster.clone(),
+            Ok::<_, Failure>(MeshDb {
+                engine: Arc::clone(&engine),
+                principal: common::principal(role),
                 reads: Arc::clone(&reads),
                 ran_distributed: Arc::clone(&ran_distributed),
             })

@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 
 use crate::support::{self, Client};
 
-const EXECUTION_HEADER: &str = meshgate_server::routing::EXECUTION_HEADER;
+const EXECUTION_HEADER: &str = meshgate_server::EXECUTION_HEADER;
 
 pub(crate) struct DistributedQuery {
     pub(crate) name: String,

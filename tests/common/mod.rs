@@ -61,7 +61,7 @@ pub fn principal(role_dir: &str) -> Principal {
 }
 
 pub struct TestMesh {
-    pub mesh: Mesh,
+    pub mesh: Arc<Mesh>,
     pub dir: TempDir,
 }
 
@@ -91,8 +91,39 @@ impl TestMesh {
         config.contracts = contracts;
         config.domain_roots.insert("lab".into(), lab);
         adjust(&mut config);
-        let mesh = Mesh::load(config).await.unwrap();
+        let mesh = Arc::new(Mesh::load(config).await.unwrap());
         TestMesh { mesh, dir }
+    }
+
+    /// The gateway's query path over this mesh, planning as [`TestMesh::session`] does,
+    /// with a cluster to route to (and the routing settings for it), or none.
+    pub fn engine(
+        &self,
+        cluster: Option<(
+            meshgate_cluster::Cluster,
+            meshgate_server::config::DistributedConfig,
+        )>,
+    ) -> Arc<meshgate_server::query::QueryEngine> {
+        let (cluster, distributed) = cluster.unzip();
+        let options = meshgate_server::query::EngineOptions {
+            limits: meshgate_server::config::Limits {
+                target_partitions: Some(2),
+                ..Default::default()
+            },
+            view_types: false,
+            distributed,
+        };
+        let audit = meshgate_server::audit::AuditLog::open(None).unwrap();
+        Arc::new(
+            meshgate_server::query::QueryEngine::new(
+                Arc::clone(&self.mesh),
+                options,
+                key(),
+                cluster,
+                audit,
+            )
+            .unwrap(),
+        )
     }
 
     pub fn session(&self, role_dir: &str) -> MeshSession {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ballista_core::serde::protobuf::GetJobStatusParams;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use meshgate_cluster::{Cluster, ClusterCodec, ClusterTls, Health};
-use meshgate_server::routing::{DistributedConfig, WhenUnavailable};
+use meshgate_server::config::{DistributedConfig, WhenUnavailable};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 use super::distributed::{all_strings, audited, client, cluster, record, run, sorted_rows};

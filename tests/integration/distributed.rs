@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use futures::TryStreamExt;
-use meshgate_server::routing::{DistributedConfig, WhenUnavailable};
+use meshgate_server::config::{DistributedConfig, WhenUnavailable};
 use meshgate_server::{ServerConfig, config::Limits};
 use tonic::Code;
 

@@ -178,10 +178,10 @@ fn line_hash(line: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}:{line}: {problem}", path.display())]
     Broken {
@@ -195,7 +195,7 @@ pub enum AuditError {
 pub fn verify(path: &Path) -> Result<usize, AuditError> {
     let read = |source| AuditError::Read {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     let reader = BufReader::new(File::open(path).map_err(read)?);
     let mut prev = GENESIS.to_string();

@@ -4,9 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshgate_catalog::MeshConfig;
+use meshgate_cluster::Cluster;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,7 +35,7 @@ pub struct ServerConfig {
     /// How often the contracts folder is checked for changes; 0 turns reloading off.
     pub reload_interval_secs: u64,
     /// A Ballista cluster for heavy queries; everything runs here without one.
-    pub distributed: Option<crate::routing::DistributedConfig>,
+    pub distributed: Option<DistributedConfig>,
     /// The `hash` mask's key when `MESHGATE_HASH_KEY` is not set: a file only the server's
     /// user may read, created with a random key on first start. Default
     /// `.meshgate/hash.key` beside meshgate.yaml.
@@ -138,10 +140,10 @@ pub struct Secrets {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
@@ -159,7 +161,7 @@ impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         let mut config: ServerConfig =
             serde_yaml::from_str(&text).map_err(|e| ConfigError::Parse {
@@ -205,5 +207,138 @@ impl ServerConfig {
             })?;
         }
         Ok(config)
+    }
+}
+
+/// `distributed:` in meshgate.yaml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// The scheduler: `http://127.0.0.1:50060` on this machine, or `https://host:port`
+    /// with `tls` anywhere else.
+    pub scheduler: String,
+    /// Mutual TLS to the scheduler and executors: the cluster's CA and the gateway's own
+    /// certificate and key (paths relative to meshgate.yaml).
+    #[serde(default)]
+    pub tls: Option<meshgate_cluster::TlsFiles>,
+    /// Queries reading at least this much (after pruning) run on the cluster.
+    #[serde(default = "default_min_scan_bytes")]
+    pub min_scan_bytes: u64,
+    /// Whether callers may choose the engine (Flight's `x-meshgate-execution`).
+    #[serde(default = "yes")]
+    pub allow_override: bool,
+    /// What a query bound for the cluster does when the scheduler is down.
+    #[serde(default)]
+    pub when_unavailable: WhenUnavailable,
+}
+
+fn default_min_scan_bytes() -> u64 {
+    256 << 20
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenUnavailable {
+    /// Run it here instead.
+    #[default]
+    Local,
+    /// Refuse it with UNAVAILABLE.
+    Fail,
+}
+
+impl DistributedConfig {
+    /// Refuses, at start, a scheduler URL that would send plans in the clear off this
+    /// machine, or whose scheme disagrees with `tls`.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = url::Url::parse(&self.scheduler)
+            .map_err(|e| format!("scheduler {:?}: {e}", self.scheduler))?;
+        let expected = match self.tls {
+            Some(_) => "https",
+            None => "http",
+        };
+        if url.port().is_none() || !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "scheduler {:?}: expected http://127.0.0.1:PORT, or https://HOST:PORT with tls",
+                self.scheduler
+            ));
+        }
+        if url.scheme() != expected {
+            return Err(match self.tls {
+                Some(_) => format!(
+                    "scheduler {:?}: with tls configured the scheduler is https://",
+                    self.scheduler
+                ),
+                None => format!(
+                    "scheduler {:?}: https:// needs tls (ca, cert, key) for the cluster",
+                    self.scheduler
+                ),
+            });
+        }
+        let host = url.host_str().unwrap_or_default();
+        meshgate_cluster::process::check_reach("scheduler", host, self.tls.is_some())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The cluster client this configuration describes, once valid; reads the TLS files.
+    pub fn cluster(&self, key: Arc<meshgate_policy::HashKey>) -> Result<Cluster, String> {
+        self.validate()?;
+        let tls = self
+            .tls
+            .as_ref()
+            .map(meshgate_cluster::ClusterTls::load)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(Cluster::new(
+            &self.scheduler,
+            meshgate_cluster::ClusterCodec::new(key),
+            tls,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod distributed_tests {
+    use super::*;
+
+    fn config(scheduler: &str, tls: bool) -> DistributedConfig {
+        DistributedConfig {
+            scheduler: scheduler.into(),
+            tls: tls.then(|| meshgate_cluster::TlsFiles {
+                ca: "ca.pem".into(),
+                cert: "gateway.pem".into(),
+                key: "gateway-key.pem".into(),
+            }),
+            min_scan_bytes: 0,
+            allow_override: true,
+            when_unavailable: WhenUnavailable::Local,
+        }
+    }
+
+    #[test]
+    fn plans_leave_this_machine_only_over_tls() {
+        for (url, tls) in [
+            ("http://127.0.0.1:50060", false),
+            ("http://localhost:50060", false),
+            ("https://scheduler.mesh.internal:50060", true),
+            ("https://10.0.0.7:50060", true),
+            ("https://127.0.0.1:50060", true),
+        ] {
+            assert_eq!(config(url, tls).validate(), Ok(()), "{url}");
+        }
+        for (url, tls, says) in [
+            ("http://10.0.0.7:50060", false, "mutual TLS"),
+            ("http://scheduler.mesh.internal:50060", false, "mutual TLS"),
+            ("https://10.0.0.7:50060", false, "needs tls"),
+            ("http://10.0.0.7:50060", true, "https://"),
+            ("grpc://127.0.0.1:50060", false, "expected"),
+            ("http://127.0.0.1", false, "expected"),
+        ] {
+            let e = config(url, tls).validate().unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
+        }
     }
 }

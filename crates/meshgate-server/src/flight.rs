@@ -37,12 +37,12 @@ use futures::{Stream, TryStreamExt};
 use meshgate_policy::Principal;
 use prost::Message;
 use tonic::metadata::MetadataValue;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::audit::{AuditRecord, redact_sql};
 use crate::auth::now;
-use crate::gateway::{Gateway, client, decode_params, encode_params};
-use crate::routing::Execution;
+use crate::gateway::Gateway;
+use crate::query::{ErrorKind, Execution, QueryError, decode_params, encode_params};
 use crate::session_options;
 
 /// The Flight SQL service; cheap to clone.
@@ -85,7 +85,8 @@ impl MeshFlightSql {
         if let Err(s) = result {
             let mut record = self.record(request, principal, kind);
             record.sql = Some(redact_sql(sql));
-            self.gateway.audit_now(record, started, Err(s));
+            self.gateway
+                .audit_now(record, started, Err(&query_error(s)));
         }
     }
 
@@ -98,11 +99,17 @@ impl MeshFlightSql {
         descriptor: FlightDescriptor,
         execution: Option<Execution>,
     ) -> Result<FlightInfo, Status> {
-        let batch = params.as_deref().map(decode_params).transpose()?;
+        let batch = params
+            .as_deref()
+            .map(decode_params)
+            .transpose()
+            .map_err(status)?;
         let planned = self
             .gateway
+            .query
             .plan(principal, sql, batch.as_ref(), execution)
-            .await?;
+            .await
+            .map_err(status)?;
         let handle = self.gateway.envelope(principal, sql, params, execution);
         let ticket = TicketStatementQuery {
             statement_handle: handle.into(),
@@ -126,17 +133,13 @@ impl MeshFlightSql {
         request_meta: (Principal, AuditRecord),
         handle: &[u8],
         fallback_params: Option<String>,
-        execution: Option<Execution>,
+        metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let (principal, mut record) = request_meta;
         let started = Instant::now();
         let result = async {
             let envelope = self.gateway.signer.open_envelope(handle, &principal)?;
-            // The header on this call wins over the choice sealed in the ticket.
-            let execution = match execution {
-                Some(e) => Some(e),
-                None => envelope.exec.as_deref().map(Execution::parse).transpose()?,
-            };
+            let execution = session_options::execution(metadata, envelope.exec.as_deref())?;
             record.sql = Some(redact_sql(&envelope.sql));
             let epoch = self.gateway.mesh().epoch().to_string();
             if envelope.epoch != epoch {
@@ -144,23 +147,30 @@ impl MeshFlightSql {
             }
             record.catalog_epoch = Some(epoch);
             let params = envelope.params.or(fallback_params);
-            let batch = params.as_deref().map(decode_params).transpose()?;
-            let permit = self.gateway.slot().await?;
-            let planned = self
-                .gateway
+            let batch = params
+                .as_deref()
+                .map(decode_params)
+                .transpose()
+                .map_err(status)?;
+            let engine = &self.gateway.query;
+            let permit = engine.slot().await.map_err(status)?;
+            let planned = engine
                 .plan(&principal, &envelope.sql, batch.as_ref(), execution)
-                .await?;
+                .await
+                .map_err(status)?;
             let schema = Arc::clone(&planned.wire_schema);
-            let batches = self
-                .gateway
-                .execute(planned, permit, record.clone(), started)?;
+            let batches = engine
+                .execute(planned, permit, record.clone(), started)
+                .map_err(status)?
+                .map_err(status);
             Ok::<_, Status>((schema, batches))
         }
         .await;
         match result {
             Ok((schema, batches)) => Ok(Response::new(encode(schema, batches))),
             Err(s) => {
-                self.gateway.audit_now(record, started, Err(&s));
+                self.gateway
+                    .audit_now(record, started, Err(&query_error(&s)));
                 Err(s)
             }
         }
@@ -198,7 +208,9 @@ impl MeshFlightSql {
                 record.rows = b.num_rows() as u64;
                 self.gateway.audit_now(record, started, Ok(()));
             }
-            Err(s) => self.gateway.audit_now(record, started, Err(s)),
+            Err(s) => self
+                .gateway
+                .audit_now(record, started, Err(&query_error(s))),
         }
         let batch = batch?;
         let schema = batch.schema();
@@ -453,7 +465,8 @@ impl FlightSqlService for MeshFlightSql {
         let (principal, end) = match result {
             Ok(p) => p,
             Err(s) => {
-                self.gateway.audit_now(record, started, Err(&s));
+                self.gateway
+                    .audit_now(record, started, Err(&query_error(&s)));
                 return Err(s);
             }
         };
@@ -483,7 +496,7 @@ impl FlightSqlService for MeshFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.caller(&request)?;
-        let execution = Execution::from_metadata(request.metadata())?;
+        let execution = session_options::execution(request.metadata(), None)?;
         let descriptor = request.get_ref().clone();
         let started = Instant::now();
         let result = self
@@ -511,10 +524,7 @@ impl FlightSqlService for MeshFlightSql {
         let params = envelope
             .params
             .or_else(|| self.gateway.recall_params(handle));
-        let execution = match Execution::from_metadata(request.metadata())? {
-            Some(e) => Some(e),
-            None => envelope.exec.as_deref().map(Execution::parse).transpose()?,
-        };
+        let execution = session_options::execution(request.metadata(), envelope.exec.as_deref())?;
         let descriptor = request.get_ref().clone();
         let started = Instant::now();
         let result = self
@@ -548,12 +558,11 @@ impl FlightSqlService for MeshFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let principal = self.caller(&request)?;
         let record = self.record(&request, &principal, "statement");
-        let execution = Execution::from_metadata(request.metadata())?;
         self.run_sealed(
             (principal, record),
             &ticket.statement_handle,
             None,
-            execution,
+            request.metadata(),
         )
         .await
     }
@@ -567,8 +576,7 @@ impl FlightSqlService for MeshFlightSql {
         let record = self.record(&request, &principal, "prepared");
         let handle = query.prepared_statement_handle.as_ref();
         let fallback = self.gateway.recall_params(handle);
-        let execution = Execution::from_metadata(request.metadata())?;
-        self.run_sealed((principal, record), handle, fallback, execution)
+        self.run_sealed((principal, record), handle, fallback, request.metadata())
             .await
     }
 
@@ -832,13 +840,14 @@ impl FlightSqlService for MeshFlightSql {
                 "bind exactly one row of parameters per execution",
             ));
         };
-        let encoded = encode_params(params)?;
+        let encoded = encode_params(params).map_err(status)?;
         self.gateway.remember_params(&handle, &encoded);
+        let sealed = envelope.exec.as_deref().map(Execution::parse).transpose();
         let new_handle = self.gateway.envelope(
             &principal,
             &envelope.sql,
             Some(encoded),
-            envelope.exec.as_deref().map(Execution::parse).transpose()?,
+            sealed.map_err(status)?,
         );
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(new_handle.into()),
@@ -893,8 +902,13 @@ impl FlightSqlService for MeshFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = self.caller(&request)?;
-        let execution = Execution::from_metadata(request.metadata())?;
-        let (dataset, parameters) = self.gateway.describe(&principal, &query.query).await?;
+        let execution = session_options::execution(request.metadata(), None)?;
+        let (dataset, parameters) = self
+            .gateway
+            .query
+            .describe(&principal, &query.query)
+            .await
+            .map_err(status)?;
         let ipc = |s: &Schema| -> Result<Vec<u8>, Status> {
             let IpcMessage(bytes) = SchemaAsIpc::new(s, &IpcWriteOptions::default())
                 .try_into()
@@ -988,4 +1002,49 @@ impl FlightSqlService for MeshFlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The one mapping from the query path's failures to gRPC.
+pub(crate) fn status(e: QueryError) -> Status {
+    let code = match e.kind {
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
+    };
+    Status::new(code, e.message)
+}
+
+/// A failure of the transport's own (authentication, a malformed request) as the audit
+/// log records it.
+pub(crate) fn query_error(s: &Status) -> QueryError {
+    let kind = match s.code() {
+        Code::Unauthenticated => ErrorKind::Unauthenticated,
+        Code::PermissionDenied => ErrorKind::PermissionDenied,
+        Code::FailedPrecondition => ErrorKind::FailedPrecondition,
+        Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        Code::Cancelled => ErrorKind::Cancelled,
+        Code::Unavailable => ErrorKind::Unavailable,
+        Code::Internal | Code::Unknown | Code::DataLoss => ErrorKind::Internal,
+        Code::Ok
+        | Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented => ErrorKind::InvalidArgument,
+    };
+    QueryError::new(kind, s.message())
+}
+
+/// The client's address, as the audit log names it.
+pub(crate) fn client(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map(|a| a.to_string())
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -65,6 +65,6 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        gw.metrics.render(),
+        gw.query.metrics.render(),
     )
 }

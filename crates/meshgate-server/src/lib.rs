@@ -11,8 +11,8 @@ mod flight;
 mod gateway;
 mod http;
 mod metrics;
+pub mod query;
 mod reload;
-pub mod routing;
 mod session_options;
 mod sla;
 
@@ -32,26 +32,34 @@ use tracing::info;
 pub use config::{Secrets, ServerConfig, TlsConfig};
 pub use flight::MeshFlightSql;
 pub use gateway::Gateway;
+pub use session_options::EXECUTION_HEADER;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot open the audit file: {0}")]
-    Audit(std::io::Error),
-    #[error("cannot read the TLS {what} {path}: {source}")]
+    #[error("cannot open the audit file {}: {error}", path.display())]
+    Audit {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("distributed: {0}")]
+    Cluster(String),
+    #[error("cannot set up the query engine: {0}")]
+    Engine(String),
+    #[error("cannot read the TLS {what} {path}: {error}")]
     TlsFile {
         what: &'static str,
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid TLS configuration: {0}")]
     Tls(tonic::transport::Error),
     #[error("the Flight server stopped: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    Transport(tonic::transport::Error),
 }
 
 /// A running gateway. Both listeners are bound before it is returned, so a test can
@@ -81,7 +89,7 @@ impl RunningServer {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| ServerError::Bind { addr, source })
+                .map_err(|error| ServerError::Bind { addr, error })
         };
         let flight_listener = bind(config.flight_addr).await?;
         let http_listener = bind(config.http_addr).await?;
@@ -89,7 +97,7 @@ impl RunningServer {
         let http_addr = http_listener.local_addr().expect("bound");
 
         let config_tls = config.tls.is_some();
-        let gateway = Arc::new(Gateway::new(mesh, config, secrets).map_err(ServerError::Audit)?);
+        let gateway = Arc::new(Gateway::new(mesh, config, secrets)?);
         let (tx, rx) = oneshot::channel::<()>();
         let (http_tx, http_rx) = tokio::sync::watch::channel(false);
         let service = FlightServiceServer::new(MeshFlightSql::new(Arc::clone(&gateway)))
@@ -113,7 +121,7 @@ impl RunningServer {
                     },
                 )
                 .await
-                .map_err(ServerError::from)
+                .map_err(ServerError::Transport)
         });
         let interval = gateway.config.limits.sla_check_interval_secs;
         let sla = (interval > 0).then(|| {
@@ -177,7 +185,7 @@ fn tls_identity(tls: &TlsConfig) -> Result<ServerTlsConfig, ServerError> {
         std::fs::read(path).map_err(|source| ServerError::TlsFile {
             what,
             path: path.to_path_buf(),
-            source,
+            error: source,
         })
     };
     let cert = read("certificate", &tls.cert)?;

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use meshgate_catalog::CATALOG;
 use tonic::metadata::MetadataMap;
 
-use crate::routing::{EXECUTION_HEADER, Execution};
+use crate::query::Execution;
 use meshgate_proto::flight_session::session_option_value::OptionValue;
 use meshgate_proto::flight_session::set_session_options_result::{Error, ErrorValue};
 use meshgate_proto::flight_session::{
@@ -25,6 +25,54 @@ use meshgate_proto::flight_session::{
 };
 use prost::Message;
 use tonic::Status;
+
+/// The header and session option a Flight caller chooses the engine with.
+pub const EXECUTION_HEADER: &str = "x-meshgate-execution";
+
+/// The caller's engine choice for a call: the header on this call, the session option (the
+/// cookie `SetSessionOptions` set, which cookie-aware clients send back on every call, so
+/// any replica sees it), and the choice sealed into the ticket, ranked by
+/// [`Execution::chosen`]. `None` when nobody chose.
+pub(crate) fn execution(
+    metadata: &MetadataMap,
+    sealed: Option<&str>,
+) -> Result<Option<Execution>, Status> {
+    let parse = |v: &str| Execution::parse(v).map_err(|e| Status::invalid_argument(e.message));
+    let header = match metadata.get(EXECUTION_HEADER) {
+        Some(v) => Some(parse(v.to_str().map_err(|_| {
+            Status::invalid_argument(format!("{EXECUTION_HEADER} is not text"))
+        })?)?),
+        None => None,
+    };
+    let session = session_cookie(metadata).as_deref().map(parse).transpose()?;
+    let sealed = sealed.map(parse).transpose()?;
+    Ok(Execution::chosen(header, session, sealed))
+}
+
+/// The session option's value, from the request's `cookie` headers (HTTP/2 may split
+/// them into several); an empty one, a cleared cookie a client still sends, is none.
+fn session_cookie(metadata: &MetadataMap) -> Option<String> {
+    metadata
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == EXECUTION_HEADER)
+        .last()
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The `Set-Cookie` value that makes a client send this choice back.
+fn cookie(e: Execution) -> String {
+    format!("{EXECUTION_HEADER}={e}")
+}
+
+/// The `Set-Cookie` value that makes a client forget its choice.
+fn clear_cookie() -> String {
+    format!("{EXECUTION_HEADER}=; Max-Age=0")
+}
 
 /// The `DoAction` types this module answers, with their descriptions for `ListActions`.
 pub(crate) const ACTIONS: [(&str, &str); 3] = [
@@ -74,8 +122,7 @@ pub(crate) fn answer(
                     status: close_session_result::Status::Closed as i32,
                 }
                 .encode_to_vec(),
-                set_cookie: crate::routing::session_cookie(metadata)
-                    .map(|_| Execution::clear_cookie()),
+                set_cookie: session_cookie(metadata).map(|_| clear_cookie()),
             }),
         _ => return None,
     })
@@ -93,7 +140,7 @@ fn set(request: &SetSessionOptionsRequest) -> Answer {
                 (EXECUTION_HEADER, Some(OptionValue::StringValue(v))) => {
                     match Execution::parse(v) {
                         Ok(e) => {
-                            set_cookie = Some(e.cookie());
+                            set_cookie = Some(cookie(e));
                             return None;
                         }
                         Err(_) => ErrorValue::InvalidValue,
@@ -101,7 +148,7 @@ fn set(request: &SetSessionOptionsRequest) -> Answer {
                 }
                 // No value: the client erases the option.
                 (EXECUTION_HEADER, None) => {
-                    set_cookie = Some(Execution::clear_cookie());
+                    set_cookie = Some(clear_cookie());
                     return None;
                 }
                 (EXECUTION_HEADER, _) => ErrorValue::InvalidValue,
@@ -126,7 +173,7 @@ fn current(metadata: &MetadataMap) -> Result<GetSessionOptionsResult, Status> {
         option_value: Some(OptionValue::StringValue(v)),
     };
     let mut session_options = HashMap::from([("catalog".to_string(), string(CATALOG.into()))]);
-    if let Some(e) = Execution::from_metadata(metadata)? {
+    if let Some(e) = execution(metadata, None)? {
         session_options.insert(EXECUTION_HEADER.to_string(), string(e.to_string()));
     }
     Ok(GetSessionOptionsResult { session_options })
@@ -235,7 +282,7 @@ mod tests {
         // The client sends it back, among its other cookies.
         let back = with_cookie(&format!("other=1; {cookie}"));
         assert_eq!(
-            Execution::from_metadata(&back).unwrap(),
+            execution(&back, None).unwrap(),
             Some(Execution::Distributed)
         );
         assert_eq!(
@@ -246,10 +293,17 @@ mod tests {
         // The header, when both are sent, is the caller's latest word.
         let mut both = back.clone();
         both.insert(EXECUTION_HEADER, "local".parse().unwrap());
+        assert_eq!(execution(&both, None).unwrap(), Some(Execution::Local));
+        // A ticket's sealed choice counts only when this call makes none.
         assert_eq!(
-            Execution::from_metadata(&both).unwrap(),
+            execution(&back, Some("local")).unwrap(),
+            Some(Execution::Distributed)
+        );
+        assert_eq!(
+            execution(&MetadataMap::new(), Some("local")).unwrap(),
             Some(Execution::Local)
         );
+        assert_eq!(execution(&MetadataMap::new(), None).unwrap(), None);
         assert!(!options(&MetadataMap::new()).contains_key(EXECUTION_HEADER));
     }
 
@@ -267,7 +321,7 @@ mod tests {
             );
             assert!(set.set_cookie.is_none(), "nothing changes");
         }
-        let err = Execution::from_metadata(&with_cookie("x-meshgate-execution=fast")).unwrap_err();
+        let err = execution(&with_cookie("x-meshgate-execution=fast"), None).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
     }
 

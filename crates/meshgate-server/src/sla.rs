@@ -21,7 +21,7 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
 }
 
 pub(crate) async fn evaluate(gateway: &Gateway) {
-    let m = &gateway.metrics.products;
+    let m = &gateway.query.metrics.products;
     let now = SystemTime::now();
     let now_secs = now
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -1,0 +1,403 @@
+//! The one query path, whatever protocol a statement came in by: plan as the caller
+//! (policy rule and verifier inside the session), build the physical plan, route it
+//! (here or on the cluster), execute it as a stream under the limits, and account for it
+//! (audit line, metrics). It knows no wire protocol: Flight SQL and the SQL logic tests
+//! call it alike, and its failures are [`QueryError`]s that each protocol maps once.
+
+mod error;
+mod params;
+mod route;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::TaskContext;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+use meshgate_catalog::Mesh;
+use meshgate_cluster::Cluster;
+use meshgate_policy::{
+    AppliedPolicy, HashKey, MeshSession, Policy, Principal, SessionOptions, applied_policies,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::audit::{AuditLog, AuditRecord, redact_text};
+use crate::config::{DistributedConfig, Limits};
+use crate::metrics::{CodeLabel, KindLabel, Metrics};
+
+pub(crate) use error::unwinding;
+pub use error::{ErrorKind, QueryError};
+pub(crate) use params::{BoundParams, decode_params, encode_params};
+pub use route::{Engine, Execution, Route};
+
+/// What the query path is configured with (from meshgate.yaml).
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    pub limits: Limits,
+    /// Send view types as they are (see `ServerConfig::view_types`).
+    pub view_types: bool,
+    /// The routing rule's settings; `None` runs everything here.
+    pub distributed: Option<DistributedConfig>,
+}
+
+/// The query path's shared state: the mesh snapshot, the sessions built on it, the
+/// engine's resources and limits, the cluster, and the accounting.
+pub struct QueryEngine {
+    /// Swapped whole by the reloader; each statement plans against one snapshot.
+    mesh: RwLock<Arc<Mesh>>,
+    /// One session per principal (name and roles in effect) on the current snapshot:
+    /// building one registers every function and rule, which a small query should not
+    /// pay for. Cleared when the mesh is swapped.
+    sessions: Mutex<HashMap<Principal, Arc<MeshSession>>>,
+    key: Arc<HashKey>,
+    options: EngineOptions,
+    runtime: Arc<RuntimeEnv>,
+    slots: Arc<Semaphore>,
+    cluster: Option<Cluster>,
+    pub(crate) audit: AuditLog,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+/// Principals whose sessions are kept; past this the cache starts over (a session is
+/// cheap to rebuild, a map of every principal ever seen is not).
+const MAX_SESSIONS: usize = 4096;
+
+/// A statement planned as its caller, ready to execute.
+pub struct Planned {
+    pub(crate) physical: Arc<dyn ExecutionPlan>,
+    /// What the client is told and sent (view types replaced unless configured).
+    pub wire_schema: SchemaRef,
+    pub(crate) applied: Vec<AppliedPolicy>,
+    pub(crate) task: Arc<TaskContext>,
+    pub route: Route,
+    /// The cluster's job id, once a distributed query is accepted.
+    pub(crate) job_id: Option<Arc<Mutex<Option<String>>>>,
+}
+
+impl QueryEngine {
+    /// `cluster` is the job client for `options.distributed`, built by the caller (it
+    /// reads TLS files).
+    pub fn new(
+        mesh: Arc<Mesh>,
+        options: EngineOptions,
+        key: Arc<HashKey>,
+        cluster: Option<Cluster>,
+        audit: AuditLog,
+    ) -> Result<QueryEngine, QueryError> {
+        let limits = &options.limits;
+        let runtime = RuntimeEnvBuilder::new()
+            // The mesh's stores (local, S3): they come from meshgate.yaml, which a contract
+            // reload does not change.
+            .with_object_store_registry(mesh.object_stores())
+            .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_limit_mb << 20)))
+            // DataFusion caches directory listings forever by default: published data
+            // would stay invisible until a restart. Listing a product's folder is cheap.
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()
+            .map_err(|e| QueryError::internal(&format!("the query runtime: {e}")))?;
+        Ok(QueryEngine {
+            slots: Arc::new(Semaphore::new(limits.max_concurrent_queries.max(1))),
+            mesh: RwLock::new(mesh),
+            sessions: Mutex::new(HashMap::new()),
+            key,
+            options,
+            runtime,
+            cluster,
+            audit,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// The mesh as of now.
+    pub fn mesh(&self) -> Arc<Mesh> {
+        Arc::clone(&self.mesh.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Serves `mesh` from now on; statements already planned finish on the old one.
+    pub fn set_mesh(&self, mesh: Arc<Mesh>) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        *self.mesh.write().unwrap_or_else(|e| e.into_inner()) = mesh;
+        sessions.clear();
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.options.limits
+    }
+
+    /// The policy-enforcing session of `principal` on the current mesh.
+    pub fn session(&self, principal: &Principal) -> Arc<MeshSession> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = sessions.get(principal) {
+            return Arc::clone(s);
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.clear();
+        }
+        let mut config = SessionConfig::new();
+        if let Some(n) = self.options.limits.target_partitions {
+            config = config.with_target_partitions(n);
+        }
+        let options = SessionOptions {
+            config,
+            runtime: Arc::clone(&self.runtime),
+        };
+        let session = Arc::new(MeshSession::with_options(
+            &self.mesh(),
+            Policy::new(principal.clone(), Arc::clone(&self.key)),
+            options,
+        ));
+        sessions.insert(principal.clone(), Arc::clone(&session));
+        session
+    }
+
+    /// Plans `sql` as `principal`, parameters bound, and builds the physical plan it will
+    /// run, on the engine the routing rule picks: the schema announced is the schema of
+    /// the plan that executes.
+    pub async fn plan(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: Option<&RecordBatch>,
+        execution: Option<Execution>,
+    ) -> Result<Planned, QueryError> {
+        unwinding(async {
+            let session = self.session(principal);
+            let mut df = session.sql(sql).await?;
+            if let Some(params) = params {
+                df = df.with_param_values(params::param_values(params)?)?;
+            }
+            self.build(df, execution).await
+        })
+        .await
+    }
+
+    /// The schema a prepared statement announces before its parameters are bound, and
+    /// its parameters' schema.
+    pub async fn describe(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<(SchemaRef, Schema), QueryError> {
+        unwinding(async {
+            let session = self.session(principal);
+            let df = session.sql(sql).await?;
+            let params = df.logical_plan().get_parameter_types()?;
+            if params.is_empty() {
+                // Parsed once: the same statement is planned through to its physical
+                // schema.
+                let planned = self.build(df, Some(Execution::Local)).await?;
+                return Ok((planned.wire_schema, Schema::empty()));
+            }
+            let (state, plan) = df.into_parts();
+            let analyzed = state.optimize(&plan)?;
+            let schema = self.wire_schema(&Arc::new(analyzed.schema().as_arrow().clone()));
+            let mut names: Vec<_> = params.into_iter().collect();
+            // $1, $2, … in order.
+            names.sort_by_key(|(n, _)| {
+                n.trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX)
+            });
+            let fields: Vec<Field> = names
+                .into_iter()
+                .map(|(n, t)| Field::new(n, t.unwrap_or(DataType::Utf8), true))
+                .collect();
+            Ok((schema, Schema::new(fields)))
+        })
+        .await
+    }
+
+    /// Where `physical` runs. An EXPLAIN runs here, and says where its statement would.
+    async fn route(
+        &self,
+        execution: Option<Execution>,
+        physical: &Arc<dyn ExecutionPlan>,
+    ) -> Result<Route, QueryError> {
+        route::route(
+            self.options.distributed.as_ref(),
+            self.cluster.as_ref(),
+            execution,
+            physical,
+        )
+        .await
+    }
+
+    /// Optimizes and physically plans a parsed statement, and routes it.
+    async fn build(
+        &self,
+        df: DataFrame,
+        execution: Option<Execution>,
+    ) -> Result<Planned, QueryError> {
+        let (state, plan) = df.into_parts();
+        let optimized = state.optimize(&plan)?;
+        let applied = applied_policies(&optimized);
+        let mut physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await?;
+        let route = match &optimized {
+            LogicalPlan::Explain(explain) => {
+                let inner = state
+                    .query_planner()
+                    .create_physical_plan(&explain.plan, &state)
+                    .await?;
+                let would = self.route(execution, &inner).await?;
+                physical = route::explain_with_route(&physical, &would);
+                Route {
+                    engine: Engine::Local,
+                    reason: "EXPLAIN".into(),
+                }
+            }
+            // EXPLAIN ANALYZE runs its statement where the statement would run.
+            LogicalPlan::Analyze(_) => self.route(execution, physical.children()[0]).await?,
+            _ => self.route(execution, &physical).await?,
+        };
+        let mut task = state.task_ctx();
+        let mut job_id = None;
+        if route.engine == Engine::Distributed
+            && let Some(cluster) = &self.cluster
+        {
+            // For EXPLAIN ANALYZE the statement goes to the cluster and the report is made
+            // here, where the DistributedExec line names the job.
+            let (statement, analyze) = match &optimized {
+                LogicalPlan::Analyze(a) => (a.input.as_ref(), Some(Arc::clone(&physical))),
+                other => (other, None),
+            };
+            let (for_cluster, cluster_task) =
+                meshgate_cluster::plan_for_cluster(&state, statement).await?;
+            let exec = cluster.exec(for_cluster);
+            job_id = Some(exec.job_id_handle());
+            let exec: Arc<dyn ExecutionPlan> = exec;
+            physical = match analyze {
+                Some(analyze) => {
+                    use datafusion::physical_plan::execution_plan::{
+                        ChildrenPropertiesMode, ReplaceChildrenOptions,
+                    };
+                    let recompute = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+                    analyze.replace_children(vec![exec], recompute)?
+                }
+                None => exec,
+            };
+            task = cluster_task;
+        }
+        let wire_schema = self.wire_schema(&physical.schema());
+        Ok(Planned {
+            physical,
+            wire_schema,
+            applied,
+            task,
+            route,
+            job_id,
+        })
+    }
+
+    fn wire_schema(&self, schema: &SchemaRef) -> SchemaRef {
+        if self.options.view_types {
+            return Arc::clone(schema);
+        }
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_data_type(classic(f.data_type())))
+            .collect();
+        Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    }
+
+    /// Waits for a query slot; ResourceExhausted when none frees up in time.
+    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, QueryError> {
+        let wait = self.options.limits.queue_timeout();
+        match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(QueryError::new(
+                ErrorKind::ResourceExhausted,
+                format!(
+                    "too many concurrent queries: no slot freed up within {}s",
+                    wait.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// Audits and counts a request that ended before streaming.
+    pub fn audit_now(
+        &self,
+        mut record: AuditRecord,
+        started: Instant,
+        result: Result<(), &QueryError>,
+    ) {
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        self.count(&record.kind, started, result);
+        set_outcome(&mut record, result);
+        self.audit.record(&record);
+    }
+
+    fn count(&self, kind: &str, started: Instant, result: Result<(), &QueryError>) {
+        let kind = KindLabel {
+            kind: kind.to_string(),
+        };
+        self.metrics.requests.get_or_create(&kind).inc();
+        self.metrics
+            .latency
+            .get_or_create(&kind)
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            self.metrics
+                .errors
+                .get_or_create(&CodeLabel {
+                    code: e.kind.name().to_string(),
+                })
+                .inc();
+        }
+    }
+}
+
+fn set_outcome(record: &mut AuditRecord, result: Result<(), &QueryError>) {
+    match result {
+        Ok(()) => record.outcome = "ok".into(),
+        Err(e) => {
+            record.outcome = e.kind.name().to_string();
+            // What failed, without the values the caller's error may quote; internal and
+            // cluster failures are already only an id.
+            record.error = Some(match e.kind {
+                ErrorKind::Internal | ErrorKind::Unavailable => e.message.clone(),
+                _ => redact_text(&e.message),
+            });
+        }
+    }
+}
+
+/// The products a statement read and the masks it applied, in its audit line.
+pub(crate) fn fill_policies(record: &mut AuditRecord, applied: &[AppliedPolicy]) {
+    for a in applied {
+        record
+            .datasets
+            .push(format!("{} {}", a.product, a.permission));
+        record
+            .masked_columns
+            .extend(a.masks.iter().map(|m| format!("{}:{m}", a.product)));
+    }
+    record.datasets.sort();
+    record.datasets.dedup();
+    record.masked_columns.sort();
+    record.masked_columns.dedup();
+}
+
+/// View types become their classic forms on the wire (docs/FLIGHT-SQL.md: older drivers).
+fn classic(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        other => other.clone(),
+    }
+}
