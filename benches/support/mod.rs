@@ -129,6 +129,24 @@ pub(crate) async fn try_flight(client: &mut Client, sql: &str) -> Result<Vec<Rec
     Ok(out)
 }
 
+/// Runs `sql` as ADBC does: CreatePreparedStatement, GetFlightInfo, DoGet (each endpoint),
+/// ClosePreparedStatement.
+pub(crate) async fn prepared(client: &mut Client, sql: &str) -> Vec<RecordBatch> {
+    fn ok<T>(sql: &str, r: Result<T, arrow_flight::error::FlightError>) -> T {
+        r.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+    let mut statement = ok(sql, client.prepare(sql.to_string(), None).await);
+    let info = ok(sql, statement.execute().await);
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let ticket = ep.ticket.expect("an endpoint with a ticket");
+        let stream = ok(sql, client.do_get(ticket).await);
+        out.extend(ok(sql, stream.try_collect::<Vec<_>>().await));
+    }
+    ok(sql, statement.close().await);
+    out
+}
+
 pub(crate) fn rows(b: &[RecordBatch]) -> usize {
     b.iter().map(|b| b.num_rows()).sum()
 }

@@ -1,0 +1,187 @@
+//! Small queries, as dashboards send them: the sample mesh through the gateway against
+//! embedded DataFusion on the same files, measured in one run and printed as ratios
+//! (issue 16). Each gateway statement goes as ADBC sends it: CreatePreparedStatement,
+//! GetFlightInfo, DoGet, ClosePreparedStatement, on one connection per role.
+//!
+//! `cargo bench --bench small [-- --runs N]` (default 31 runs, interleaved: each run
+//! sends every query once through each path). Under `cargo test` it runs each query
+//! once through every path and checks the answers agree.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshgate_catalog::{Mesh, MeshConfig};
+
+/// What a dashboard over the sample mesh asks: counts, lookups by key, small groups, top-N,
+/// one join (on a hashed key for the marketer); every one readable by both roles, with as
+/// many rows for each.
+const QUERIES: &[(&str, &str)] = &[
+    ("count", "SELECT count(*) FROM inventory.stock_levels"),
+    (
+        "count_where",
+        "SELECT count(*) FROM inventory.stock_levels WHERE warehouse_id = 'BER1'",
+    ),
+    (
+        "sum_by_wh",
+        "SELECT warehouse_id, sum(quantity) FROM inventory.stock_levels GROUP BY warehouse_id ORDER BY 1",
+    ),
+    (
+        "low_stock",
+        "SELECT sku, warehouse_id, quantity FROM inventory.stock_levels WHERE quantity < 5 ORDER BY quantity, sku LIMIT 20",
+    ),
+    (
+        "sku_lookup",
+        "SELECT * FROM inventory.stock_levels WHERE sku = 'SKU-00042'",
+    ),
+    (
+        "latest",
+        "SELECT max(updated_at) FROM inventory.stock_levels",
+    ),
+    (
+        "orders",
+        "SELECT count(*) FROM checkout.checkout_orders_summary",
+    ),
+    (
+        "revenue",
+        "SELECT sum(total_amount), avg(total_amount) FROM checkout.checkout_orders_summary",
+    ),
+    (
+        "big_orders",
+        "SELECT order_id, total_amount FROM checkout.checkout_orders_summary ORDER BY total_amount DESC LIMIT 10",
+    ),
+    (
+        "order_lookup",
+        "SELECT * FROM checkout.checkout_orders_summary WHERE order_id = '000147b7-9887-4e25-8e90-136df96f9c3b'",
+    ),
+    (
+        "customers",
+        "SELECT count(*) FROM customers.customer_profiles",
+    ),
+    (
+        "by_region",
+        "SELECT region, count(*) FROM customers.customer_profiles GROUP BY region ORDER BY 2 DESC",
+    ),
+    (
+        "by_tier",
+        "SELECT loyalty_tier, count(*) FROM customers.customer_profiles GROUP BY loyalty_tier ORDER BY 1",
+    ),
+    (
+        "customer",
+        "SELECT * FROM customers.customer_profiles WHERE customer_id = 'C000042'",
+    ),
+    ("sessions", "SELECT count(*) FROM web.web_sessions"),
+    (
+        "by_country",
+        "SELECT country, count(*), avg(page_views) FROM web.web_sessions GROUP BY country ORDER BY 2 DESC LIMIT 5",
+    ),
+    (
+        "bounce",
+        "SELECT avg(CASE WHEN bounced THEN 1.0 ELSE 0.0 END) FROM web.web_sessions",
+    ),
+    (
+        "recent",
+        "SELECT session_id, started_at FROM web.web_sessions ORDER BY started_at DESC LIMIT 10",
+    ),
+    (
+        "join",
+        "SELECT c.loyalty_tier, count(*) FROM checkout.checkout_orders_summary o JOIN customers.customer_profiles c ON o.user_email = c.email GROUP BY 1 ORDER BY 1",
+    ),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if bench { 31 } else { 1 });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(run(runs, bench));
+}
+
+async fn run(runs: usize, bench: bool) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mesh = Arc::new(Mesh::load(MeshConfig::at(repo)).await.unwrap());
+    let ctx = support::embedded(&mesh, "default");
+    let (server, mut clients) = support::gateway(Arc::clone(&mesh)).await;
+
+    // [embedded, analyst, marketer] per query, run by run.
+    let mut times: Vec<[Vec<Duration>; 3]> = QUERIES.iter().map(|_| Default::default()).collect();
+    // One warm-up run, not counted.
+    for run in 0..=runs {
+        for (i, (name, sql)) in QUERIES.iter().enumerate() {
+            let s = Instant::now();
+            let e = support::embedded_run(&ctx, sql).await;
+            let d0 = s.elapsed();
+            let s = Instant::now();
+            let a = support::prepared(&mut clients[0], sql).await;
+            let d1 = s.elapsed();
+            let s = Instant::now();
+            let m = support::prepared(&mut clients[1], sql).await;
+            let d2 = s.elapsed();
+            if run == 0 {
+                assert_eq!(
+                    support::rows(&e),
+                    support::rows(&a),
+                    "{name}: the analyst sees what DataFusion sees"
+                );
+                assert_eq!(support::rows(&a), support::rows(&m), "{name}: same rows");
+            } else {
+                times[i][0].push(d0);
+                times[i][1].push(d1);
+                times[i][2].push(d2);
+            }
+        }
+    }
+    if !bench {
+        server.shutdown().await.unwrap();
+        return;
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "sample mesh, {runs} interleaved runs, medians; gateway statements prepared as ADBC does"
+    );
+    println!(
+        "{:<13} {:>9} {:>9} {:>6} {:>9} {:>6}",
+        "query", "embedded", "analyst", "ratio", "marketer", "ratio"
+    );
+    let mut totals = [Duration::ZERO; 3];
+    let mut fixed = Vec::new();
+    for ((name, _), t) in QUERIES.iter().zip(times) {
+        let m: Vec<Duration> = t.into_iter().map(support::median).collect();
+        for i in 0..3 {
+            totals[i] += m[i];
+        }
+        if *name == "count" {
+            fixed = m.clone();
+        }
+        println!(
+            "{name:<13} {:>7.2}ms {:>7.2}ms {:>6.2} {:>7.2}ms {:>6.2}",
+            ms(m[0]),
+            ms(m[1]),
+            m[1].as_secs_f64() / m[0].as_secs_f64(),
+            ms(m[2]),
+            m[2].as_secs_f64() / m[0].as_secs_f64()
+        );
+    }
+    println!(
+        "{:<13} {:>7.2}ms {:>7.2}ms {:>6.2} {:>7.2}ms {:>6.2}   (targets: 1.3 analyst, 1.5 marketer)",
+        "total",
+        ms(totals[0]),
+        ms(totals[1]),
+        totals[1].as_secs_f64() / totals[0].as_secs_f64(),
+        ms(totals[2]),
+        totals[2].as_secs_f64() / totals[0].as_secs_f64()
+    );
+    println!(
+        "fixed cost of a 1-row statement (count): {:.2} ms over embedded as the analyst, {:.2} ms as the marketer (target 1 ms)",
+        ms(fixed[1].saturating_sub(fixed[0])),
+        ms(fixed[2].saturating_sub(fixed[0]))
+    );
+    server.shutdown().await.unwrap();
+}
