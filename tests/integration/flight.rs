@@ -377,6 +377,36 @@ async fn tickets_are_useless_to_anyone_else() {
     s.server.shutdown().await.unwrap();
 }
 
+/// The plan GetFlightInfo made is kept for its ticket's DoGet on this replica: only the
+/// caller the ticket was issued to, with the same roles in effect, can redeem it, once;
+/// a ticket redeemed again is planned again.
+#[tokio::test]
+async fn a_plan_kept_for_a_ticket_serves_only_the_caller_it_was_made_for() {
+    let s = TestServer::start().await;
+    let mut lead = s.client("lead").await;
+    let mut narrowed = s.client("lead").await;
+    narrowed.set_header("x-meshgate-role", "marketing");
+    let info = lead.execute(EMAIL_OF_C0.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    assert_eq!(
+        code(narrowed.do_get(ticket).await),
+        Code::PermissionDenied,
+        "planned in the clear, redeemed narrowed"
+    );
+    for _ in 0..2 {
+        let (_, b) = fetch(&mut lead, info.clone()).await;
+        assert_eq!(strings(&b, 0), ["priya.smith0@example.com"]);
+    }
+    let info = narrowed.execute(EMAIL_OF_C0.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    assert_eq!(code(lead.do_get(ticket).await), Code::PermissionDenied);
+    for _ in 0..2 {
+        let (_, b) = fetch(&mut narrowed, info.clone()).await;
+        assert_eq!(strings(&b, 0)[0].len(), 64, "{:?}", strings(&b, 0));
+    }
+    s.server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn role_header_narrows_and_never_widens() {
     let s = TestServer::start().await;

@@ -90,7 +90,8 @@ impl MeshFlightSql {
         }
     }
 
-    /// Plans and returns the FlightInfo of a statement; nothing runs.
+    /// Plans and returns the FlightInfo of a statement (of the prepared statement
+    /// `prepared`, if given); nothing runs. The plan is kept for the DoGet of its ticket.
     async fn statement_info(
         &self,
         principal: &Principal,
@@ -98,26 +99,33 @@ impl MeshFlightSql {
         params: Option<String>,
         descriptor: FlightDescriptor,
         execution: Option<Execution>,
+        prepared: Option<&[u8]>,
     ) -> Result<FlightInfo, Status> {
         let batch = params
             .as_deref()
             .map(decode_params)
             .transpose()
             .map_err(status)?;
-        let planned = self
-            .gateway
-            .query
-            .plan(principal, sql, batch.as_ref(), execution)
-            .await
-            .map_err(status)?;
+        let engine = &self.gateway.query;
+        let planned = match prepared {
+            Some(handle) => {
+                engine
+                    .plan_prepared(principal, handle, sql, batch.as_ref(), execution)
+                    .await
+            }
+            None => engine.plan(principal, sql, batch.as_ref(), execution).await,
+        }
+        .map_err(status)?;
         let handle = self.gateway.envelope(principal, sql, params, execution);
+        let schema = Arc::clone(&planned.wire_schema);
+        engine.keep(&handle, principal, execution, planned);
         let ticket = TicketStatementQuery {
             statement_handle: handle.into(),
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         FlightInfo::new()
-            .try_with_schema(&planned.wire_schema)
+            .try_with_schema(&schema)
             .map_err(|e| Status::internal(e.to_string()))
             .map(|i| {
                 i.with_endpoint(endpoint)
@@ -154,10 +162,13 @@ impl MeshFlightSql {
                 .map_err(status)?;
             let engine = &self.gateway.query;
             let permit = engine.slot().await.map_err(status)?;
-            let planned = engine
-                .plan(&principal, &envelope.sql, batch.as_ref(), execution)
-                .await
-                .map_err(status)?;
+            let planned = match engine.take(handle, &principal, execution) {
+                Some(planned) => planned,
+                None => engine
+                    .plan(&principal, &envelope.sql, batch.as_ref(), execution)
+                    .await
+                    .map_err(status)?,
+            };
             let schema = Arc::clone(&planned.wire_schema);
             let batches = engine
                 .execute(planned, permit, record.clone(), started)
@@ -500,7 +511,7 @@ impl FlightSqlService for MeshFlightSql {
         let descriptor = request.get_ref().clone();
         let started = Instant::now();
         let result = self
-            .statement_info(&principal, &query.query, None, descriptor, execution)
+            .statement_info(&principal, &query.query, None, descriptor, execution, None)
             .await;
         self.audit_refusal(
             &request,
@@ -528,7 +539,14 @@ impl FlightSqlService for MeshFlightSql {
         let descriptor = request.get_ref().clone();
         let started = Instant::now();
         let result = self
-            .statement_info(&principal, &envelope.sql, params, descriptor, execution)
+            .statement_info(
+                &principal,
+                &envelope.sql,
+                params,
+                descriptor,
+                execution,
+                Some(handle),
+            )
             .await;
         self.audit_refusal(
             &request,
@@ -903,10 +921,13 @@ impl FlightSqlService for MeshFlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = self.caller(&request)?;
         let execution = session_options::execution(request.metadata(), None)?;
+        let handle = self
+            .gateway
+            .envelope(&principal, &query.query, None, execution);
         let (dataset, parameters) = self
             .gateway
             .query
-            .describe(&principal, &query.query)
+            .describe(&principal, &query.query, Some(&handle))
             .await
             .map_err(status)?;
         let ipc = |s: &Schema| -> Result<Vec<u8>, Status> {
@@ -916,10 +937,7 @@ impl FlightSqlService for MeshFlightSql {
             Ok(bytes.to_vec())
         };
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: self
-                .gateway
-                .envelope(&principal, &query.query, None, execution)
-                .into(),
+            prepared_statement_handle: handle.into(),
             dataset_schema: ipc(&dataset)?.into(),
             // No parameters: no parameter schema, as clients expect.
             parameter_schema: if parameters.fields().is_empty() {

@@ -5,6 +5,7 @@
 //! call it alike, and its failures are [`QueryError`]s that each protocol maps once.
 
 mod error;
+mod handoff;
 mod params;
 mod route;
 mod stream;
@@ -18,10 +19,10 @@ use std::time::Instant;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::TaskContext;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
@@ -65,8 +66,18 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     slots: Arc<Semaphore>,
     cluster: Option<Cluster>,
+    /// Plans waiting for the next call of their statement (see `handoff.rs`).
+    handoff: handoff::HandOff,
     pub(crate) audit: AuditLog,
     pub(crate) metrics: Arc<Metrics>,
+}
+
+/// A statement optimized and physically planned as its caller, not yet routed.
+pub(crate) struct Prepared {
+    state: SessionState,
+    optimized: LogicalPlan,
+    physical: Arc<dyn ExecutionPlan>,
+    applied: Vec<AppliedPolicy>,
 }
 
 /// Principals whose sessions are kept; past this the cache starts over (a session is
@@ -114,6 +125,7 @@ impl QueryEngine {
             options,
             runtime,
             cluster,
+            handoff: handoff::HandOff::default(),
             audit,
             metrics: Arc::new(Metrics::default()),
         })
@@ -129,6 +141,7 @@ impl QueryEngine {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         *self.mesh.write().unwrap_or_else(|e| e.into_inner()) = mesh;
         sessions.clear();
+        self.handoff.clear();
     }
 
     pub fn limits(&self) -> &Limits {
@@ -182,22 +195,77 @@ impl QueryEngine {
         .await
     }
 
+    /// [`QueryEngine::plan`] for a prepared statement's `handle`: without parameters, the
+    /// plan its description made is routed instead of planning again.
+    pub async fn plan_prepared(
+        &self,
+        principal: &Principal,
+        handle: &[u8],
+        sql: &str,
+        params: Option<&RecordBatch>,
+        execution: Option<Execution>,
+    ) -> Result<Planned, QueryError> {
+        if params.is_none()
+            && let Some(handoff::Kept::Prepared(prepared)) = self
+                .handoff
+                .take(&handoff::key("prepared", handle, principal, None))
+        {
+            return unwinding(self.finish(prepared, execution)).await;
+        }
+        self.plan(principal, sql, params, execution).await
+    }
+
+    /// Keeps `planned` for the call that redeems `ticket` (see `handoff.rs`).
+    pub fn keep(
+        &self,
+        ticket: &[u8],
+        principal: &Principal,
+        execution: Option<Execution>,
+        planned: Planned,
+    ) {
+        let key = handoff::key("planned", ticket, principal, execution);
+        self.handoff.keep(key, handoff::Kept::Planned(planned));
+    }
+
+    /// The plan kept for `ticket`, if this replica made it for the same caller and choice.
+    pub fn take(
+        &self,
+        ticket: &[u8],
+        principal: &Principal,
+        execution: Option<Execution>,
+    ) -> Option<Planned> {
+        match self
+            .handoff
+            .take(&handoff::key("planned", ticket, principal, execution))?
+        {
+            handoff::Kept::Planned(planned) => Some(planned),
+            handoff::Kept::Prepared(_) => None,
+        }
+    }
+
     /// The schema a prepared statement announces before its parameters are bound, and
     /// its parameters' schema.
+    ///
+    /// Without parameters the statement is planned through to its physical schema, and
+    /// that plan is kept for the next call that names `handle` (see `handoff.rs`).
     pub async fn describe(
         &self,
         principal: &Principal,
         sql: &str,
+        handle: Option<&[u8]>,
     ) -> Result<(SchemaRef, Schema), QueryError> {
         unwinding(async {
             let session = self.session(principal);
             let df = session.sql(sql).await?;
             let params = df.logical_plan().get_parameter_types()?;
             if params.is_empty() {
-                // Parsed once: the same statement is planned through to its physical
-                // schema.
-                let planned = self.build(df, Some(Execution::Local)).await?;
-                return Ok((planned.wire_schema, Schema::empty()));
+                let prepared = self.prepare(df).await?;
+                let schema = self.wire_schema(&prepared.physical.schema());
+                if let Some(handle) = handle {
+                    let key = handoff::key("prepared", handle, principal, None);
+                    self.handoff.keep(key, handoff::Kept::Prepared(prepared));
+                }
+                return Ok((schema, Schema::empty()));
             }
             let (state, plan) = df.into_parts();
             let analyzed = state.optimize(&plan)?;
@@ -239,13 +307,39 @@ impl QueryEngine {
         df: DataFrame,
         execution: Option<Execution>,
     ) -> Result<Planned, QueryError> {
+        let prepared = self.prepare(df).await?;
+        self.finish(prepared, execution).await
+    }
+
+    /// Optimizes and physically plans a parsed statement (the verifier runs on both).
+    async fn prepare(&self, df: DataFrame) -> Result<Prepared, QueryError> {
         let (state, plan) = df.into_parts();
         let optimized = state.optimize(&plan)?;
         let applied = applied_policies(&optimized);
-        let mut physical = state
+        let physical = state
             .query_planner()
             .create_physical_plan(&optimized, &state)
             .await?;
+        Ok(Prepared {
+            state,
+            optimized,
+            physical,
+            applied,
+        })
+    }
+
+    /// Routes a planned statement, and plans it for the cluster when it goes there.
+    async fn finish(
+        &self,
+        prepared: Prepared,
+        execution: Option<Execution>,
+    ) -> Result<Planned, QueryError> {
+        let Prepared {
+            state,
+            optimized,
+            mut physical,
+            applied,
+        } = prepared;
         let route = match &optimized {
             LogicalPlan::Explain(explain) => {
                 let inner = state
