@@ -139,6 +139,7 @@ async fn run(runs: usize, bench: bool) {
         }
     }
     if !bench {
+        phases(&ctx, &mut clients[0], QUERIES[0].1, 1).await;
         server.shutdown().await.unwrap();
         return;
     }
@@ -183,5 +184,54 @@ async fn run(runs: usize, bench: bool) {
         ms(fixed[1].saturating_sub(fixed[0])),
         ms(fixed[2].saturating_sub(fixed[0]))
     );
+    phases(&ctx, &mut clients[0], QUERIES[0].1, runs).await;
     server.shutdown().await.unwrap();
+}
+
+/// Where a 1-row statement's time goes: each RPC of the ADBC sequence, from the client,
+/// against embedded planning and execution.
+async fn phases(
+    ctx: &datafusion::prelude::SessionContext,
+    client: &mut support::Client,
+    sql: &str,
+    runs: usize,
+) {
+    use futures::TryStreamExt;
+    let mut t: [Vec<Duration>; 6] = Default::default();
+    for _ in 0..runs {
+        let s = Instant::now();
+        let df = ctx.sql(sql).await.unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        t[0].push(s.elapsed());
+        let s = Instant::now();
+        datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .unwrap();
+        t[1].push(s.elapsed());
+
+        let s = Instant::now();
+        let mut statement = client.prepare(sql.to_string(), None).await.unwrap();
+        t[2].push(s.elapsed());
+        let s = Instant::now();
+        let info = statement.execute().await.unwrap();
+        t[3].push(s.elapsed());
+        let s = Instant::now();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let stream = client.do_get(ticket).await.unwrap();
+        stream.try_collect::<Vec<_>>().await.unwrap();
+        t[4].push(s.elapsed());
+        let s = Instant::now();
+        statement.close().await.unwrap();
+        t[5].push(s.elapsed());
+    }
+    let m: Vec<f64> = t
+        .into_iter()
+        .map(|v| support::median(v).as_secs_f64() * 1e3)
+        .collect();
+    println!(
+        "{sql} as the analyst, medians: embedded plan {:.2} ms + run {:.2} ms; gateway \
+         CreatePreparedStatement {:.2} ms, GetFlightInfo {:.2} ms, DoGet {:.2} ms, \
+         ClosePreparedStatement {:.2} ms",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    );
 }
