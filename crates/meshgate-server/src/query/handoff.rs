@@ -25,7 +25,7 @@ const MAX: usize = 256;
 pub(crate) enum Kept {
     /// Optimized and physically planned, not yet routed (after describing a prepared
     /// statement).
-    Prepared(Prepared),
+    Prepared(Box<Prepared>),
     /// Routed, ready to execute (after GetFlightInfo).
     Planned(Planned),
 }

@@ -210,7 +210,7 @@ impl QueryEngine {
                 .handoff
                 .take(&handoff::key("prepared", handle, principal, None))
         {
-            return unwinding(self.finish(prepared, execution)).await;
+            return unwinding(self.finish(*prepared, execution)).await;
         }
         self.plan(principal, sql, params, execution).await
     }
@@ -263,7 +263,8 @@ impl QueryEngine {
                 let schema = self.wire_schema(&prepared.physical.schema());
                 if let Some(handle) = handle {
                     let key = handoff::key("prepared", handle, principal, None);
-                    self.handoff.keep(key, handoff::Kept::Prepared(prepared));
+                    self.handoff
+                        .keep(key, handoff::Kept::Prepared(Box::new(prepared)));
                 }
                 return Ok((schema, Schema::empty()));
             }
