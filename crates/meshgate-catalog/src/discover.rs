@@ -502,59 +502,127 @@ fn candidate(
 
 /// Two products may not claim the same or nested locations (versions of one product may).
 /// The product whose location is its default one keeps its data; the others are refused.
+///
+/// Sorted, not pairwise: a mesh has thousands of products, and every pair of them would
+/// cost seconds at startup and on every reload.
 fn refuse_conflicts(
     config: &MeshConfig,
     candidates: &mut Vec<Candidate>,
     quarantined: &mut Vec<Quarantine>,
 ) {
-    let key = |c: &Candidate| (c.domain.clone(), c.contract.dataset.as_str().to_string());
-    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
-    for i in 0..candidates.len() {
-        for j in 0..candidates.len() {
-            let (a, b) = (&candidates[i], &candidates[j]);
-            if i == j {
-                continue;
-            }
-            let same_product = key(a) == key(b);
-            if same_product && a.contract.version == b.contract.version && i > j {
-                reasons[i].push(format!(
-                    "{} v{} is also defined by {}",
-                    a.contract.dataset,
-                    a.contract.version.0,
-                    config.shown(&b.file.display().to_string())
-                ));
-            }
-            let overlap = match (&a.location, &b.location) {
-                (Location::Local(pa), Location::Local(pb)) => {
-                    pa.starts_with(pb) || pb.starts_with(pa)
-                }
-                // Canonical URLs (see `canonical_url`), compared segment by segment.
-                (Location::Url(_), Location::Url(_)) => {
-                    let (ua, ub) = (a.location.as_url(), b.location.as_url());
-                    ua.starts_with(&ub) || ub.starts_with(&ua)
-                }
-                _ => false,
-            };
-            if overlap && !same_product && (!a.is_default_location || b.is_default_location) {
-                reasons[i].push(format!(
-                    "location {} overlaps the location of {}.{} ({})",
-                    config.shown(&a.location.as_url()),
-                    b.domain,
-                    b.contract.dataset,
-                    config.shown(&b.file.display().to_string())
+    // Reasons per candidate, with the index of the other candidate, in the order of that
+    // index (as a pairwise walk would find them).
+    let mut reasons: Vec<Vec<(usize, String)>> = vec![Vec::new(); candidates.len()];
+
+    // The same version of the same product defined twice: every later definition is refused.
+    let mut defined: HashMap<(&str, &str, u32), Vec<usize>> = HashMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        defined
+            .entry((
+                c.domain.as_str(),
+                c.contract.dataset.as_str(),
+                c.contract.version.0,
+            ))
+            .or_default()
+            .push(i);
+    }
+    for same in defined.values() {
+        for (n, &i) in same.iter().enumerate() {
+            for &j in &same[..n] {
+                let (a, b) = (&candidates[i], &candidates[j]);
+                reasons[i].push((
+                    j,
+                    format!(
+                        "{} v{} is also defined by {}",
+                        a.contract.dataset,
+                        a.contract.version.0,
+                        config.shown(&b.file.display().to_string())
+                    ),
                 ));
             }
         }
     }
+
+    // Overlapping locations. A location's key ends with a separator, so a key that is a
+    // prefix of another names an enclosing folder (or the same one); in sorted order every
+    // key follows the keys of the folders that enclose it, which a stack keeps.
+    let mut keys: Vec<(String, usize)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (location_key(&c.location), i))
+        .collect();
+    keys.sort();
+    let mut enclosing: Vec<usize> = Vec::new();
+    for (n, (key, j)) in keys.iter().enumerate() {
+        while let Some(&top) = enclosing.last()
+            && !key.starts_with(&keys[top].0)
+        {
+            enclosing.pop();
+        }
+        for &top in &enclosing {
+            let i = keys[top].1;
+            overlap(config, candidates, &mut reasons, i, *j);
+            overlap(config, candidates, &mut reasons, *j, i);
+        }
+        enclosing.push(n);
+    }
+
     let mut kept = Vec::new();
-    for (c, r) in std::mem::take(candidates).into_iter().zip(reasons) {
+    for (c, mut r) in std::mem::take(candidates).into_iter().zip(reasons) {
         if r.is_empty() {
             kept.push(c);
         } else {
-            quarantined.push(quarantine_of(&c, r));
+            r.sort_by_key(|(j, _)| *j);
+            quarantined.push(quarantine_of(&c, r.into_iter().map(|(_, r)| r).collect()));
         }
     }
     *candidates = kept;
+}
+
+/// A location as a string that another location's key starts with exactly when that
+/// location is the same folder or inside it: local paths component by component,
+/// canonical URLs (see `canonical_url`) as they are; the two kinds never overlap.
+fn location_key(location: &Location) -> String {
+    match location {
+        Location::Local(p) => {
+            let mut key = String::from("L");
+            for c in p.components() {
+                key.push_str(&c.as_os_str().to_string_lossy());
+                key.push('/');
+            }
+            key
+        }
+        Location::Url(_) => {
+            let mut key = String::from("U");
+            key.push_str(&location.as_url());
+            key
+        }
+    }
+}
+
+/// `i`'s location overlaps `j`'s: refused unless both are versions of one product, or `i`
+/// is at its default location and `j` is not.
+fn overlap(
+    config: &MeshConfig,
+    candidates: &[Candidate],
+    reasons: &mut [Vec<(usize, String)>],
+    i: usize,
+    j: usize,
+) {
+    let (a, b) = (&candidates[i], &candidates[j]);
+    let same_product = a.domain == b.domain && a.contract.dataset == b.contract.dataset;
+    if !same_product && (!a.is_default_location || b.is_default_location) {
+        reasons[i].push((
+            j,
+            format!(
+                "location {} overlaps the location of {}.{} ({})",
+                config.shown(&a.location.as_url()),
+                b.domain,
+                b.contract.dataset,
+                config.shown(&b.file.display().to_string())
+            ),
+        ));
+    }
 }
 
 fn quarantine_of(c: &Candidate, reasons: Vec<String>) -> Quarantine {
@@ -804,5 +872,73 @@ mod tests {
         );
         // A name that only shares a prefix is not nested.
         assert!(!refused.contains(&"apart"), "{refused:?}");
+    }
+
+    fn local_candidate(dir: &Path, file: &str, dataset: &str, location: Option<&str>) -> Candidate {
+        let config = MeshConfig::at(dir);
+        let folder = dir.join("contracts/inventory");
+        std::fs::create_dir_all(&folder).unwrap();
+        let location = location
+            .map(|l| {
+                std::fs::create_dir_all(dir.join(l)).unwrap();
+                format!("location: {}\n", dir.join(l).display())
+            })
+            .unwrap_or_default();
+        let file = folder.join(file);
+        std::fs::write(
+            &file,
+            format!(
+                "dataset: {dataset}\nversion: v1\nowner: team@company.com\n{location}\
+                 schema:\n  - name: id\n    type: string\n\
+                 access_policy:\n  - role: data_analyst\n    permission: read\n"
+            ),
+        )
+        .unwrap();
+        candidate(&config, &dir.join("contracts"), &file, None).unwrap_or_else(|q| panic!("{q}"))
+    }
+
+    #[test]
+    fn nested_and_duplicate_local_products_are_refused_and_neighbours_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut candidates = vec![
+            local_candidate(d, "stock.yaml", "stock", None),
+            local_candidate(
+                d,
+                "inside.yaml",
+                "inside",
+                Some("sample-data/inventory/stock/v1/old"),
+            ),
+            local_candidate(d, "stock_again.yaml", "stock", None),
+            local_candidate(d, "stockpile.yaml", "stockpile", None),
+            local_candidate(d, "above.yaml", "above", Some("sample-data/inventory")),
+        ];
+        let mut quarantined = Vec::new();
+        refuse_conflicts(&MeshConfig::at(d), &mut candidates, &mut quarantined);
+        let kept: Vec<&str> = candidates
+            .iter()
+            .map(|c| c.contract.dataset.as_str())
+            .collect();
+        // The product at its default location keeps it; a neighbour sharing a name prefix
+        // is not nested.
+        assert_eq!(kept, ["stock", "stockpile"]);
+        let reasons = |file: &str| {
+            quarantined
+                .iter()
+                .find(|q| q.contract_file.ends_with(file))
+                .map(|q| q.reasons.clone())
+                .unwrap_or_default()
+        };
+        let again = reasons("stock_again.yaml");
+        assert!(
+            again[0].contains("stock v1 is also defined by"),
+            "{again:?}"
+        );
+        assert!(reasons("inside.yaml")[0].contains("overlaps the location of inventory.stock"));
+        // A folder above three products overlaps each of them, in their order.
+        let above = reasons("above.yaml");
+        assert_eq!(above.len(), 4, "{above:?}");
+        assert!(above[0].contains("inventory.stock "), "{above:?}");
+        assert!(above[3].contains("inventory.stockpile "), "{above:?}");
     }
 }
