@@ -60,13 +60,40 @@ pub enum PublishError {
     DataFusion(#[from] DataFusionError),
 }
 
-/// Set to `before-swap` to abort the process after staging (tests of crash safety).
+/// The variable the command line reads a [`Failpoint`] from: `before-swap`.
 pub const FAILPOINT_ENV: &str = "MESHGATE_FAILPOINT";
+
+/// Where a publish stops on purpose, for tests of crash safety (given by the command
+/// line, never read here from the environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Failpoint {
+    #[default]
+    None,
+    /// Abort the process once the data is staged and checked, before it is swapped in.
+    AbortBeforeSwap,
+}
+
+impl Failpoint {
+    /// The failpoint a `MESHGATE_FAILPOINT` value names.
+    pub fn parse(value: &str) -> Option<Failpoint> {
+        (value == "before-swap").then_some(Failpoint::AbortBeforeSwap)
+    }
+}
 
 pub async fn publish(
     config: &MeshConfig,
     contract_file: &Path,
     source: Source,
+) -> Result<Published, PublishError> {
+    publish_with(config, contract_file, source, Failpoint::None).await
+}
+
+/// [`publish`], stopping at `failpoint`.
+pub async fn publish_with(
+    config: &MeshConfig,
+    contract_file: &Path,
+    source: Source,
+    failpoint: Failpoint,
 ) -> Result<Published, PublishError> {
     let (contract, domain, location) =
         resolve_local(config, contract_file).map_err(PublishError::Contract)?;
@@ -112,7 +139,7 @@ pub async fn publish(
             });
         }
     };
-    if std::env::var(FAILPOINT_ENV).as_deref() == Ok("before-swap") {
+    if failpoint == Failpoint::AbortBeforeSwap {
         std::process::abort();
     }
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");

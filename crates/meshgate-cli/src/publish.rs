@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use meshgate_catalog::publish::{Source, publish};
+use meshgate_catalog::publish::{FAILPOINT_ENV, Failpoint, Source, publish_with};
 use meshgate_contract::Identifier;
 use meshgate_server::ServerConfig;
 
@@ -93,7 +93,11 @@ pub(crate) async fn publish_cmd(args: PublishArgs) -> anyhow::Result<ExitCode> {
         },
         None => Source::File(args.from),
     };
-    match publish(&config.mesh, &args.contract, source).await {
+    let failpoint = std::env::var(FAILPOINT_ENV)
+        .ok()
+        .and_then(|v| Failpoint::parse(&v))
+        .unwrap_or_default();
+    match publish_with(&config.mesh, &args.contract, source, failpoint).await {
         Ok(p) => {
             println!(
                 "published {}: {} rows, quality {:.3}%, now served from {}",
