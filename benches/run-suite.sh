@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite (README, "Benchmarks"): TPC-H in embedded DataFusion, through the
 # gateway (clear and masked) and in DuckDB; the mask cost; the load test; with --s3, local
-# files vs a local S3 server. Writes benches/RESULTS.md.
+# files vs a local S3 server; small statements (benches/small.rs) and growth with the
+# number of products (benches/mesh_size.rs). Writes benches/RESULTS.md.
 #
 #   benches/run-suite.sh [--sf 1] [--runs 3] [--load-secs 20] [--clients 1,8,32,64]
 #                        [--memory-limit-mb 1024] [--s3]
@@ -20,4 +21,21 @@ fi
 started=$(date +%s)
 MESHGATE_BENCH_COMMAND="benches/run-suite.sh $*" \
   cargo bench --bench tpch -- --python "$venv/bin/python" --results benches/RESULTS.md "$@"
+
+# Small statements as ADBC sends them, and how costs grow with the number of products:
+# appended to the results in the form each bench prints.
+{
+  echo
+  echo "## Small queries through the gateway vs embedded (\`cargo bench --bench small\`)"
+  echo
+  echo '```'
+  cargo bench --bench small 2>/dev/null | sed -n '/^sample mesh/,$p'
+  echo '```'
+  echo
+  echo "## Mesh size: startup, reload, session, 1-row statement (\`cargo bench --bench mesh_size\`)"
+  echo
+  echo '```'
+  cargo bench --bench mesh_size 2>/dev/null | sed -n '/^products/,$p'
+  echo '```'
+} >> benches/RESULTS.md
 echo "suite finished in $(( $(date +%s) - started )) s"

@@ -1,0 +1,136 @@
+//! How meshgate's costs grow with the number of products (issue 16): a generated mesh of
+//! N copies of the sample `stock_levels` product (100 per domain, one hard-linked Parquet
+//! file each), and for each N the time to load it (startup), to reload it unchanged, to
+//! build a caller's session, and to plan a 1-row statement. Printed with the growth
+//! against the previous size: linear growth reads as ratios close to the ratio of sizes.
+//!
+//! `cargo bench --bench mesh_size [-- --products 1000,10000,50000]` (default 1000, 2000,
+//! 5000, 10000). Under `cargo test` it loads 200 products and checks they are served.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_policy::{HashKey, MeshSession, Policy, Principal};
+
+const PER_DOMAIN: usize = 100;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bench = args.iter().any(|a| a == "--bench");
+    let sizes: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--products")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| {
+            if bench {
+                vec![1000, 2000, 5000, 10000]
+            } else {
+                vec![200]
+            }
+        });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(run(&sizes, bench));
+}
+
+/// A mesh of `n` products under `root`.
+fn generate(root: &Path, n: usize) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let contract = std::fs::read_to_string(repo.join("contracts/inventory/stock_levels.yaml"))
+        .expect("the sample contract");
+    let parquet = root.join("stock_levels.parquet");
+    std::fs::copy(
+        repo.join("sample-data/inventory/stock_levels/v1/part-0.parquet"),
+        &parquet,
+    )
+    .expect("the sample data");
+    for i in 0..n {
+        let (domain, dataset) = (
+            format!("d{:04}", i / PER_DOMAIN),
+            format!("p{:03}", i % PER_DOMAIN),
+        );
+        let dir = root.join("contracts").join(&domain);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("{dataset}.yaml")),
+            contract.replace("dataset: stock_levels", &format!("dataset: {dataset}")),
+        )
+        .unwrap();
+        let data = root
+            .join("sample-data")
+            .join(&domain)
+            .join(&dataset)
+            .join("v1");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::hard_link(&parquet, data.join("part-0.parquet"))
+            .or_else(|_| std::fs::copy(&parquet, data.join("part-0.parquet")).map(|_| ()))
+            .unwrap();
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn run(sizes: &[usize], bench: bool) {
+    let key = Arc::new(HashKey::new(b"mesh-size-bench-key-0123456789").unwrap());
+    let analyst = Principal::new("analyst", ["data_analyst"]);
+    if bench {
+        println!(
+            "{:>8} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10}",
+            "products", "load", "growth", "reload", "growth", "session", "statement"
+        );
+    }
+    let mut previous: Option<(usize, Duration, Duration)> = None;
+    for &n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), n);
+        let config = MeshConfig::at(dir.path());
+
+        let s = Instant::now();
+        let mesh = Mesh::load(config).await.unwrap();
+        let load = s.elapsed();
+        assert_eq!(mesh.products().len(), n, "{:?}", mesh.quarantined().first());
+
+        let s = Instant::now();
+        let reloaded = mesh.reload().await.unwrap();
+        let reload = s.elapsed();
+        assert_eq!(reloaded.products().len(), n);
+
+        let runs = if bench { 21 } else { 1 };
+        let (mut sessions, mut statements) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let s = Instant::now();
+            let session = MeshSession::new(&mesh, Policy::new(analyst.clone(), Arc::clone(&key)));
+            sessions.push(s.elapsed());
+            let s = Instant::now();
+            let df = session
+                .sql("SELECT count(*) FROM d0000.p000")
+                .await
+                .unwrap();
+            df.create_physical_plan().await.unwrap();
+            statements.push(s.elapsed());
+        }
+        if bench {
+            let growth = |now: Duration, before: Duration| now.as_secs_f64() / before.as_secs_f64();
+            let (g_load, g_reload) = match previous {
+                Some((_, l, r)) => (
+                    format!("{:.2}x", growth(load, l)),
+                    format!("{:.2}x", growth(reload, r)),
+                ),
+                None => ("".into(), "".into()),
+            };
+            println!(
+                "{n:>8} {:>8.0}ms {g_load:>9} {:>8.0}ms {g_reload:>9} {:>8.2}ms {:>8.2}ms",
+                load.as_secs_f64() * 1e3,
+                reload.as_secs_f64() * 1e3,
+                median(sessions).as_secs_f64() * 1e3,
+                median(statements).as_secs_f64() * 1e3,
+            );
+        }
+        previous = Some((n, load, reload));
+    }
+}
