@@ -3,7 +3,7 @@
 
 /// Flight's session messages (`SetSessionOptions`, `GetSessionOptions`, `CloseSession`).
 pub mod flight_session {
-    #![allow(unreachable_pub, clippy::all)]
+    #![allow(unreachable_pub, clippy::all, clippy::clone_on_ref_ptr)]
     tonic::include_proto!("arrow.flight.protocol");
 
     /// `DoAction` types of the messages above, as clients spell them.
@@ -14,6 +14,6 @@ pub mod flight_session {
 
 /// meshgate's catalog API (`proto/meshgate/catalog/v1/catalog.proto`).
 pub mod catalog {
-    #![allow(unreachable_pub, clippy::all)]
+    #![allow(unreachable_pub, clippy::all, clippy::clone_on_ref_ptr)]
     tonic::include_proto!("meshgate.catalog.v1");
 }
