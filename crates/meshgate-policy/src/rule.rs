@@ -172,3 +172,80 @@ fn qualify(
     })
     .map(|t| t.data)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use meshgate_catalog::{Mesh, MeshConfig};
+
+    use super::*;
+    use crate::{HashKey, MeshSession, Principal};
+
+    /// The sample mesh, analyzed as `principal`: what the rule (and the analyzer after it)
+    /// made of `sql`.
+    async fn analyzed(roles: &[&str], sql: &str) -> String {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mesh = Mesh::load(MeshConfig::at(repo)).await.unwrap();
+        let key = Arc::new(HashKey::new(b"rule-unit-test-key-0123456789").unwrap());
+        let session =
+            MeshSession::new(&mesh, Policy::new(Principal::new("u", roles.to_vec()), key));
+        let df = session.sql(sql).await.unwrap();
+        let state = session.context().state();
+        state
+            .analyzer()
+            .execute_and_check(df.logical_plan().clone(), state.config_options(), |_, _| {})
+            .unwrap()
+            .display_indent()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_masked_reader_gets_masks_over_the_scan_under_the_policy_node() {
+        let plan = analyzed(
+            &["marketing"],
+            "SELECT user_email FROM checkout.checkout_orders_summary WHERE total_amount > 10",
+        )
+        .await;
+        insta::assert_snapshot!(plan, @r"
+        Projection: checkout.checkout_orders_summary.user_email
+          Filter: CAST(checkout.checkout_orders_summary.total_amount AS Decimal128(22, 2)) > CAST(Int64(10) AS Decimal128(22, 2))
+            MeshPolicy: checkout.checkout_orders_summary v1 read_masked masks=[user_email:hash]
+              Projection: checkout.checkout_orders_summary.order_id, checkout.checkout_orders_summary.total_amount, mask_hash(checkout.checkout_orders_summary.user_email) AS user_email
+                TableScan: checkout.checkout_orders_summary
+        ");
+    }
+
+    #[tokio::test]
+    async fn a_row_filter_is_applied_in_subqueries_too() {
+        let plan = analyzed(
+            &["eu_support"],
+            "SELECT count(*) FROM customers.customer_profiles WHERE country IN \
+             (SELECT country FROM web.web_sessions)",
+        )
+        .await;
+        insta::assert_snapshot!(plan, @r#"
+        Projection: count(Int64(1)) AS count(*)
+          Aggregate: groupBy=[[]], aggr=[[count(Int64(1))]]
+            Filter: customers.customer_profiles.country IN (<subquery>)
+              Subquery:
+                Projection: web.web_sessions.country
+                  MeshPolicy: web.web_sessions v1 read_masked row_filter masks=[user_email:email, ip_address:hash]
+                    Projection: web.web_sessions.session_id, mask_email(web.web_sessions.user_email) AS user_email, mask_hash(web.web_sessions.ip_address) AS ip_address, web.web_sessions.user_agent, web.web_sessions.country, web.web_sessions.started_at, web.web_sessions.page_views, web.web_sessions.bounced
+                      Filter: web.web_sessions.country IN ([Utf8("DE"), Utf8("FR"), Utf8("IT"), Utf8("ES"), Utf8("NL"), Utf8("PL")])
+                        TableScan: web.web_sessions
+              MeshPolicy: customers.customer_profiles v2 read row_filter
+                Filter: customers.customer_profiles.region = Utf8("EU")
+                  TableScan: customers.customer_profiles
+        "#);
+    }
+
+    #[tokio::test]
+    async fn a_clear_unfiltered_reader_gets_the_scan_as_it_was() {
+        let plan = analyzed(&["data_analyst"], "SELECT sku FROM inventory.stock_levels").await;
+        insta::assert_snapshot!(plan, @r"
+        Projection: inventory.stock_levels.sku
+          TableScan: inventory.stock_levels
+        ");
+    }
+}
