@@ -101,11 +101,7 @@ impl MeshFlightSql {
         execution: Option<Execution>,
         prepared: Option<&[u8]>,
     ) -> Result<FlightInfo, Status> {
-        let batch = params
-            .as_deref()
-            .map(decode_params)
-            .transpose()
-            .map_err(status)?;
+        let batch = decode(params.as_deref())?;
         let engine = &self.gateway.query;
         let planned = match prepared {
             Some(handle) => {
@@ -154,20 +150,18 @@ impl MeshFlightSql {
                 record.ticket_epoch = Some(envelope.epoch.clone());
             }
             record.catalog_epoch = Some(epoch);
-            let params = envelope.params.or(fallback_params);
-            let batch = params
-                .as_deref()
-                .map(decode_params)
-                .transpose()
-                .map_err(status)?;
             let engine = &self.gateway.query;
             let permit = engine.slot().await.map_err(status)?;
             let planned = match engine.take(handle, &principal, execution) {
                 Some(planned) => planned,
-                None => engine
-                    .plan(&principal, &envelope.sql, batch.as_ref(), execution)
-                    .await
-                    .map_err(status)?,
+                None => {
+                    let params = envelope.params.or(fallback_params);
+                    let batch = decode(params.as_deref())?;
+                    engine
+                        .plan(&principal, &envelope.sql, batch.as_ref(), execution)
+                        .await
+                        .map_err(status)?
+                }
             };
             let schema = Arc::clone(&planned.wire_schema);
             let batches = engine
@@ -1020,6 +1014,11 @@ impl FlightSqlService for MeshFlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The parameters a handle or ticket carries, as the row the query path binds.
+fn decode(params: Option<&str>) -> Result<Option<RecordBatch>, Status> {
+    params.map(decode_params).transpose().map_err(status)
 }
 
 /// The one mapping from the query path's failures to gRPC.
