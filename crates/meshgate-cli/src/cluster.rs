@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use meshgate_cluster::process::{
+use meshgate_cluster::{ClusterTls, TlsFiles};
+use meshgate_node::{
     EXECUTOR_FLIGHT_PORT, EXECUTOR_GRPC_PORT, ExecutorOptions, SCHEDULER_PORT, SchedulerOptions,
     Scheduling, run_executor, run_scheduler,
 };
-use meshgate_cluster::{ClusterTls, TlsFiles};
 use meshgate_server::ServerConfig;
 
 use crate::keys;
@@ -153,7 +153,7 @@ pub(crate) struct ExecutorArgs {
 /// Runs `process` until it ends, or until standard input closes when asked to.
 async fn supervised(
     until_stdin_closes: bool,
-    process: impl std::future::Future<Output = Result<(), meshgate_cluster::ClusterError>>,
+    process: impl std::future::Future<Output = Result<(), meshgate_node::NodeError>>,
 ) -> anyhow::Result<()> {
     if !until_stdin_closes {
         return Ok(process.await?);

@@ -580,7 +580,7 @@ async fn fetch(
     let partition = id.partition_id;
     // An executor that advertises a routable name without TLS would hand over result rows
     // in the clear; cluster processes refuse to, and the gateway does not dial one.
-    if tls.is_none() && !crate::process::is_loopback_host(&meta.host) {
+    if tls.is_none() && !crate::is_loopback_host(&meta.host) {
         return Err(cluster_err(
             &format!("executor {}", meta.id),
             format!(

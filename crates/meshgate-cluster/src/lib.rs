@@ -5,19 +5,21 @@
 //! scheduler ([`client`]); executors run its stages. The policy travels inside that plan:
 //! masks are encoded by [`codec`] as `(kind, version, key id)`, product scans with what they
 //! may disclose, and every process reads the hash key itself (`MESHGATE_HASH_KEY` or its
-//! key file), never from the plan. [`process`] starts the
-//! scheduler and executor with those codecs and meshgate's object stores; [`tls`] puts
-//! mutual TLS on every cluster connection when the cluster leaves loopback.
+//! key file), never from the plan. The scheduler and executor processes live in
+//! `meshgate-node`, so the gateway does not link them; [`tls`] puts mutual TLS on every
+//! cluster connection when the cluster leaves loopback, and [`reach`] refuses a clear
+//! connection off loopback.
 
 pub mod client;
 pub mod codec;
-pub mod process;
+pub mod reach;
 pub mod tls;
 
 use std::path::PathBuf;
 
 pub use client::{Cluster, DistributedExec, Health, JobError, plan_for_cluster, scan_bytes};
 pub use codec::{ClusterCodec, ClusterLogicalCodec};
+pub use reach::{check_reach, is_loopback_host};
 pub use tls::{ClusterTls, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,29 +30,10 @@ pub enum ClusterError {
          TLS (--tls-ca, --tls-cert, --tls-key)"
     )]
     NotLoopback { what: String, host: String },
-    #[error(
-        "TLS needs pull scheduling (--scheduling pull, the default with TLS): Ballista's \
-         push-mode task port has no TLS"
-    )]
-    PushWithTls,
-    #[error(
-        "an executor bound to every interface needs --external-host: the name the scheduler, \
-         the gateway and other executors reach it by (its certificate's name)"
-    )]
-    NoExternalHost,
     #[error("cluster TLS {what} {}: {reason}", path.display())]
     Tls {
         what: &'static str,
         path: PathBuf,
         reason: String,
     },
-    #[error("mesh.s3: {0}")]
-    S3(String),
-    #[error("cannot create the work folder {}: {error}", path.display())]
-    WorkDir {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("ballista: {0}")]
-    Ballista(String),
 }

@@ -279,7 +279,7 @@ impl DistributedConfig {
             });
         }
         let host = url.host_str().unwrap_or_default();
-        meshgate_cluster::process::check_reach("scheduler", host, self.tls.is_some())
+        meshgate_cluster::check_reach("scheduler", host, self.tls.is_some())
             .map_err(|e| e.to_string())
     }
 

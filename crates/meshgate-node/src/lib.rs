@@ -1,10 +1,13 @@
 //! `meshgate cluster scheduler` and `meshgate cluster executor`: Ballista's processes with
 //! meshgate's codecs, meshgate's object stores and no REST API.
 //!
+//! A crate of its own so that the gateway, which only submits jobs
+//! ([`meshgate_cluster::Cluster`]), does not link Ballista's scheduler and executor.
+//!
 //! Cluster ports carry plans and intermediate data that a masked caller must never see
 //! unmasked (shuffles hold rows before the final projection of a query). They are inside
 //! the trust boundary: loopback by default, and a routable address only with mutual TLS
-//! ([`crate::tls`]) on every port. Ballista's push-mode task port has no TLS hook, so
+//! ([`meshgate_cluster::tls`]) on every port. Ballista's push-mode task port has no TLS hook, so
 //! a cluster with TLS schedules by pull: executors ask the scheduler for work.
 
 use std::net::{IpAddr, SocketAddr};
@@ -31,9 +34,32 @@ use meshgate_catalog::stores::{MeshStores, S3Config};
 use meshgate_policy::HashKey;
 use tracing::info;
 
-use crate::ClusterError;
-use crate::codec::{ClusterCodec, ClusterLogicalCodec};
-use crate::tls::ClusterTls;
+use meshgate_cluster::{ClusterCodec, ClusterLogicalCodec, ClusterTls, check_reach};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Reach(#[from] meshgate_cluster::ClusterError),
+    #[error(
+        "TLS needs pull scheduling (--scheduling pull, the default with TLS): Ballista's \
+         push-mode task port has no TLS"
+    )]
+    PushWithTls,
+    #[error(
+        "an executor bound to every interface needs --external-host: the name the scheduler, \
+         the gateway and other executors reach it by (its certificate's name)"
+    )]
+    NoExternalHost,
+    #[error("mesh.s3: {0}")]
+    S3(String),
+    #[error("cannot create the work folder {}: {error}", path.display())]
+    WorkDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("ballista: {0}")]
+    Ballista(String),
+}
 
 /// Default ports: clear of the gateway's 50051 and 8080, and of Ballista's own defaults.
 pub const SCHEDULER_PORT: u16 = 50060;
@@ -58,9 +84,9 @@ impl From<Scheduling> for TaskSchedulingPolicy {
 
 /// The scheduling a process runs with: push unless TLS is on, which needs pull (the
 /// scheduler would push tasks to a plaintext port).
-pub fn scheduling(asked: Option<Scheduling>, tls: bool) -> Result<Scheduling, ClusterError> {
+pub fn scheduling(asked: Option<Scheduling>, tls: bool) -> Result<Scheduling, NodeError> {
     match (asked, tls) {
-        (Some(Scheduling::Push), true) => Err(ClusterError::PushWithTls),
+        (Some(Scheduling::Push), true) => Err(NodeError::PushWithTls),
         (Some(s), _) => Ok(s),
         (None, true) => Ok(Scheduling::Pull),
         (None, false) => Ok(Scheduling::Push),
@@ -100,30 +126,8 @@ pub struct ExecutorOptions {
     pub tls: Option<ClusterTls>,
 }
 
-/// Whether `host` (an address or a name) is this machine.
-pub fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
-/// Refuses an address outside this machine unless the port has mutual TLS: cluster
-/// ports are inside the trust boundary.
-pub fn check_reach(what: &str, host: &str, tls: bool) -> Result<(), ClusterError> {
-    if tls || is_loopback_host(host) {
-        Ok(())
-    } else {
-        Err(ClusterError::NotLoopback {
-            what: what.to_string(),
-            host: host.to_string(),
-        })
-    }
-}
-
 /// Runs a scheduler until the process ends.
-pub async fn run_scheduler(opts: SchedulerOptions, key: Arc<HashKey>) -> Result<(), ClusterError> {
+pub async fn run_scheduler(opts: SchedulerOptions, key: Arc<HashKey>) -> Result<(), NodeError> {
     let tls = opts.tls.clone();
     check_reach("scheduler", &opts.bind.ip().to_string(), tls.is_some())?;
     let scheduling = scheduling(opts.scheduling, tls.is_some())?;
@@ -147,7 +151,7 @@ pub async fn run_scheduler(opts: SchedulerOptions, key: Arc<HashKey>) -> Result<
             default_config_producer().with_ballista_use_tls(true)
         }));
     }
-    opts.s3.validate().map_err(ClusterError::S3)?;
+    opts.s3.validate().map_err(NodeError::S3)?;
     let stores = Arc::new(MeshStores::new(opts.s3.clone()));
     config.override_session_builder = Some(Arc::new(move |session| {
         let state = ballista_core::utils::default_session_builder(session)?;
@@ -257,29 +261,29 @@ async fn readyz(
     }
 }
 
-fn ballista(e: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Ballista(e.to_string())
+fn ballista(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Ballista(e.to_string())
 }
 
 /// Runs an executor until the process ends.
-pub async fn run_executor(opts: ExecutorOptions, key: Arc<HashKey>) -> Result<(), ClusterError> {
+pub async fn run_executor(opts: ExecutorOptions, key: Arc<HashKey>) -> Result<(), NodeError> {
     let tls = opts.tls.clone();
     check_reach("executor", &opts.bind.to_string(), tls.is_some())?;
     check_reach("scheduler", &opts.scheduler.0, tls.is_some())?;
     let scheduling = scheduling(opts.scheduling, tls.is_some())?;
     let external_host = match &opts.external_host {
         Some(h) => h.clone(),
-        None if opts.bind.is_unspecified() => return Err(ClusterError::NoExternalHost),
+        None if opts.bind.is_unspecified() => return Err(NodeError::NoExternalHost),
         None => opts.bind.to_string(),
     };
     // Others would dial it there: in the clear, across the network.
     check_reach("executor", &external_host, tls.is_some())?;
-    opts.s3.validate().map_err(ClusterError::S3)?;
+    opts.s3.validate().map_err(NodeError::S3)?;
     let work_dir = match &opts.work_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("meshgate-executor-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&work_dir).map_err(|e| ClusterError::WorkDir {
+    std::fs::create_dir_all(&work_dir).map_err(|e| NodeError::WorkDir {
         path: work_dir.clone(),
         error: e,
     })?;
@@ -360,17 +364,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn off_loopback_needs_tls_and_tls_needs_pull() {
-        for host in ["127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"] {
-            assert!(check_reach("scheduler", host, false).is_ok(), "{host}");
-        }
-        for host in ["0.0.0.0", "10.0.0.7", "scheduler.mesh.internal", "::"] {
-            let e = check_reach("scheduler", host, false)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(host) && e.contains("mutual TLS"), "{e}");
-            assert!(check_reach("scheduler", host, true).is_ok());
-        }
+    fn tls_needs_pull() {
         assert_eq!(scheduling(None, false).unwrap(), Scheduling::Push);
         assert_eq!(scheduling(None, true).unwrap(), Scheduling::Pull);
         assert_eq!(
@@ -379,7 +373,7 @@ mod tests {
         );
         assert!(matches!(
             scheduling(Some(Scheduling::Push), true),
-            Err(ClusterError::PushWithTls)
+            Err(NodeError::PushWithTls)
         ));
     }
 }
