@@ -81,6 +81,7 @@ impl LocalS3 {
             path_style: Some(true),
             connect_timeout_secs: Some(2),
             credentials: Some((self.access_key_id.clone(), self.secret_access_key.clone())),
+            ..S3Config::default()
         }
     }
 }

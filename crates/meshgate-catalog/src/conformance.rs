@@ -16,7 +16,7 @@ use datafusion::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
-use crate::stores::scrub;
+use crate::stores::S3Config;
 use meshgate_contract::{ColumnType, Contract};
 
 /// A product's files, checked against its contract.
@@ -36,15 +36,16 @@ pub(crate) async fn bind(
     contract: &Contract,
     location: &str,
     shown: &str,
+    s3: &S3Config,
 ) -> Result<Bound, Vec<String>> {
     let one = |e: String| vec![e];
     // Errors of the store and the reader name the server's paths: they are said in the
     // log, and the reasons callers see name the location as shown.
     let failed = |what: &str, e: &dyn std::fmt::Display| {
-        tracing::warn!("{what} {location}: {}", scrub(&e.to_string()));
+        tracing::warn!("{what} {location}: {}", s3.scrub(&e.to_string()));
         one(format!(
             "{what} {shown}: {}",
-            redact_paths(&scrub(&e.to_string()), location, shown)
+            redact_paths(&s3.scrub(&e.to_string()), location, shown)
         ))
     };
     let url = ListingTableUrl::parse(location).map_err(|e| failed("invalid location", &e))?;

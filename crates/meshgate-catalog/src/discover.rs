@@ -94,7 +94,7 @@ impl Mesh {
             let bound = if missing {
                 Err(vec![format!("location {shown} does not exist")])
             } else {
-                bind(&ctx, &c.contract, &location, &shown).await
+                bind(&ctx, &c.contract, &location, &shown, &config.s3).await
             };
             // An object store has no folders: nothing under the prefix means it is missing.
             let bound = match bound {

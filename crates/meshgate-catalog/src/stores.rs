@@ -3,10 +3,12 @@
 //!
 //! One registry serves the mesh loader, the data checks and the gateway's queries, so a
 //! location resolves to the same store everywhere. S3 stores are built on first use, one
-//! per bucket, from `mesh.s3` in meshgate.yaml over the `AWS_*` variables. Credentials come
-//! only from the environment and are scrubbed from every error message meshgate shows.
+//! per bucket, from `mesh.s3` in meshgate.yaml over the `AWS_*` variables, which the CLI
+//! hands in ([`S3Config::with_environment`]: this library reads no environment). Credentials
+//! come only from those variables (or from code) and are scrubbed from every error message
+//! meshgate shows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +21,8 @@ use object_store::{ClientOptions, RetryConfig};
 use serde::Deserialize;
 use url::Url;
 
-/// `mesh.s3` in meshgate.yaml; what is left out comes from `AWS_ENDPOINT_URL`,
-/// `AWS_REGION`, `AWS_ALLOW_HTTP`… as the AWS tools read them.
+/// `mesh.s3` in meshgate.yaml; what is left out comes from the `AWS_*` variables handed in
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`…, as the AWS tools read them).
 #[derive(Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Config {
@@ -37,6 +39,9 @@ pub struct S3Config {
     /// where secrets do not belong. Otherwise the `AWS_*` variables and the usual chain.
     #[serde(skip)]
     pub credentials: Option<(String, String)>,
+    /// The process's `AWS_*` variables, given by whoever reads the environment (the CLI).
+    #[serde(skip)]
+    pub environment: BTreeMap<String, String>,
 }
 
 /// Never shows the credentials, whoever logs a configuration.
@@ -49,6 +54,7 @@ impl std::fmt::Debug for S3Config {
             .field("path_style", &self.path_style)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
             .field("credentials", &self.credentials.as_ref().map(|_| "***"))
+            .field("environment", &self.environment.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -60,17 +66,34 @@ const CREDENTIAL_VARS: [&str; 3] = [
 ];
 
 impl S3Config {
+    /// These settings over the `AWS_*` ones among `variables` (other variables are ignored).
+    pub fn with_environment(
+        mut self,
+        variables: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        self.environment = variables
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .collect();
+        self
+    }
+
+    fn variable(&self, name: &str) -> Option<&str> {
+        self.environment.get(name).map(String::as_str)
+    }
+
     fn endpoint(&self) -> Option<String> {
         self.endpoint.clone().or_else(|| {
             ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
                 .iter()
-                .find_map(|v| std::env::var(v).ok())
+                .find_map(|v| self.variable(v).map(str::to_string))
         })
     }
 
     fn allow_http(&self) -> bool {
         self.allow_http.unwrap_or_else(|| {
-            std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+            self.variable("AWS_ALLOW_HTTP")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
         })
     }
 
@@ -92,7 +115,14 @@ impl S3Config {
         // (or after tonic did) is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Client options first: they replace allow_http, which lives among them.
-        let mut b = AmazonS3Builder::from_env()
+        // As `AmazonS3Builder::from_env` would, from the variables handed in.
+        let mut b = self
+            .environment
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_ascii_lowercase().parse().ok()?, v)))
+            .fold(AmazonS3Builder::new(), |b, (key, value)| {
+                b.with_config(key, value)
+            })
             .with_bucket_name(bucket)
             .with_client_options(
                 ClientOptions::new()
@@ -126,32 +156,20 @@ impl S3Config {
     }
 }
 
-/// `message` with every credential from the environment replaced by `***`: S3 servers
-/// echo access key ids in their error bodies, and errors end up in logs and quarantines.
-pub fn scrub(message: &str) -> String {
-    let mut out = message.to_string();
-    for var in CREDENTIAL_VARS {
-        if let Ok(v) = std::env::var(var)
-            && v.len() >= 4
-        {
-            out = out.replace(&v, "***");
-        }
-    }
-    out
-}
-
 impl S3Config {
-    /// [`scrub`], and the credentials given in code.
+    /// `message` with every credential (from the variables or given in code) replaced by
+    /// `***`: S3 servers echo access key ids in their error bodies, and errors end up in
+    /// logs and quarantines.
     pub fn scrub(&self, message: &str) -> String {
-        let mut out = scrub(message);
-        if let Some((id, secret)) = &self.credentials {
-            for v in [id, secret] {
-                if v.len() >= 4 {
-                    out = out.replace(v.as_str(), "***");
-                }
-            }
-        }
-        out
+        let from_environment = CREDENTIAL_VARS.iter().filter_map(|v| self.variable(v));
+        let in_code = self
+            .credentials
+            .iter()
+            .flat_map(|(id, secret)| [id.as_str(), secret.as_str()]);
+        from_environment
+            .chain(in_code)
+            .filter(|v| v.len() >= 4)
+            .fold(message.to_string(), |out, v| out.replace(v, "***"))
     }
 }
 
@@ -211,5 +229,55 @@ impl ObjectStoreRegistry for MeshStores {
                 "{url}: meshgate reads file:// and s3:// locations, not {other}://"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(vars: &[(&str, &str)]) -> S3Config {
+        S3Config::default()
+            .with_environment(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn settings_come_from_the_variables_handed_in_and_yaml_wins() {
+        let c = with(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("HOME", "/root"),
+        ]);
+        assert_eq!(c.environment.len(), 1, "only AWS_* is kept");
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("http://127.0.0.1:9000"), "{e}");
+        let c = with(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_ALLOW_HTTP", "TRUE"),
+        ]);
+        assert!(c.validate().is_ok());
+        let c = S3Config {
+            endpoint: Some("https://minio.internal".into()),
+            ..with(&[("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")])
+        };
+        assert_eq!(c.endpoint().as_deref(), Some("https://minio.internal"));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn credentials_are_scrubbed_and_never_debug_printed() {
+        let c = S3Config {
+            credentials: Some(("AKIDINCODE".into(), "code-secret".into())),
+            ..with(&[
+                ("AWS_ACCESS_KEY_ID", "AKIDFROMENV"),
+                ("AWS_SECRET_ACCESS_KEY", "env-secret"),
+            ])
+        };
+        let said = c.scrub("denied for AKIDFROMENV (env-secret), AKIDINCODE code-secret");
+        assert_eq!(said, "denied for *** (***), *** ***");
+        let debug = format!("{c:?}");
+        for secret in ["AKIDFROMENV", "env-secret", "AKIDINCODE", "code-secret"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        assert!(debug.contains("AWS_ACCESS_KEY_ID"), "{debug}");
     }
 }

@@ -9,7 +9,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use meshgate_catalog::Mesh;
 use meshgate_catalog::checks::{ProductReport, check_product};
-use meshgate_server::ServerConfig;
 
 #[derive(Args)]
 pub(crate) struct CheckArgs {
@@ -24,7 +23,7 @@ pub(crate) struct CheckArgs {
 }
 
 pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let config = ServerConfig::load(&args.config)?;
+    let config = crate::load_config(&args.config)?;
     let mesh = Mesh::load(config.mesh.clone())
         .await
         .context("cannot load the mesh")?;

@@ -216,9 +216,9 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
 /// `mesh.s3` of the configuration, if there is one; cluster processes need nothing else.
 fn s3_settings(config: &std::path::Path) -> anyhow::Result<meshgate_catalog::stores::S3Config> {
     Ok(if config.exists() {
-        ServerConfig::load(config)?.mesh.s3
+        crate::load_config(config)?.mesh.s3
     } else {
-        Default::default()
+        meshgate_catalog::stores::S3Config::default().with_environment(std::env::vars())
     })
 }
 

@@ -69,6 +69,12 @@ enum AuditCommand {
     Verify { file: PathBuf },
 }
 
+/// `meshgate.yaml` over this process's `AWS_*` variables: the one place the S3 settings
+/// read the environment.
+pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<meshgate_server::ServerConfig> {
+    Ok(meshgate_server::ServerConfig::load(path)?.with_environment(std::env::vars())?)
+}
+
 /// Runs the command line; `main` is only this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -8,7 +8,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use meshgate_catalog::publish::{FAILPOINT_ENV, Failpoint, Source, publish_with};
 use meshgate_contract::Identifier;
-use meshgate_server::ServerConfig;
 
 #[derive(Args)]
 pub(crate) struct InitArgs {
@@ -85,7 +84,7 @@ pub(crate) struct PublishArgs {
 }
 
 pub(crate) async fn publish_cmd(args: PublishArgs) -> anyhow::Result<ExitCode> {
-    let config = ServerConfig::load(&args.config)?;
+    let config = crate::load_config(&args.config)?;
     let source = match args.sql {
         Some(sql) => Source::Query {
             from: args.from,

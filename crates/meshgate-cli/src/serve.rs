@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use meshgate_catalog::Mesh;
 use meshgate_policy::HashKey;
-use meshgate_server::{RunningServer, Secrets, ServerConfig};
+use meshgate_server::{RunningServer, Secrets};
 use tracing::warn;
 
 use crate::keys;
@@ -38,7 +38,7 @@ pub(crate) struct ServeArgs {
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_tracing();
-    let mut config = ServerConfig::load(&args.config)?;
+    let mut config = crate::load_config(&args.config)?;
     if let Some(a) = args.flight_addr {
         config.flight_addr = a;
     }

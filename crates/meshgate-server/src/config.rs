@@ -157,6 +157,24 @@ impl ServerConfig {
             .unwrap_or_else(|| self.mesh.root.join(".meshgate").join("hash.key"))
     }
 
+    /// These settings over the process's `AWS_*` variables, checked: plaintext to an object
+    /// store is refused at start, not at the first query. The caller reads the environment
+    /// (the CLI); this library does not.
+    pub fn with_environment(
+        mut self,
+        variables: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<ServerConfig, ConfigError> {
+        self.mesh.s3 = std::mem::take(&mut self.mesh.s3).with_environment(variables);
+        self.mesh
+            .s3
+            .validate()
+            .map_err(|message| ConfigError::Parse {
+                path: self.source.clone().unwrap_or_default(),
+                message: format!("mesh.s3: {message}"),
+            })?;
+        Ok(self)
+    }
+
     /// Reads `meshgate.yaml`; relative paths in it are relative to the file's folder.
     pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -181,15 +199,6 @@ impl ServerConfig {
         {
             config.hash_key_file = Some(base.join(file));
         }
-        // Refused at start, not at the first query: plaintext to an object store.
-        config
-            .mesh
-            .s3
-            .validate()
-            .map_err(|message| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: format!("mesh.s3: {message}"),
-            })?;
         if let (Some(base), Some(tls)) = (
             base,
             config.distributed.as_mut().and_then(|d| d.tls.as_mut()),
