@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_mesh::{Mesh, MeshConfig};
 
 const QUERIES: &[(&str, &str)] = &[
     (

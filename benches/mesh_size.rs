@@ -1,7 +1,8 @@
 //! How meshgate's costs grow with the number of products (issue 16): a generated mesh of
 //! N copies of the sample `stock_levels` product (100 per domain, one hard-linked Parquet
 //! file each), and for each N the time to load it (startup), to reload it unchanged, to
-//! build a caller's session, and to plan a 1-row statement. Printed with the growth
+//! reload it after one contract was edited (wall and CPU time of the process), to build a
+//! caller's session, and to plan a 1-row statement. Printed with the growth
 //! against the previous size: linear growth reads as ratios close to the ratio of sizes.
 //!
 //! `cargo bench --bench mesh_size [-- --products 1000,10000,50000]` (default 1000, 2000,
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_mesh::{Mesh, MeshConfig};
 use meshgate_policy::{HashKey, MeshSession, Policy, Principal};
 
 const PER_DOMAIN: usize = 100;
@@ -70,6 +71,15 @@ fn generate(root: &Path, n: usize) {
     }
 }
 
+/// CPU time this process has used (user and system), from /proc: 10 ms ticks.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -80,8 +90,16 @@ async fn run(sizes: &[usize], bench: bool) {
     let analyst = Principal::new("analyst", ["data_analyst"]);
     if bench {
         println!(
-            "{:>8} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10}",
-            "products", "load", "growth", "reload", "growth", "session", "statement"
+            "{:>8} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            "products",
+            "load",
+            "growth",
+            "reload",
+            "growth",
+            "edit one",
+            "its cpu",
+            "session",
+            "statement"
         );
     }
     let mut previous: Option<(usize, Duration, Duration)> = None;
@@ -99,6 +117,25 @@ async fn run(sizes: &[usize], bench: bool) {
         let reloaded = mesh.reload().await.unwrap();
         let reload = s.elapsed();
         assert_eq!(reloaded.products().len(), n);
+
+        // One contract edited, then reloaded: what the reloader does on a change. Several
+        // edits, their total CPU time divided (the clock ticks every 10 ms).
+        let edits = if bench { 10 } else { 2 };
+        let file = dir.path().join("contracts/d0000/p000.yaml");
+        let original = std::fs::read_to_string(&file).unwrap();
+        let mut edited = Vec::new();
+        let mut current = reloaded;
+        let cpu_before = cpu_time();
+        for i in 0..edits {
+            std::fs::write(&file, format!("{original}\n# edit {i}\n")).unwrap();
+            let s = Instant::now();
+            current = current.reload().await.unwrap();
+            edited.push(s.elapsed());
+            assert_eq!(current.products().len(), n);
+        }
+        let edit_cpu = cpu_time()
+            .zip(cpu_before)
+            .map(|(after, before)| (after - before) / edits);
 
         let runs = if bench { 21 } else { 1 };
         let (mut sessions, mut statements) = (Vec::new(), Vec::new());
@@ -124,9 +161,12 @@ async fn run(sizes: &[usize], bench: bool) {
                 None => ("".into(), "".into()),
             };
             println!(
-                "{n:>8} {:>8.0}ms {g_load:>9} {:>8.0}ms {g_reload:>9} {:>8.2}ms {:>8.2}ms",
+                "{n:>8} {:>8.0}ms {g_load:>9} {:>8.0}ms {g_reload:>9} {:>8.1}ms {:>8.0}ms \
+                 {:>8.2}ms {:>8.2}ms",
                 load.as_secs_f64() * 1e3,
                 reload.as_secs_f64() * 1e3,
+                median(edited).as_secs_f64() * 1e3,
+                edit_cpu.unwrap_or_default().as_secs_f64() * 1e3,
                 median(sessions).as_secs_f64() * 1e3,
                 median(statements).as_secs_f64() * 1e3,
             );

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use meshgate_catalog::{CATALOG, CallerView, Mesh, MeshConfig};
+use meshgate_mesh::{CATALOG, CallerView, Mesh, MeshConfig};
 use meshgate_policy::{HashKey, MeshSession, Policy, Principal};
 
 fn ten_way_join() -> String {

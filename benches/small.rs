@@ -13,7 +13,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_mesh::{Mesh, MeshConfig};
 
 /// What a dashboard over the sample mesh asks: counts, lookups by key, small groups, top-N,
 /// one join (on a hashed key for the marketer); every one readable by both roles, with as

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use meshgate_catalog::{CATALOG, CallerView, Mesh};
+use meshgate_mesh::{CATALOG, CallerView, Mesh};
 use meshgate_server::config::{Limits, UserConfig};
 use meshgate_server::{RunningServer, Secrets, ServerConfig};
 use tonic::transport::Channel;
@@ -73,7 +73,7 @@ pub(crate) async fn gateway(mesh: Arc<Mesh>) -> (RunningServer, Vec<Client>) {
 
 /// A client on its own connection, logged in as `user` (whose password is its name).
 pub(crate) async fn connect(addr: SocketAddr, user: &str) -> Result<Client, String> {
-    let channel = meshgate_server::client::endpoint(&format!("grpc://{addr}"), None)
+    let channel = meshgate_cli::remote::endpoint(&format!("grpc://{addr}"), None)
         .map_err(|e| e.to_string())?
         .connect()
         .await

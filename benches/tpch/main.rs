@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_mesh::{Mesh, MeshConfig};
 
 /// The scans of the mask-cost table: every masked column of customer (hash, null, last4)
 /// and supplier, output in full, then aggregated so the transfer does not hide the masks.

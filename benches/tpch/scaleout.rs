@@ -171,7 +171,7 @@ pub(crate) async fn replicas(
     runs: usize,
 ) -> Vec<ReplicaQuery> {
     let mut on_a = support::connect(a, "marketer").await.unwrap();
-    let channel = meshgate_server::client::endpoint(&format!("grpc://{b}"), None)
+    let channel = meshgate_cli::remote::endpoint(&format!("grpc://{b}"), None)
         .unwrap()
         .connect()
         .await

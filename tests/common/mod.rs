@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{Field, Schema};
-use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_mesh::{Mesh, MeshConfig};
 use meshgate_policy::{HashKey, MeshSession, Policy, Principal, SessionOptions};
 use parquet::arrow::ArrowWriter;
 use tempfile::TempDir;

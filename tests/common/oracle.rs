@@ -15,8 +15,8 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use meshgate_catalog::{CATALOG, ContractTable, Mesh};
 use meshgate_contract::Permission;
+use meshgate_mesh::{CATALOG, ContractTable, Mesh};
 use meshgate_policy::{HashKey, Principal};
 
 /// A product's domain, SQL names and table, by display name.

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use meshgate_catalog::stores::S3Config;
+use meshgate_mesh::stores::S3Config;
 
 pub const BUCKET: &str = "meshgate-sample";
 

@@ -73,7 +73,7 @@ impl TestServer {
         };
         // The mesh is shared with the server; the TestMesh keeps the temp data alive.
         let shared = Arc::new(
-            meshgate_catalog::Mesh::load(mesh.mesh.config().clone())
+            meshgate_mesh::Mesh::load(mesh.mesh.config().clone())
                 .await
                 .unwrap(),
         );

@@ -74,9 +74,9 @@ async fn invalid_governance_rules_stop_the_mesh_from_loading() {
         "explicit_pii: true\nallowed_masks: [hash, sparkle]\n",
     )
     .unwrap();
-    let mut config = meshgate_catalog::MeshConfig::at(crate::common::repo());
+    let mut config = meshgate_mesh::MeshConfig::at(crate::common::repo());
     config.contracts = contracts;
-    let err = meshgate_catalog::Mesh::load(config)
+    let err = meshgate_mesh::Mesh::load(config)
         .await
         .unwrap_err()
         .to_string();

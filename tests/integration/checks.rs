@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
-use meshgate_catalog::checks::check_product;
-use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_mesh::checks::check_product;
+use meshgate_mesh::{Mesh, MeshConfig};
 
 use crate::common::write_parquet;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::common::config::ConfigOptions;
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
-use meshgate_catalog::{Disclosure, ProductScanExec};
+use meshgate_mesh::{Disclosure, ProductScanExec};
 use meshgate_policy::{MeshPolicyRule, Policy};
 
 use crate::common::{TestMesh, key, principal};

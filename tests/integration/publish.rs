@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int64Array, StringArray};
 use futures::TryStreamExt;
-use meshgate_catalog::publish::{PublishError, Source, publish};
-use meshgate_catalog::{Mesh, MeshConfig};
-use meshgate_server::client::MeshClient;
+use meshgate_cli::remote::MeshClient;
+use meshgate_mesh::publish::{PublishError, Source, publish};
+use meshgate_mesh::{Mesh, MeshConfig};
 use meshgate_server::config::{Limits, UserConfig};
 use meshgate_server::{RunningServer, Secrets, ServerConfig};
 
@@ -307,7 +307,7 @@ async fn a_publish_killed_before_the_swap_leaves_the_old_data_and_the_next_one_w
             .arg("--config")
             .arg(shop.dir.path().join("meshgate.yaml"));
         if let Some(f) = failpoint {
-            cmd.env(meshgate_catalog::publish::FAILPOINT_ENV, f);
+            cmd.env(meshgate_mesh::publish::FAILPOINT_ENV, f);
         }
         cmd.output()
     };

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use arrow::array::RecordBatch;
-use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_mesh::{Mesh, MeshConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::s3::{BUCKET, LocalS3};
@@ -104,7 +104,7 @@ fn closed_port() -> u16 {
 #[tokio::test]
 async fn an_unreachable_store_or_wrong_keys_quarantine_only_their_products() {
     let s3 = LocalS3::start();
-    let on_s3 = |s3_config: meshgate_catalog::stores::S3Config| {
+    let on_s3 = |s3_config: meshgate_mesh::stores::S3Config| {
         config(|c| {
             c.s3 = s3_config;
             c.domain_roots

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use meshgate_cli::remote::MeshClient;
 use meshgate_server::TlsConfig;
-use meshgate_server::client::MeshClient;
 
 use super::flight::TestServer;
 use crate::common::http_get;
@@ -104,7 +104,7 @@ async fn start_error(tls: TlsConfig) -> String {
         previous_token_keys: vec![],
     };
     let shared = std::sync::Arc::new(
-        meshgate_catalog::Mesh::load(mesh.mesh.config().clone())
+        meshgate_mesh::Mesh::load(mesh.mesh.config().clone())
             .await
             .unwrap(),
     );

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use meshgate_catalog::Mesh;
-use meshgate_catalog::checks::{ProductReport, check_product};
+use meshgate_mesh::Mesh;
+use meshgate_mesh::checks::{ProductReport, check_product};
 
 #[derive(Args)]
 pub(crate) struct CheckArgs {

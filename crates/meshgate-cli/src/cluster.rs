@@ -214,11 +214,11 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `mesh.s3` of the configuration, if there is one; cluster processes need nothing else.
-fn s3_settings(config: &std::path::Path) -> anyhow::Result<meshgate_catalog::stores::S3Config> {
+fn s3_settings(config: &std::path::Path) -> anyhow::Result<meshgate_mesh::stores::S3Config> {
     Ok(if config.exists() {
         crate::load_config(config)?.mesh.s3
     } else {
-        meshgate_catalog::stores::S3Config::default().with_environment(std::env::vars())
+        meshgate_mesh::stores::S3Config::default().with_environment(std::env::vars())
     })
 }
 

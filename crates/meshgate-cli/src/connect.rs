@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::remote::MeshClient;
 use clap::Args;
-use meshgate_server::client::MeshClient;
 
 #[derive(Args)]
 pub(crate) struct ConnectArgs {

@@ -8,6 +8,7 @@ mod diff;
 mod keys;
 mod lint;
 mod publish;
+pub mod remote;
 mod serve;
 mod sql;
 

@@ -107,7 +107,7 @@ fn nearest_governance(contract: &Path) -> Option<PathBuf> {
 /// A folder is linted the way the server discovers it; a file is linted as named.
 fn collect(p: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     if p.is_dir() {
-        out.extend(meshgate_catalog::contract_files(p)?);
+        out.extend(meshgate_mesh::contract_files(p)?);
     } else {
         out.push(p.to_path_buf());
     }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use meshgate_catalog::publish::{FAILPOINT_ENV, Failpoint, Source, publish_with};
 use meshgate_contract::Identifier;
+use meshgate_mesh::publish::{FAILPOINT_ENV, Failpoint, Source, publish_with};
 
 #[derive(Args)]
 pub(crate) struct InitArgs {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use meshgate_catalog::Mesh;
+use meshgate_mesh::Mesh;
 use meshgate_policy::HashKey;
 use meshgate_server::{RunningServer, Secrets};
 use tracing::warn;

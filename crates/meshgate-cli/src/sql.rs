@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::remote::MeshClient;
 use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use clap::{Args, ValueEnum};
 use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use meshgate_server::client::MeshClient;
 
 use crate::connect::ConnectArgs;
 
@@ -57,7 +57,7 @@ async fn one(client: &mut MeshClient, sql: &str, args: &SqlArgs) -> anyhow::Resu
     let result = async {
         let (schema, stream) = client.query(sql).await?;
         let batches: Vec<RecordBatch> = stream.try_collect().await?;
-        Ok::<_, meshgate_server::client::ClientError>((schema, batches))
+        Ok::<_, crate::remote::ClientError>((schema, batches))
     }
     .await;
     if let Some(s) = spinner {

@@ -2,7 +2,7 @@
 //!
 //! The gateway plans and checks every query as the caller, then, when a query is heavy
 //! enough and a cluster is configured, hands the *physical* plan it checked to the
-//! scheduler ([`client`]); executors run its stages. The policy travels inside that plan:
+//! scheduler ([`job`]); executors run its stages. The policy travels inside that plan:
 //! masks are encoded by [`codec`] as `(kind, version, key id)`, product scans with what they
 //! may disclose, and every process reads the hash key itself (`MESHGATE_HASH_KEY` or its
 //! key file), never from the plan. The scheduler and executor processes live in
@@ -10,15 +10,15 @@
 //! cluster connection when the cluster leaves loopback, and [`reach`] refuses a clear
 //! connection off loopback.
 
-pub mod client;
 pub mod codec;
+pub mod job;
 pub mod reach;
 pub mod tls;
 
 use std::path::PathBuf;
 
-pub use client::{Cluster, DistributedExec, Health, JobError, plan_for_cluster, scan_bytes};
 pub use codec::{ClusterCodec, ClusterLogicalCodec};
+pub use job::{Cluster, DistributedExec, Health, JobError, plan_for_cluster, scan_bytes};
 pub use reach::{check_reach, is_loopback_host};
 pub use tls::{ClusterTls, TlsFiles};
 

@@ -30,7 +30,7 @@ use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
-use meshgate_catalog::stores::{MeshStores, S3Config};
+use meshgate_mesh::stores::{MeshStores, S3Config};
 use meshgate_policy::HashKey;
 use tracing::info;
 

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::logical_expr::{Expr, lit, or};
-use meshgate_catalog::{Product, ScanView};
 use meshgate_contract::{MaskKind, Permission};
+use meshgate_mesh::{Product, ScanView};
 
 use crate::HashKey;
 

@@ -20,8 +20,8 @@ use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf::PhysicalPlanNode;
-use meshgate_catalog::{Disclosure, ProductScanExec};
 use meshgate_contract::MaskKind;
+use meshgate_mesh::{Disclosure, ProductScanExec};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 

@@ -113,7 +113,7 @@ pub fn classify(e: &DataFusionError) -> (ErrorClass, String) {
     }
     let root = e.find_root();
     if let DataFusionError::External(inner) = root
-        && let Some(c @ meshgate_catalog::CatalogError::Quarantined(_)) = inner.downcast_ref()
+        && let Some(c @ meshgate_mesh::CatalogError::Quarantined(_)) = inner.downcast_ref()
     {
         return (ErrorClass::Quarantined, c.to_string());
     }

@@ -4,7 +4,7 @@
 //! [Filter(row filter)] → TableScan`. The node lets the verifier find each policy subtree,
 //! shows the policy in EXPLAIN, and, when a row filter is present, is a barrier in the
 //! logical plan: no user predicate is pushed below it. Physically the node is nothing: the
-//! product's scan ([`meshgate_catalog::ProductScanExec`]) applies the row filter itself and
+//! product's scan ([`meshgate_mesh::ProductScanExec`]) applies the row filter itself and
 //! accepts no predicate from above, which is the physical barrier (docs/MEASURED.md §1: a logical
 //! barrier alone is undone by physical filter pushdown).
 
@@ -27,8 +27,8 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use meshgate_catalog::ProductScanExec;
 use meshgate_contract::Permission;
+use meshgate_mesh::ProductScanExec;
 
 use crate::Policy;
 use crate::verify::verify_physical;
@@ -258,8 +258,7 @@ pub fn applied_policies(plan: &LogicalPlan) -> Vec<AppliedPolicy> {
             }
             LogicalPlan::TableScan(scan) => {
                 if let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
-                    && let Some(t) =
-                        meshgate_catalog::ContractTable::from_provider(provider.as_ref())
+                    && let Some(t) = meshgate_mesh::ContractTable::from_provider(provider.as_ref())
                 {
                     out.push(AppliedPolicy {
                         product: t.product().display_name(),

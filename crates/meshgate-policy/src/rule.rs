@@ -10,8 +10,8 @@ use datafusion::logical_expr::{
     Extension, Filter, LogicalPlan, LogicalPlanBuilder, TableScan, TableScanBuilder, col,
 };
 use datafusion::optimizer::AnalyzerRule;
-use meshgate_catalog::{ContractTable, Product};
 use meshgate_contract::Permission;
+use meshgate_mesh::{ContractTable, Product};
 
 use crate::node::{AppliedPolicy, PolicyScope};
 use crate::udf::MaskUdf;
@@ -177,7 +177,7 @@ fn qualify(
 mod tests {
     use std::path::Path;
 
-    use meshgate_catalog::{Mesh, MeshConfig};
+    use meshgate_mesh::{Mesh, MeshConfig};
 
     use super::*;
     use crate::{HashKey, MeshSession, Principal};

@@ -10,7 +10,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::optimizer::{Analyzer, AnalyzerRule};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use meshgate_catalog::{CATALOG, CallerView, Mesh};
+use meshgate_mesh::{CATALOG, CallerView, Mesh};
 
 use crate::node::MeshQueryPlanner;
 use crate::rule::MeshPolicyRule;

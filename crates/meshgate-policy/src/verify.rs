@@ -41,8 +41,8 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use meshgate_catalog::{ContractTable, Disclosure, Product, ProductScanExec, same_predicate};
 use meshgate_contract::{MaskKind, Permission};
+use meshgate_mesh::{ContractTable, Disclosure, Product, ProductScanExec, same_predicate};
 
 use crate::node::PolicyScope;
 use crate::udf::MaskUdf;

@@ -19,8 +19,8 @@ use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::{Expr, ExprSchemable, col};
 use datafusion::physical_plan::ExecutionPlan;
-use meshgate_catalog::{ContractTable, Product};
 use meshgate_contract::Permission;
+use meshgate_mesh::{ContractTable, Product};
 
 use crate::udf::MaskUdf;
 use crate::{Access, Policy, PolicyError};

@@ -41,7 +41,7 @@ pub struct AuditRecord {
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The contracts a query ran under ([`meshgate_catalog::Mesh::epoch`]).
+    /// The contracts a query ran under ([`meshgate_mesh::Mesh::epoch`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog_epoch: Option<String>,
     /// The epoch its ticket was planned under, when that was another one (contracts

@@ -195,7 +195,7 @@ pub struct Envelope {
     /// Bound parameters as one Arrow IPC row, base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<String>,
-    /// The catalog epoch ([`meshgate_catalog::Mesh::epoch`]) it was planned under. Redeeming
+    /// The catalog epoch ([`meshgate_mesh::Mesh::epoch`]) it was planned under. Redeeming
     /// always re-plans under the current contracts; a different epoch is audited.
     pub epoch: String,
     pub exp: u64,

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use meshgate_catalog::checks::ProductReport;
-use meshgate_catalog::{Mesh, Product, Quarantine};
 use meshgate_contract::Permission;
+use meshgate_mesh::checks::ProductReport;
+use meshgate_mesh::{Entry, Product};
 use meshgate_policy::{Access as Resolved, Principal};
 use meshgate_proto::catalog::catalog_service_server::CatalogService;
 use meshgate_proto::catalog::{
@@ -25,35 +25,6 @@ impl MeshCatalogService {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         MeshCatalogService { gateway }
     }
-}
-
-/// A product as listed: served, or quarantined (then only what its contract said).
-pub(crate) enum Entry<'a> {
-    Served(&'a Arc<Product>),
-    Quarantined(&'a Arc<Quarantine>),
-}
-
-impl Entry<'_> {
-    pub(crate) fn key(&self) -> (String, String, u32) {
-        match self {
-            Entry::Served(p) => (p.domain.clone(), p.dataset().to_string(), p.version()),
-            Entry::Quarantined(q) => (q.domain.clone(), q.dataset.clone(), q.version.unwrap_or(0)),
-        }
-    }
-}
-
-pub(crate) fn entries(mesh: &Mesh) -> Vec<Entry<'_>> {
-    let mut all: Vec<Entry<'_>> = mesh
-        .products()
-        .iter()
-        .map(Entry::Served)
-        .chain(mesh.quarantined().iter().map(Entry::Quarantined))
-        .collect();
-    all.sort_by_key(|e| {
-        let (d, s, v) = e.key();
-        (d, s, std::cmp::Reverse(v))
-    });
-    all
 }
 
 fn access(product: &Product, principal: &Principal) -> Access {
@@ -105,23 +76,26 @@ pub(crate) fn health(
 }
 
 fn summary(
-    e: &Entry<'_>,
+    e: &Entry,
     principal: &Principal,
     reports: &HashMap<String, ProductReport>,
 ) -> ProductSummary {
     match e {
-        Entry::Served(p) => ProductSummary {
-            domain: p.domain.clone(),
-            dataset: p.dataset().to_string(),
-            version: p.version(),
-            sql_name: format!("{}.{}_v{}", p.domain, p.dataset(), p.version()),
-            owner: p.owner().to_string(),
-            description: p.contract.description.clone().unwrap_or_default(),
-            served: true,
-            quarantine_reasons: vec![],
-            access: access(p, principal) as i32,
-            health: Some(health(reports.get(&p.display_name()), p, principal)),
-        },
+        Entry::Served(t) => {
+            let p = t.product();
+            ProductSummary {
+                domain: p.domain.clone(),
+                dataset: p.dataset().to_string(),
+                version: p.version(),
+                sql_name: format!("{}.{}_v{}", p.domain, p.dataset(), p.version()),
+                owner: p.owner().to_string(),
+                description: p.contract.description.clone().unwrap_or_default(),
+                served: true,
+                quarantine_reasons: vec![],
+                access: access(p, principal) as i32,
+                health: Some(health(reports.get(&p.display_name()), p, principal)),
+            }
+        }
         Entry::Quarantined(q) => ProductSummary {
             domain: q.domain.clone(),
             dataset: q.dataset.clone(),
@@ -137,14 +111,15 @@ fn summary(
     }
 }
 
-pub(crate) fn matches(e: &Entry<'_>, search: &str) -> bool {
+pub(crate) fn matches(e: &Entry, search: &str) -> bool {
     if search.is_empty() {
         return true;
     }
     let s = search.to_lowercase();
     let hit = |t: &str| t.to_lowercase().contains(&s);
     match e {
-        Entry::Served(p) => {
+        Entry::Served(t) => {
+            let p = t.product();
             hit(&p.display_name())
                 || hit(p.owner())
                 || p.contract.description.as_deref().is_some_and(hit)
@@ -164,7 +139,8 @@ impl CatalogService for MeshCatalogService {
         let req = request.into_inner();
         let mesh = self.gateway.mesh();
         let reports = self.gateway.reports();
-        let products = entries(&mesh)
+        let products = mesh
+            .entries()
             .iter()
             .filter(|e| req.domain.is_empty() || e.key().0 == req.domain)
             .filter(|e| matches(e, &req.search))
@@ -181,7 +157,7 @@ impl CatalogService for MeshCatalogService {
         let name = request.into_inner().name;
         let mesh = self.gateway.mesh();
         let reports = self.gateway.reports();
-        let all = entries(&mesh);
+        let all = mesh.entries();
         // Newest first, so `domain.dataset` finds the newest major.
         let found = all.iter().find(|e| {
             let (d, s, v) = e.key();
@@ -195,11 +171,12 @@ impl CatalogService for MeshCatalogService {
             ..Default::default()
         };
         let file = match entry {
-            Entry::Served(p) => &p.contract_file,
+            Entry::Served(t) => &t.product().contract_file,
             Entry::Quarantined(q) => &q.contract_file,
         };
         detail.contract_yaml = std::fs::read_to_string(file).unwrap_or_default();
-        if let Entry::Served(p) = entry {
+        if let Entry::Served(t) = entry {
+            let p = t.product();
             let level = access(p, &principal);
             detail.columns = p
                 .contract

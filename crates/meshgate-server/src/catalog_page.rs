@@ -8,11 +8,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
-use meshgate_catalog::checks::ProductReport;
+use meshgate_mesh::checks::ProductReport;
 use serde::Deserialize;
 
-use crate::catalog::{Entry, entries, matches};
+use crate::catalog::matches;
 use crate::gateway::Gateway;
+use meshgate_mesh::Entry;
 
 #[derive(Deserialize)]
 pub(crate) struct Search {
@@ -61,8 +62,8 @@ pub(crate) async fn index(
 ) -> Html<String> {
     let mesh = gw.mesh();
     let reports = gw.reports();
-    let all = entries(&mesh);
-    let shown: Vec<&Entry<'_>> = all.iter().filter(|e| matches(e, &search.q)).collect();
+    let all = mesh.entries();
+    let shown: Vec<&Entry> = all.iter().filter(|e| matches(e, &search.q)).collect();
     let mut domains: Vec<String> = shown.iter().map(|e| e.key().0).collect();
     domains.dedup();
     page(
@@ -82,11 +83,14 @@ pub(crate) async fn index(
                         tr { th { "product" } th { "owner" } th { "status" } th { "description" } }
                         @for e in shown.iter().filter(|e| &e.key().0 == domain) {
                             @match e {
-                                Entry::Served(p) => tr.product data-name=(format!("{}.{}", p.domain, p.dataset())) {
-                                    td { a href=(format!("/catalog/{}/{}_v{}", p.domain, p.dataset(), p.version())) { (p.dataset()) " v" (p.version()) } }
-                                    td { (p.owner()) }
-                                    td { (sla_badge(reports.get(&p.display_name()))) }
-                                    td { (p.contract.description.as_deref().unwrap_or("")) }
+                                Entry::Served(t) => {
+                                    @let p = t.product();
+                                    tr.product data-name=(format!("{}.{}", p.domain, p.dataset())) {
+                                        td { a href=(format!("/catalog/{}/{}_v{}", p.domain, p.dataset(), p.version())) { (p.dataset()) " v" (p.version()) } }
+                                        td { (p.owner()) }
+                                        td { (sla_badge(reports.get(&p.display_name()))) }
+                                        td { (p.contract.description.as_deref().unwrap_or("")) }
+                                    }
                                 }
                                 Entry::Quarantined(q) => tr.product data-name=(format!("{}.{}", q.domain, q.dataset)) {
                                     td { (q.dataset) @if let Some(v) = q.version { " v" (v) } }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshgate_catalog::MeshConfig;
 use meshgate_cluster::Cluster;
+use meshgate_mesh::MeshConfig;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]

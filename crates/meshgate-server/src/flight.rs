@@ -65,7 +65,7 @@ impl MeshFlightSql {
             time: chrono::Utc::now().to_rfc3339(),
             principal: principal.name.clone(),
             roles: principal.roles.iter().cloned().collect(),
-            client: client(request.remote_addr()),
+            client: peer(request.remote_addr()),
             kind: kind.to_string(),
             ..Default::default()
         }
@@ -241,7 +241,7 @@ impl MeshFlightSql {
     /// the types `principal` reads (a hashed number is a string), as its queries answer.
     async fn tables(&self, principal: &Principal) -> Vec<(String, String, SchemaRef)> {
         let session = self.gateway.session(principal);
-        let Some(catalog) = session.context().catalog(meshgate_catalog::CATALOG) else {
+        let Some(catalog) = session.context().catalog(meshgate_mesh::CATALOG) else {
             return vec![];
         };
         let mut out = Vec::new();
@@ -268,7 +268,7 @@ fn with_remarks(table: &dyn datafusion::catalog::TableProvider) -> SchemaRef {
     let schema = table.schema();
     let product_table = meshgate_policy::CallerTable::from_provider(table)
         .map_or(table, |view| view.product_table().as_ref());
-    let Some(ct) = meshgate_catalog::ContractTable::from_provider(product_table) else {
+    let Some(ct) = meshgate_mesh::ContractTable::from_provider(product_table) else {
         return schema;
     };
     let fields: Vec<Field> = schema
@@ -463,7 +463,7 @@ impl FlightSqlService for MeshFlightSql {
         };
         let mut record = AuditRecord {
             time: chrono::Utc::now().to_rfc3339(),
-            client: client(request.remote_addr()),
+            client: peer(request.remote_addr()),
             kind: "handshake".into(),
             ..Default::default()
         };
@@ -609,7 +609,7 @@ impl FlightSqlService for MeshFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let principal = self.caller(&request)?;
         let mut b = query.into_builder();
-        b.append(meshgate_catalog::CATALOG);
+        b.append(meshgate_mesh::CATALOG);
         self.metadata_batch(&request, &principal, "get_catalogs", b.build())
     }
 
@@ -632,7 +632,7 @@ impl FlightSqlService for MeshFlightSql {
         let principal = self.caller(&request)?;
         let mut b = query.into_builder();
         for domain in self.gateway.mesh().catalog().schema_names() {
-            b.append(meshgate_catalog::CATALOG, domain);
+            b.append(meshgate_mesh::CATALOG, domain);
         }
         self.metadata_batch(&request, &principal, "get_db_schemas", b.build())
     }
@@ -655,7 +655,7 @@ impl FlightSqlService for MeshFlightSql {
         let principal = self.caller(&request)?;
         let mut b = query.into_builder();
         for (domain, name, schema) in self.tables(&principal).await {
-            b.append(meshgate_catalog::CATALOG, domain, name, "TABLE", &schema)
+            b.append(meshgate_mesh::CATALOG, domain, name, "TABLE", &schema)
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
         self.metadata_batch(&request, &principal, "get_tables", b.build())
@@ -1061,7 +1061,7 @@ pub(crate) fn query_error(s: &Status) -> QueryError {
 }
 
 /// The client's address, as the audit log names it.
-pub(crate) fn client(addr: Option<std::net::SocketAddr>) -> String {
+pub(crate) fn peer(addr: Option<std::net::SocketAddr>) -> String {
     addr.map(|a| a.to_string())
         .unwrap_or_else(|| "unknown".into())
 }

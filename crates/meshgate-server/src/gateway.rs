@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use meshgate_catalog::Mesh;
-use meshgate_catalog::checks::ProductReport;
+use meshgate_mesh::Mesh;
+use meshgate_mesh::checks::ProductReport;
 use meshgate_policy::{MeshSession, Principal};
 use tonic::Status;
 

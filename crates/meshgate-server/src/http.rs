@@ -42,7 +42,7 @@ pub(crate) async fn serve(
 /// Ready when the mesh is loaded; lists what is quarantined and why.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     let mesh = gw.mesh();
-    let text = |q: &[Arc<meshgate_catalog::Quarantine>]| -> Vec<String> {
+    let text = |q: &[Arc<meshgate_mesh::Quarantine>]| -> Vec<String> {
         q.iter().map(|q| q.to_string()).collect()
     };
     let body = serde_json::json!({

@@ -5,7 +5,6 @@ pub mod audit;
 pub mod auth;
 pub mod catalog;
 mod catalog_page;
-pub mod client;
 pub mod config;
 mod flight;
 mod gateway;
@@ -20,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use meshgate_catalog::Mesh;
+use meshgate_mesh::Mesh;
 use meshgate_proto::catalog::catalog_service_server::CatalogServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -29,10 +28,21 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, ServerTlsConfig};
 use tracing::info;
 
+pub use auth::ROLE_HEADER;
 pub use config::{Secrets, ServerConfig, TlsConfig};
 pub use flight::MeshFlightSql;
 pub use gateway::Gateway;
 pub use session_options::EXECUTION_HEADER;
+
+/// HTTP/2 sizes for Flight connections, the same on both ends.
+pub mod http2 {
+    /// Receive windows sized for bulk results: with h2's 64 KiB default a loopback DoGet
+    /// stalls on WINDOW_UPDATE round trips long before the CPU is busy.
+    pub const STREAM_WINDOW: u32 = 8 << 20;
+    pub const CONNECTION_WINDOW: u32 = 16 << 20;
+    /// Frames this large keep per-frame overhead out of multi-megabyte Flight messages.
+    pub const MAX_FRAME: u32 = 1 << 20;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -105,9 +115,9 @@ impl RunningServer {
         let catalog_gateway = Arc::clone(&gateway);
         let flight = tokio::spawn(async move {
             builder
-                .initial_stream_window_size(client::STREAM_WINDOW)
-                .initial_connection_window_size(client::CONNECTION_WINDOW)
-                .max_frame_size(client::MAX_FRAME)
+                .initial_stream_window_size(http2::STREAM_WINDOW)
+                .initial_connection_window_size(http2::CONNECTION_WINDOW)
+                .max_frame_size(http2::MAX_FRAME)
                 .add_service(service)
                 .add_service(CatalogServiceServer::new(catalog::MeshCatalogService::new(
                     Arc::clone(&catalog_gateway),

@@ -3,9 +3,13 @@
 //! swaps in its users (a removed user or role loses access on every replica within one
 //! interval; other settings take effect at the next start). A contract edited into an invalid one
 //! keeps its last good version served (see `Mesh::reload`); unreadable governance rules
-//! keep the whole previous snapshot. New data needs no reload (listings are not cached),
-//! but a product whose files changed is evaluated again at once for its SLA metrics.
+//! keep the whole previous snapshot. A reload reads only the contracts that changed and
+//! binds only their products again (and those a conflict now involves). New data needs no
+//! reload (listings are not cached), but a product whose files changed is evaluated again
+//! at once for its SLA metrics, and one whose location now links elsewhere (a publish) is
+//! bound again: where a location resolves is checked against its domain's root.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,7 +20,7 @@ use crate::gateway::Gateway;
 
 /// Every contract file (and governance.yaml) with its size and modification time.
 fn fingerprint(dir: &Path, governance: Option<&Path>) -> Vec<(String, u64, Option<SystemTime>)> {
-    let mut files = meshgate_catalog::contract_files(dir).unwrap_or_default();
+    let mut files = meshgate_mesh::contract_files(dir).unwrap_or_default();
     files.extend(governance.map(Path::to_path_buf));
     files
         .into_iter()
@@ -31,20 +35,23 @@ fn fingerprint(dir: &Path, governance: Option<&Path>) -> Vec<(String, u64, Optio
         .collect()
 }
 
-/// Where each served product's files are now: the folder a published location links to,
-/// and the folder's modification time (files added or removed in place).
-fn data_fingerprint(gateway: &Gateway) -> Vec<(String, Option<PathBuf>, Option<SystemTime>)> {
+/// Where a served product's files are now: the folder a published location links to, and
+/// the folder's modification time (files added or removed in place).
+type DataStamp = (Option<PathBuf>, Option<SystemTime>);
+
+/// Each served product's [`DataStamp`], by location, with its contract file.
+fn data_fingerprint(gateway: &Gateway) -> HashMap<String, (PathBuf, DataStamp)> {
     gateway
         .mesh()
         .products()
         .iter()
         .map(|p| {
             let dir = Path::new(p.location.trim_end_matches('/'));
-            (
-                p.location.clone(),
+            let stamp = (
                 std::fs::read_link(dir).ok(),
                 std::fs::metadata(dir).and_then(|m| m.modified()).ok(),
-            )
+            );
+            (p.location.clone(), (p.contract_file.clone(), stamp))
         })
         .collect()
 }
@@ -90,27 +97,48 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
         }
         let gov = config.governance_file();
         let now = fingerprint(&dir, gov.as_deref());
-        if now == last {
-            let data = data_fingerprint(&gateway);
-            if data != last_data {
-                last_data = data;
-                info!("product files changed: evaluating SLAs");
-                crate::sla::evaluate(&gateway).await;
+        let data = data_fingerprint(&gateway);
+        // Locations whose files changed, and contracts whose location now links elsewhere.
+        let mut moved = HashSet::new();
+        let mut relinked = HashSet::new();
+        for (location, (file, stamp)) in &data {
+            match last_data.get(location) {
+                Some((_, was)) if was == stamp => {}
+                Some((_, was)) => {
+                    moved.insert(location.clone());
+                    if was.0 != stamp.0 {
+                        relinked.insert(file.clone());
+                    }
+                }
+                None => {}
+            }
+        }
+        last_data = data;
+        if now == last && relinked.is_empty() {
+            if !moved.is_empty() {
+                info!(
+                    products = moved.len(),
+                    "product files changed: evaluating their SLAs"
+                );
+                crate::sla::evaluate_locations(&gateway, &moved).await;
             }
             continue;
         }
         last = now;
-        match gateway.mesh().reload().await {
+        let before = gateway.mesh();
+        match before.reload_with(&relinked).await {
             Ok(mesh) => {
                 info!(
                     products = mesh.products().len(),
                     quarantined = mesh.quarantined().len(),
                     invalid_changes = mesh.kept().len(),
-                    "contracts changed: mesh reloaded"
+                    relinked = relinked.len(),
+                    "contracts or locations changed: mesh reloaded"
                 );
                 gateway.set_mesh(Arc::new(mesh));
                 last_data = data_fingerprint(&gateway);
-                crate::sla::evaluate(&gateway).await;
+                crate::sla::evaluate_changed(&gateway, &before).await;
+                crate::sla::evaluate_locations(&gateway, &moved).await;
             }
             Err(e) => error!(
                 "contracts changed but cannot be loaded; still serving the previous mesh: {e}"

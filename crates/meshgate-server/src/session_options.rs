@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use meshgate_catalog::CATALOG;
+use meshgate_mesh::CATALOG;
 use tonic::metadata::MetadataMap;
 
 use crate::query::Execution;

@@ -26,8 +26,8 @@ use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
-use meshgate_catalog::Mesh;
 use meshgate_cluster::Cluster;
+use meshgate_mesh::Mesh;
 use meshgate_policy::{
     AppliedPolicy, HashKey, MeshSession, Policy, Principal, SessionOptions, applied_policies,
 };

@@ -14,7 +14,7 @@ use std::time::Instant;
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use futures::StreamExt;
-use meshgate_catalog::{Mesh, MeshConfig};
+use meshgate_mesh::{Mesh, MeshConfig};
 use meshgate_policy::{ErrorClass, HashKey};
 
 use super::*;

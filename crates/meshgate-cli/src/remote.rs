@@ -1,4 +1,5 @@
-//! A Flight SQL client for meshgate, so that the command line needs no gRPC of its own.
+//! The client verbs' (`sql`, `catalog`) connection to a running gateway: Flight SQL with
+//! meshgate's login, role header and catalog service.
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -10,7 +11,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use meshgate_proto::catalog;
 use meshgate_proto::catalog::catalog_service_client::CatalogServiceClient;
 
-use crate::auth::ROLE_HEADER;
+use meshgate_server::ROLE_HEADER;
+use meshgate_server::http2::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -59,13 +61,6 @@ fn code_name(code: tonic::Code) -> &'static str {
         _ => "error",
     }
 }
-
-/// HTTP/2 receive windows sized for bulk results: with h2's 64 KiB default a loopback
-/// DoGet stalls on WINDOW_UPDATE round trips long before the CPU is busy.
-pub const STREAM_WINDOW: u32 = 8 << 20;
-pub const CONNECTION_WINDOW: u32 = 16 << 20;
-/// Frames this large keep per-frame overhead out of multi-megabyte Flight messages.
-pub const MAX_FRAME: u32 = 1 << 20;
 
 /// An endpoint tuned for Flight: large windows and frames, no Nagle delay.
 ///

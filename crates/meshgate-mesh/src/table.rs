@@ -29,9 +29,41 @@ pub struct Product {
     pub schema: SchemaRef,
     /// Each grant's row filter, planned against `schema` (role → unqualified predicate).
     pub row_filters: BTreeMap<String, Expr>,
+    /// SHA-256 of the domain and the contract, for the mesh's epoch.
+    digest: String,
 }
 
 impl Product {
+    pub fn new(
+        contract: Contract,
+        domain: String,
+        contract_file: PathBuf,
+        location: String,
+        schema: SchemaRef,
+        row_filters: BTreeMap<String, Expr>,
+    ) -> Product {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(domain.as_bytes());
+        h.update([0]);
+        h.update(serde_json::to_vec(&contract).unwrap_or_default());
+        Product {
+            digest: hex::encode(h.finalize()),
+            contract,
+            domain,
+            contract_file,
+            location,
+            schema,
+            row_filters,
+        }
+    }
+
+    /// What the mesh's epoch is made of for this product: equal on every replica serving
+    /// the same contract in the same domain.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
     pub fn dataset(&self) -> &str {
         self.contract.dataset.as_str()
     }

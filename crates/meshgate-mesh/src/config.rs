@@ -23,12 +23,23 @@ pub struct MeshConfig {
     pub s3: S3Config,
 }
 
-/// A domain's data root: a folder, or an object store prefix (`data: s3://bucket/mesh`).
+/// Where data lives: a folder, or an object store prefix (`s3://bucket/mesh`). Both a
+/// domain's data root and a product's location are one.
 #[derive(Debug, Clone, PartialEq)]
-pub enum DataRoot {
+pub enum Location {
     Local(PathBuf),
-    /// Without a trailing slash.
+    /// Without a trailing slash as a domain root.
     Url(String),
+}
+
+impl Location {
+    /// The folder as a URL DataFusion lists (a trailing slash means "this folder").
+    pub fn as_url(&self) -> String {
+        match self {
+            Location::Local(p) => format!("{}/", p.display()),
+            Location::Url(u) => format!("{}/", u.trim_end_matches('/')),
+        }
+    }
 }
 
 /// `s3://…` as written, trailing slashes removed; `None` for a path.
@@ -88,9 +99,9 @@ impl MeshConfig {
             return location.to_string();
         }
         let slash = if location.ends_with('/') { "/" } else { "" };
-        let path = crate::discover::normalize(Path::new(location.trim_start_matches("file://")));
+        let path = crate::mesh::normalize(Path::new(location.trim_start_matches("file://")));
         let under = |base: &Path, label: &str| {
-            path.strip_prefix(crate::discover::normalize(base))
+            path.strip_prefix(crate::mesh::normalize(base))
                 .ok()
                 .map(|rel| {
                     let rel = rel.display().to_string();
@@ -126,15 +137,15 @@ impl MeshConfig {
     }
 
     /// The only folder (or object store prefix) a domain's products may read from.
-    pub fn domain_root(&self, domain: &str) -> DataRoot {
+    pub fn domain_root(&self, domain: &str) -> Location {
         match self.domain_roots.get(domain) {
             Some(p) => match url_of(p) {
-                Some(u) => DataRoot::Url(u),
-                None => DataRoot::Local(self.resolve(p)),
+                Some(u) => Location::Url(u),
+                None => Location::Local(self.resolve(p)),
             },
             None => match url_of(&self.data) {
-                Some(u) => DataRoot::Url(format!("{u}/{domain}")),
-                None => DataRoot::Local(self.resolve(&self.data).join(domain)),
+                Some(u) => Location::Url(format!("{u}/{domain}")),
+                None => Location::Local(self.resolve(&self.data).join(domain)),
             },
         }
     }

@@ -14,10 +14,25 @@ use crate::{CatalogError, ContractTable, Quarantine};
 /// The one catalog meshgate serves.
 pub const CATALOG: &str = "mesh";
 
+/// A product as the mesh lists it: served, or quarantined (then only what its contract
+/// said). SQL names, the catalog API and the catalog page list the same entries.
 #[derive(Clone)]
-pub(crate) enum Entry {
+pub enum Entry {
     Served(Arc<ContractTable>),
     Quarantined(Arc<Quarantine>),
+}
+
+impl Entry {
+    /// `(domain, dataset, major version)`; 0 for a quarantined contract without a version.
+    pub fn key(&self) -> (String, String, u32) {
+        match self {
+            Entry::Served(t) => {
+                let p = t.product();
+                (p.domain.clone(), p.dataset().to_string(), p.version())
+            }
+            Entry::Quarantined(q) => (q.domain.clone(), q.dataset.clone(), q.version.unwrap_or(0)),
+        }
+    }
 }
 
 /// A read-only catalog built from one [`crate::Mesh`] snapshot.

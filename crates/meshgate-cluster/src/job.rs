@@ -671,7 +671,7 @@ pub fn scan_bytes(plan: &Arc<dyn ExecutionPlan>) -> Option<u64> {
     let mut total = None;
     let mut stack = vec![Arc::clone(plan)];
     while let Some(node) = stack.pop() {
-        if let Some(scan) = node.downcast_ref::<meshgate_catalog::ProductScanExec>() {
+        if let Some(scan) = node.downcast_ref::<meshgate_mesh::ProductScanExec>() {
             total = Some(total.unwrap_or(0) + scan.scan_bytes());
         }
         stack.extend(node.children().into_iter().cloned());

@@ -24,7 +24,7 @@ use tracing::info;
 
 use crate::MeshConfig;
 use crate::checks::{ProductReport, check_data};
-use crate::discover::resolve_local;
+use crate::mesh::resolve_local;
 
 /// Where the new data comes from.
 pub enum Source {

@@ -1,8 +1,9 @@
 //! Finding contracts, resolving their locations and deciding what is served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -10,7 +11,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use meshgate_contract::{Contract, Governance, load_governed_contract, peek_identity};
 use tracing::{info, warn};
 
-use crate::config::DataRoot;
+use crate::config::Location;
 use crate::conformance::bind;
 use crate::provider::{Entry, MeshCatalogProvider};
 use crate::stores::MeshStores;
@@ -28,9 +29,32 @@ pub struct Mesh {
     catalog: Arc<MeshCatalogProvider>,
     epoch: String,
     stores: Arc<MeshStores>,
+    /// What each contract file gave, kept for the next reload while the file is unchanged.
+    parsed: HashMap<PathBuf, Parsed>,
+    /// The table each unchanged served candidate was bound to.
+    bound: HashMap<PathBuf, (Arc<Candidate>, Arc<ContractTable>)>,
+    governance: Option<Stamp>,
+}
+
+/// A file's size and modification time: a reload reads again only files whose stamp moved.
+type Stamp = (u64, Option<SystemTime>);
+
+fn stamp(file: &Path) -> Stamp {
+    let meta = std::fs::metadata(file).ok();
+    (
+        meta.as_ref().map_or(0, |m| m.len()),
+        meta.and_then(|m| m.modified().ok()),
+    )
+}
+
+#[derive(Debug, Clone)]
+struct Parsed {
+    stamp: Stamp,
+    outcome: std::result::Result<Arc<Candidate>, Arc<Quarantine>>,
 }
 
 /// A contract that parsed, on its way to being served.
+#[derive(Debug)]
 struct Candidate {
     contract: Contract,
     domain: String,
@@ -39,96 +63,86 @@ struct Candidate {
     is_default_location: bool,
 }
 
-enum Location {
-    Local(PathBuf),
-    Url(String),
-}
-
-impl Location {
-    fn as_url(&self) -> String {
-        match self {
-            // ListingTableUrl treats a trailing slash as "this folder".
-            Location::Local(p) => format!("{}/", p.display()),
-            Location::Url(u) => format!("{}/", u.trim_end_matches('/')),
-        }
-    }
-}
-
 impl Mesh {
     /// Loads every contract under the configured folder. Only an unreadable contracts folder
     /// is an error: a broken contract or product is quarantined and the rest still served.
     pub async fn load(config: MeshConfig) -> Result<Mesh> {
         let stores = Arc::new(MeshStores::new(config.s3.clone()));
-        Mesh::load_with(config, stores).await
+        Mesh::build(config, stores, None, &HashSet::new()).await
     }
 
-    async fn load_with(config: MeshConfig, stores: Arc<MeshStores>) -> Result<Mesh> {
+    /// Reads the contracts folder and decides what is served. With a `previous` snapshot,
+    /// a contract file whose stamp has not moved (and that is not in `stale`) is not read
+    /// again, and its product, when it was served, keeps its bound table: a reload costs
+    /// what changed, plus a walk of the folder and the checks that compare every contract
+    /// with every other (names, overlapping locations), which are sorted, not pairwise.
+    async fn build(
+        config: MeshConfig,
+        stores: Arc<MeshStores>,
+        previous: Option<&Mesh>,
+        stale: &HashSet<PathBuf>,
+    ) -> Result<Mesh> {
         let dir = config.contracts_dir();
         let files = contract_files(&dir).map_err(|source| CatalogError::ContractsFolder {
             path: dir.clone(),
             error: source,
         })?;
 
-        let governance = match config.governance_file() {
-            Some(path) => Some(Governance::load(&path).map_err(CatalogError::Governance)?),
+        let governance_file = config.governance_file();
+        let governance_stamp = governance_file.as_deref().map(stamp);
+        // Every contract is checked against the governance rules: new rules, all read again.
+        let previous = previous.filter(|p| p.governance == governance_stamp);
+        let governance = match &governance_file {
+            Some(path) => Some(Governance::load(path).map_err(CatalogError::Governance)?),
             None => None,
         };
 
         let mut quarantined = Vec::new();
         let mut candidates = Vec::new();
+        let mut parsed = HashMap::with_capacity(files.len());
         for file in files {
-            match candidate(&config, &dir, &file, governance.as_ref()) {
-                Ok(c) => candidates.push(c),
-                Err(q) => quarantined.push(*q),
+            let stamp = stamp(&file);
+            let unchanged = previous
+                .and_then(|p| p.parsed.get(&file))
+                .filter(|p| p.stamp == stamp && stamp.1.is_some() && !stale.contains(&file));
+            let outcome = match unchanged {
+                Some(p) => p.outcome.clone(),
+                None => candidate(&config, &dir, &file, governance.as_ref())
+                    .map(Arc::new)
+                    .map_err(|q| Arc::new(*q)),
+            };
+            match &outcome {
+                Ok(c) => candidates.push(Arc::clone(c)),
+                Err(q) => quarantined.push(Arc::clone(q)),
             }
+            parsed.insert(file, Parsed { stamp, outcome });
         }
         refuse_conflicts(&config, &mut candidates, &mut quarantined);
 
         let ctx = session_context(&stores);
         let mut products = Vec::new();
         let mut tables = Vec::new();
+        let mut bound = HashMap::new();
         for c in candidates {
-            let location = c.location.as_url();
-            let shown = config.shown(&location);
-            let missing = matches!(&c.location, Location::Local(p) if !p.is_dir());
-            let bound = if missing {
-                Err(vec![format!("location {shown} does not exist")])
-            } else {
-                bind(&ctx, &c.contract, &location, &shown, &config.s3).await
-            };
-            // An object store has no folders: nothing under the prefix means it is missing.
-            let bound = match bound {
-                Ok(b) if b.files_found == 0 && matches!(c.location, Location::Url(_)) => {
-                    Err(vec![format!(
-                        "no Parquet files under {shown} (missing prefix or bucket?)"
-                    )])
+            let same = previous
+                .and_then(|p| p.bound.get(&c.file))
+                .filter(|(was, _)| Arc::ptr_eq(was, &c));
+            if let Some((_, table)) = same {
+                products.push(Arc::clone(table.product()));
+                tables.push(Arc::clone(table));
+                bound.insert(c.file.clone(), (c, Arc::clone(table)));
+                continue;
+            }
+            match bind_candidate(&config, &ctx, &c).await {
+                Ok(table) => {
+                    info!(product = %table.product().display_name(), "serving");
+                    products.push(Arc::clone(table.product()));
+                    tables.push(Arc::clone(&table));
+                    bound.insert(c.file.clone(), (c, table));
                 }
-                other => other,
-            };
-            match bound {
-                Ok(bound) => {
-                    let product = Arc::new(Product {
-                        contract: c.contract,
-                        domain: c.domain,
-                        contract_file: c.file,
-                        location,
-                        schema: bound.schema,
-                        row_filters: bound.row_filters,
-                    });
-                    info!(product = %product.display_name(), "serving");
-                    tables.push(Arc::new(ContractTable::new(
-                        Arc::clone(&product),
-                        bound.files,
-                    )));
-                    products.push(product);
-                }
-                Err(reasons) => {
-                    let reasons = reasons.iter().map(|r| config.s3.scrub(r)).collect();
-                    quarantined.push(quarantine_of(&c, reasons))
-                }
+                Err(q) => quarantined.push(Arc::new(q)),
             }
         }
-        let quarantined: Vec<Arc<Quarantine>> = quarantined.into_iter().map(Arc::new).collect();
         for q in &quarantined {
             warn!(contract = %q.contract_file.display(), "{q}");
         }
@@ -142,25 +156,43 @@ impl Mesh {
             kept: Vec::new(),
             catalog,
             stores,
+            parsed,
+            bound,
+            governance: governance_stamp,
         })
     }
 
-    /// Loads the mesh again from disk. A contract that was served and has since been edited
-    /// into an invalid one keeps its last good version served (reported in [`Mesh::kept`])
-    /// rather than disappearing from under its consumers; everything else is as loaded.
+    /// Loads the mesh again from disk, reading only contracts that changed (see
+    /// [`Mesh::reload_with`]).
     pub async fn reload(&self) -> Result<Mesh> {
-        let next = Mesh::load_with(self.config.clone(), Arc::clone(&self.stores)).await?;
+        self.reload_with(&HashSet::new()).await
+    }
+
+    /// Loads the mesh again, reading the contracts that changed and those in `stale` (whose
+    /// data moved: a location may now resolve elsewhere) and binding their products again;
+    /// every other product keeps its table. A contract that was served and has since been
+    /// edited into an invalid one keeps its last good version served (reported in
+    /// [`Mesh::kept`]) rather than disappearing from under its consumers.
+    pub async fn reload_with(&self, stale: &HashSet<PathBuf>) -> Result<Mesh> {
+        let next = Mesh::build(
+            self.config.clone(),
+            Arc::clone(&self.stores),
+            Some(self),
+            stale,
+        )
+        .await?;
         let mut products = next.products;
         let mut tables = next.tables;
         let mut quarantined = Vec::new();
         let mut kept = Vec::new();
+        let last_good: HashMap<&Path, &Arc<ContractTable>> = self
+            .tables
+            .iter()
+            .map(|t| (t.product().contract_file.as_path(), t))
+            .collect();
         for q in next.quarantined {
             let invalid = q.reasons.iter().all(|r| r.starts_with("invalid contract"));
-            let last_good = self
-                .tables
-                .iter()
-                .find(|t| t.product().contract_file == q.contract_file);
-            match last_good {
+            match last_good.get(q.contract_file.as_path()) {
                 Some(t) if invalid => {
                     warn!(contract = %q.contract_file.display(),
                         "invalid contract change; the last good version stays served: {q}");
@@ -181,6 +213,9 @@ impl Mesh {
             quarantined,
             kept,
             catalog,
+            parsed: next.parsed,
+            bound: next.bound,
+            governance: next.governance,
         })
     }
 
@@ -224,6 +259,16 @@ impl Mesh {
         &self.quarantined
     }
 
+    /// Served and quarantined products by domain and dataset, newest version first.
+    pub fn entries(&self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = listed(&self.tables, &self.quarantined).collect();
+        all.sort_by_key(|e| {
+            let (d, s, v) = e.key();
+            (d, s, std::cmp::Reverse(v))
+        });
+        all
+    }
+
     /// The `mesh` catalog for a DataFusion session.
     pub fn catalog(&self) -> Arc<MeshCatalogProvider> {
         Arc::clone(&self.catalog)
@@ -243,17 +288,53 @@ fn session_context(stores: &Arc<MeshStores>) -> SessionContext {
     SessionContext::new_with_config_rt(config, runtime)
 }
 
-/// SHA-256 over each served contract (with its domain) and each quarantined product's
-/// name, in a fixed order; 12 hex digits.
+/// Binds a candidate to its files, or says why it cannot be served.
+async fn bind_candidate(
+    config: &MeshConfig,
+    ctx: &SessionContext,
+    c: &Candidate,
+) -> std::result::Result<Arc<ContractTable>, Quarantine> {
+    let location = c.location.as_url();
+    let shown = config.shown(&location);
+    let missing = matches!(&c.location, Location::Local(p) if !p.is_dir());
+    let bound = if missing {
+        Err(vec![format!("location {shown} does not exist")])
+    } else {
+        bind(ctx, &c.contract, &location, &shown, &config.s3).await
+    };
+    // An object store has no folders: nothing under the prefix means it is missing.
+    let bound = match bound {
+        Ok(b) if b.files_found == 0 && matches!(c.location, Location::Url(_)) => {
+            Err(vec![format!(
+                "no Parquet files under {shown} (missing prefix or bucket?)"
+            )])
+        }
+        other => other,
+    };
+    match bound {
+        Ok(bound) => {
+            let product = Arc::new(Product::new(
+                c.contract.clone(),
+                c.domain.clone(),
+                c.file.clone(),
+                location,
+                bound.schema,
+                bound.row_filters,
+            ));
+            Ok(Arc::new(ContractTable::new(product, bound.files)))
+        }
+        Err(reasons) => {
+            let reasons = reasons.iter().map(|r| config.s3.scrub(r)).collect();
+            Err(quarantine_of(c, reasons))
+        }
+    }
+}
+
+/// SHA-256 over each served contract's digest (of the contract with its domain) and each
+/// quarantined product's name, in a fixed order; 12 hex digits.
 fn epoch(products: &[Arc<Product>], quarantined: &[Arc<Quarantine>]) -> String {
     use sha2::{Digest, Sha256};
-    let mut served: Vec<String> = products
-        .iter()
-        .map(|p| {
-            let contract = serde_json::to_string(&p.contract).unwrap_or_default();
-            format!("{}\0{contract}", p.domain)
-        })
-        .collect();
+    let mut served: Vec<&str> = products.iter().map(|p| p.digest()).collect();
     served.sort();
     let mut refused: Vec<String> = quarantined
         .iter()
@@ -262,9 +343,9 @@ fn epoch(products: &[Arc<Product>], quarantined: &[Arc<Quarantine>]) -> String {
     refused.sort();
     let mut h = Sha256::new();
     for s in served
-        .iter()
-        .chain([&String::from("\0quarantined")])
-        .chain(&refused)
+        .into_iter()
+        .chain(["\0quarantined"])
+        .chain(refused.iter().map(String::as_str))
     {
         h.update(s.as_bytes());
         h.update([0xff]);
@@ -277,26 +358,12 @@ fn names(
     quarantined: &[Arc<Quarantine>],
 ) -> BTreeMap<String, BTreeMap<String, Entry>> {
     let mut newest: HashMap<(String, String), u32> = HashMap::new();
-    let mut entries: Vec<(String, String, u32, Entry)> = Vec::new();
-    for t in tables {
-        let p = t.product();
-        entries.push((
-            p.domain.clone(),
-            p.dataset().to_string(),
-            p.version(),
-            Entry::Served(Arc::clone(t)),
-        ));
-    }
-    for q in quarantined {
-        // Without a version the short name is still claimed, so that the caller learns why.
-        let v = q.version.unwrap_or(0);
-        entries.push((
-            q.domain.clone(),
-            q.dataset.clone(),
-            v,
-            Entry::Quarantined(Arc::clone(q)),
-        ));
-    }
+    let entries: Vec<(String, String, u32, Entry)> = listed(tables, quarantined)
+        .map(|e| {
+            let (d, ds, v) = e.key();
+            (d, ds, v, e)
+        })
+        .collect();
     for (d, ds, v, _) in &entries {
         let n = newest.entry((d.clone(), ds.clone())).or_insert(*v);
         *n = (*n).max(*v);
@@ -314,6 +381,20 @@ fn names(
         }
     }
     out
+}
+
+/// Served products, then quarantined contracts (without a version a contract still claims
+/// its short name, so that the caller learns why).
+fn listed<'a>(
+    tables: &'a [Arc<ContractTable>],
+    quarantined: &'a [Arc<Quarantine>],
+) -> impl Iterator<Item = Entry> + 'a {
+    let served = tables.iter().map(|t| Entry::Served(Arc::clone(t)));
+    served.chain(
+        quarantined
+            .iter()
+            .map(|q| Entry::Quarantined(Arc::clone(q))),
+    )
 }
 
 /// Every `*.yaml`/`*.yml` under `dir`, sorted, except the governance rules and alert rules.
@@ -417,7 +498,7 @@ fn candidate(
     // docs/DESIGN.md §4.7: a contract may only expose data under its own domain's root, also after
     // following symbolic links (local) or `..` segments (URLs).
     let (location, is_default_location, root, inside) = match config.domain_root(&domain) {
-        DataRoot::Local(root) => {
+        Location::Local(root) => {
             let root = normalize(&root);
             let default = root.join(dataset).join(&version);
             let (location, is_default) = match declared_location {
@@ -451,7 +532,7 @@ fn candidate(
             };
             (location, is_default, root.display().to_string(), inside)
         }
-        DataRoot::Url(root) => {
+        Location::Url(root) => {
             // Both sides in the one spelling the reader resolves them to: `%2e%2e`, `..`,
             // doubled slashes and escapes cannot make a location look inside its root.
             let root = match canonical_url(&root) {
@@ -507,8 +588,8 @@ fn candidate(
 /// cost seconds at startup and on every reload.
 fn refuse_conflicts(
     config: &MeshConfig,
-    candidates: &mut Vec<Candidate>,
-    quarantined: &mut Vec<Quarantine>,
+    candidates: &mut Vec<Arc<Candidate>>,
+    quarantined: &mut Vec<Arc<Quarantine>>,
 ) {
     // Reasons per candidate, with the index of the other candidate, in the order of that
     // index (as a pairwise walk would find them).
@@ -573,7 +654,8 @@ fn refuse_conflicts(
             kept.push(c);
         } else {
             r.sort_by_key(|(j, _)| *j);
-            quarantined.push(quarantine_of(&c, r.into_iter().map(|(_, r)| r).collect()));
+            let reasons = r.into_iter().map(|(_, r)| r).collect();
+            quarantined.push(Arc::new(quarantine_of(&c, reasons)));
         }
     }
     *candidates = kept;
@@ -604,7 +686,7 @@ fn location_key(location: &Location) -> String {
 /// is at its default location and `j` is not.
 fn overlap(
     config: &MeshConfig,
-    candidates: &[Candidate],
+    candidates: &[Arc<Candidate>],
     reasons: &mut [Vec<(usize, String)>],
     i: usize,
     j: usize,
@@ -847,7 +929,7 @@ mod tests {
             c.data = PathBuf::from("s3://mesh");
             c
         };
-        let mut candidates: Vec<Candidate> = mesh_on_s3(
+        let mut candidates: Vec<Arc<Candidate>> = mesh_on_s3(
             dir.path(),
             &[
                 ("inventory", "stock", "s3://mesh/inventory/stock/v1/"),
@@ -861,7 +943,7 @@ mod tests {
             ],
         )
         .into_iter()
-        .map(|r| r.unwrap_or_else(|q| panic!("{q}")))
+        .map(|r| Arc::new(r.unwrap_or_else(|q| panic!("{q}"))))
         .collect();
         let mut quarantined = Vec::new();
         refuse_conflicts(&config, &mut candidates, &mut quarantined);
@@ -874,7 +956,12 @@ mod tests {
         assert!(!refused.contains(&"apart"), "{refused:?}");
     }
 
-    fn local_candidate(dir: &Path, file: &str, dataset: &str, location: Option<&str>) -> Candidate {
+    fn local_candidate(
+        dir: &Path,
+        file: &str,
+        dataset: &str,
+        location: Option<&str>,
+    ) -> Arc<Candidate> {
         let config = MeshConfig::at(dir);
         let folder = dir.join("contracts/inventory");
         std::fs::create_dir_all(&folder).unwrap();
@@ -894,7 +981,8 @@ mod tests {
             ),
         )
         .unwrap();
-        candidate(&config, &dir.join("contracts"), &file, None).unwrap_or_else(|q| panic!("{q}"))
+        let c = candidate(&config, &dir.join("contracts"), &file, None);
+        Arc::new(c.unwrap_or_else(|q| panic!("{q}")))
     }
 
     #[test]
@@ -940,5 +1028,108 @@ mod tests {
         assert_eq!(above.len(), 4, "{above:?}");
         assert!(above[0].contains("inventory.stock "), "{above:?}");
         assert!(above[3].contains("inventory.stockpile "), "{above:?}");
+    }
+
+    /// A contract `inventory/<dataset>.yaml` and one Parquet file at its default location.
+    fn write_product(dir: &Path, dataset: &str, extra: &str) -> PathBuf {
+        use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+        use datafusion::parquet::arrow::ArrowWriter;
+        let data = dir.join(format!("sample-data/inventory/{dataset}/v1"));
+        std::fs::create_dir_all(&data).unwrap();
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        let batch = RecordBatch::try_from_iter([("id", ids)]).unwrap();
+        let out = std::fs::File::create(data.join("part-0.parquet")).unwrap();
+        let mut w = ArrowWriter::try_new(out, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        write_contract(dir, dataset, extra)
+    }
+
+    fn write_contract(dir: &Path, dataset: &str, extra: &str) -> PathBuf {
+        let folder = dir.join("contracts/inventory");
+        std::fs::create_dir_all(&folder).unwrap();
+        let file = folder.join(format!("{dataset}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "dataset: {dataset}\nversion: v1\nowner: team@company.com\n{extra}\
+                 schema:\n  - name: id\n    type: string\n    pii: false\n\
+                 access_policy:\n  - role: data_analyst\n    permission: read\n"
+            ),
+        )
+        .unwrap();
+        file
+    }
+
+    /// The table serving `dataset` in `mesh`.
+    fn table(mesh: &Mesh, dataset: &str) -> Arc<ContractTable> {
+        let found = mesh
+            .tables()
+            .iter()
+            .find(|t| t.product().dataset() == dataset);
+        Arc::clone(found.unwrap_or_else(|| panic!("{dataset} is not served")))
+    }
+
+    fn same(a: &Mesh, b: &Mesh, dataset: &str) -> bool {
+        Arc::ptr_eq(&table(a, dataset), &table(b, dataset))
+    }
+
+    #[tokio::test]
+    async fn a_reload_reads_and_binds_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for dataset in ["a", "b", "c"] {
+            write_product(d, dataset, "");
+        }
+        let m0 = Mesh::load(MeshConfig::at(d)).await.unwrap();
+        assert_eq!(m0.tables().len(), 3, "{:?}", m0.quarantined());
+
+        // Nothing changed: every table kept, the same epoch.
+        let m1 = m0.reload().await.unwrap();
+        assert!(["a", "b", "c"].iter().all(|ds| same(&m0, &m1, ds)));
+        assert_eq!(m0.epoch(), m1.epoch());
+
+        // One contract edited: only its product is bound again, and the epoch moves.
+        write_contract(d, "b", "description: stock levels\n");
+        let m2 = m1.reload().await.unwrap();
+        assert!(same(&m1, &m2, "a") && same(&m1, &m2, "c"));
+        assert!(!same(&m1, &m2, "b"));
+        assert_eq!(
+            table(&m2, "b").product().contract.description.as_deref(),
+            Some("stock levels")
+        );
+        assert_ne!(m1.epoch(), m2.epoch());
+
+        // A new contract inside a's location overlaps it: refused, a keeps its table.
+        std::fs::create_dir_all(d.join("sample-data/inventory/a/v1/sub")).unwrap();
+        let location = d.join("sample-data/inventory/a/v1/sub");
+        write_contract(d, "inner", &format!("location: {}\n", location.display()));
+        let m3 = m2.reload().await.unwrap();
+        let inner = m3.quarantined().iter().find(|q| q.dataset == "inner");
+        let reasons = &inner.expect("inner is quarantined").reasons;
+        assert!(
+            reasons.iter().any(|r| r.contains("overlaps")),
+            "{reasons:?}"
+        );
+        assert!(same(&m2, &m3, "a") && same(&m2, &m3, "b"));
+
+        // A location the reloader saw move (a publish) is bound again though its contract
+        // did not change.
+        let a = d.join("contracts/inventory/a.yaml");
+        let m4 = m3.reload_with(&HashSet::from([a])).await.unwrap();
+        assert!(!same(&m3, &m4, "a") && same(&m3, &m4, "b"));
+
+        // An edit into an invalid contract keeps the last good table.
+        std::fs::write(d.join("contracts/inventory/c.yaml"), "dataset: [c\n").unwrap();
+        let m5 = m4.reload().await.unwrap();
+        assert!(same(&m4, &m5, "c"));
+        assert_eq!(m5.kept().len(), 1);
+        let m6 = m5.reload().await.unwrap();
+        assert!(same(&m5, &m6, "c"), "still kept on the next reload");
+
+        // New governance rules: every contract is read and bound again.
+        std::fs::write(d.join("contracts/governance.yaml"), "explicit_pii: true\n").unwrap();
+        let m7 = m6.reload().await.unwrap();
+        assert!(!same(&m6, &m7, "a") && !same(&m6, &m7, "b"));
     }
 }

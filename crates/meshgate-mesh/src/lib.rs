@@ -9,7 +9,7 @@
 pub mod checks;
 mod config;
 mod conformance;
-mod discover;
+mod mesh;
 mod provider;
 pub mod publish;
 pub mod scan;
@@ -20,9 +20,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use config::{DataRoot, MeshConfig};
-pub use discover::{Mesh, contract_files};
-pub use provider::{CATALOG, MeshCatalogProvider};
+pub use config::{Location, MeshConfig};
+pub use mesh::{Mesh, contract_files};
+pub use provider::{CATALOG, Entry, MeshCatalogProvider};
 pub use scan::{CallerView, Disclosure, ProductScanExec, ScanView, same_predicate};
 pub use table::{ContractTable, Product};
 
