@@ -181,6 +181,10 @@ impl Mesh {
             stale,
         )
         .await?;
+        let invalid = |q: &Quarantine| q.reasons.iter().all(|r| r.starts_with("invalid contract"));
+        if !next.quarantined.iter().any(|q| invalid(q)) {
+            return Ok(next);
+        }
         let mut products = next.products;
         let mut tables = next.tables;
         let mut quarantined = Vec::new();
@@ -191,9 +195,8 @@ impl Mesh {
             .map(|t| (t.product().contract_file.as_path(), t))
             .collect();
         for q in next.quarantined {
-            let invalid = q.reasons.iter().all(|r| r.starts_with("invalid contract"));
             match last_good.get(q.contract_file.as_path()) {
-                Some(t) if invalid => {
+                Some(t) if invalid(&q) => {
                     warn!(contract = %q.contract_file.display(),
                         "invalid contract change; the last good version stays served: {q}");
                     products.push(Arc::clone(t.product()));
@@ -401,9 +404,14 @@ fn listed<'a>(
 pub fn contract_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     fn walk(dir: &Path, top: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
+            let entry = entry?;
+            let path = entry.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if path.is_dir() {
+            // The entry's type as the folder listing gives it (no stat per file), links
+            // followed as before.
+            let kind = entry.file_type()?;
+            let is_dir = kind.is_dir() || (kind.is_symlink() && path.is_dir());
+            if is_dir {
                 if (!top || name != "alerts") && !name.starts_with('.') {
                     walk(&path, false, out)?;
                 }

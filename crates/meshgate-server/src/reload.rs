@@ -98,19 +98,19 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
         let gov = config.governance_file();
         let now = fingerprint(&dir, gov.as_deref());
         let data = data_fingerprint(&gateway);
-        // Locations whose files changed, and contracts whose location now links elsewhere.
-        let mut moved = HashSet::new();
+        // Contracts whose location now links elsewhere (bound again, then evaluated), and
+        // locations whose files changed in place (evaluated).
         let mut relinked = HashSet::new();
+        let mut moved = HashSet::new();
         for (location, (file, stamp)) in &data {
             match last_data.get(location) {
-                Some((_, was)) if was == stamp => {}
-                Some((_, was)) => {
-                    moved.insert(location.clone());
-                    if was.0 != stamp.0 {
-                        relinked.insert(file.clone());
-                    }
+                Some((_, was)) if was.0 != stamp.0 => {
+                    relinked.insert(file.clone());
                 }
-                None => {}
+                Some((_, was)) if was.1 != stamp.1 => {
+                    moved.insert(location.clone());
+                }
+                _ => {}
             }
         }
         last_data = data;
