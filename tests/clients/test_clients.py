@@ -51,6 +51,33 @@ def test_adbc_parameters_and_pandas(gateway, user):
             assert phone == "************8395"
 
 
+@pytest.mark.parametrize("user", ["analyst", "marketer"])
+def test_adbc_question_mark_parameters(gateway, user):
+    """JDBC tools and many ADBC users write `?`: numbered in order by the gateway, a `?` in
+    a literal or a comment left alone, and the policy applied as with `$1`."""
+    with adbc(gateway, user) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT customer_id, email, '?' AS mark FROM customers.customer_profiles "
+            "-- which ones?\n"
+            "WHERE customer_id IN (?, ?) ORDER BY customer_id",
+            parameters=("C000000", "C000001"),
+        )
+        rows = cur.fetchall()
+        assert [r[0] for r in rows] == ["C000000", "C000001"]
+        assert all(r[2] == "?" for r in rows)
+        if user == "analyst":
+            assert rows[0][1] == EMAIL
+        else:
+            assert all(HEX64.match(r[1]) for r in rows), rows
+        with pytest.raises(Exception, match="not both"):
+            cur.execute(
+                "SELECT customer_id FROM customers.customer_profiles "
+                "WHERE customer_id = ? OR customer_id = $2",
+                parameters=("C000000", "C000001"),
+            )
+            cur.fetchall()
+
+
 def test_adbc_get_objects_lists_the_mesh(gateway):
     with adbc(gateway, "guest") as conn:
         objects = conn.adbc_get_objects(depth="all").read_all().to_pylist()

@@ -7,6 +7,7 @@
 mod error;
 mod handoff;
 mod params;
+mod placeholders;
 mod route;
 mod stream;
 #[cfg(test)]
@@ -186,7 +187,7 @@ impl QueryEngine {
     ) -> Result<Planned, QueryError> {
         unwinding(async {
             let session = self.session(principal);
-            let mut df = session.sql(sql).await?;
+            let mut df = session.sql(&placeholders::number(sql)?).await?;
             if let Some(params) = params {
                 df = df.with_param_values(params::param_values(params)?)?;
             }
@@ -256,7 +257,7 @@ impl QueryEngine {
     ) -> Result<(SchemaRef, Schema), QueryError> {
         unwinding(async {
             let session = self.session(principal);
-            let df = session.sql(sql).await?;
+            let df = session.sql(&placeholders::number(sql)?).await?;
             let params = df.logical_plan().get_parameter_types()?;
             if params.is_empty() {
                 let prepared = self.prepare(df).await?;
