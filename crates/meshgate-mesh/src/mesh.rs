@@ -929,7 +929,7 @@ mod tests {
             ],
         );
         for r in escapes {
-            let q = r.err().expect("an escape was accepted");
+            let q = r.expect_err("an escape was accepted");
             assert!(q.reasons[0].contains("outside the data root"), "{q}");
         }
         let config = {
