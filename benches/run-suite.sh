@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The benchmark suite (README, "Benchmarks"): TPC-H in embedded DataFusion, through the
-# gateway (clear and masked) and in DuckDB; the mask cost; the load test; with --s3, local
+# The benchmark suite (README, "Benchmarks"): TPC-H in stock embedded DataFusion, through
+# the gateway (clear and masked) and in DuckDB, on files with Utf8 strings and on files as
+# tpchgen-cli writes them; the mask cost; the load test; with --s3, local
 # files vs a local S3 server; small statements (benches/small.rs) and growth with the
 # number of products (benches/mesh_size.rs). Writes benches/RESULTS.md.
 #
@@ -22,6 +23,16 @@ started=$(date +%s)
 MESHGATE_BENCH_COMMAND="benches/run-suite.sh $*" \
   cargo bench --bench tpch -- --python "$venv/bin/python" --results benches/RESULTS.md "$@"
 
+# The same 22 queries on files as `tpchgen-cli --format parquet` writes them (Utf8View
+# strings, Snappy): their TPC-H table only, appended.
+cargo bench --bench tpch -- "$@" --layout tpchgen-cli --load-secs 1 --clients 1 \
+  --results benches/.cache/RESULTS-tpchgen-cli.md
+{
+  echo
+  echo "## TPC-H on files as tpchgen-cli writes them (\`--layout tpchgen-cli\`: Utf8View strings, Snappy)"
+  sed -n '/^## TPC-H SF/,/^## Mask cost/p' benches/.cache/RESULTS-tpchgen-cli.md | sed '$d' | sed 's/^## /### /'
+} >> benches/RESULTS.md
+
 # Small statements as ADBC sends them, and how costs grow with the number of products:
 # appended to the results in the form each bench prints.
 {
@@ -32,7 +43,7 @@ MESHGATE_BENCH_COMMAND="benches/run-suite.sh $*" \
   cargo bench --bench small 2>/dev/null | sed -n '/^sample mesh/,$p'
   echo '```'
   echo
-  echo "## Mesh size: startup, reload, session, 1-row statement (\`cargo bench --bench mesh_size\`)"
+  echo "## Mesh size: startup, reload, one edited contract, session, 1-row statement (\`cargo bench --bench mesh_size\`)"
   echo
   echo '```'
   cargo bench --bench mesh_size 2>/dev/null | sed -n '/^products/,$p'

@@ -18,7 +18,41 @@ use tonic::transport::Channel;
 
 pub(crate) type Client = FlightSqlServiceClient<Channel>;
 
-/// The same mesh without the gateway: the baseline every ratio is taken against.
+/// Stock DataFusion over the same files, every table registered as DataFusion would on
+/// its own (`register_parquet`, default options: strings read as views), named
+/// `<schema>.<table>`: what a user of DataFusion without meshgate gets, the baseline of
+/// the TPC-H ratios. `folders` are `(table, folder)`.
+pub(crate) async fn stock(
+    schema: &str,
+    folders: &[(String, std::path::PathBuf)],
+) -> SessionContext {
+    let ctx = SessionContext::new();
+    let catalog = ctx.catalog("datafusion").expect("the default catalog");
+    catalog
+        .register_schema(
+            schema,
+            Arc::new(datafusion::catalog::MemorySchemaProvider::new()),
+        )
+        .unwrap();
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .catalog
+        .default_schema = schema.to_string();
+    for (table, folder) in folders {
+        ctx.register_parquet(
+            format!("{schema}.{table}"),
+            format!("{}/", folder.display()),
+            datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .unwrap();
+    }
+    ctx
+}
+
+/// The same mesh without the gateway: its contract tables, no policy.
 pub(crate) fn embedded(mesh: &Mesh, default_schema: &str) -> SessionContext {
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_object_store_registry(mesh.object_stores())

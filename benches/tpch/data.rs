@@ -19,8 +19,42 @@ pub(crate) const TABLES: [&str; 8] = [
     "customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier",
 ];
 
+/// How the Parquet files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Classic `Utf8` strings and zstd level 1, as most producers write them.
+    Bench,
+    /// As `tpchgen-cli --format parquet` writes by default: tpchgen-arrow's `Utf8View`
+    /// strings (stored in the file's Arrow schema) and Snappy.
+    TpchgenCli,
+}
+
+impl Layout {
+    pub(crate) fn named(name: &str) -> Layout {
+        match name {
+            "bench" => Layout::Bench,
+            "tpchgen-cli" => Layout::TpchgenCli,
+            other => panic!("--layout: bench or tpchgen-cli, not {other}"),
+        }
+    }
+
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            Layout::Bench => "",
+            Layout::TpchgenCli => "-tpchgen-cli",
+        }
+    }
+
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Layout::Bench => "files with Utf8 strings, zstd",
+            Layout::TpchgenCli => "files as tpchgen-cli writes them: Utf8View strings, Snappy",
+        }
+    }
+}
+
 /// Writes every table once (a marker file says the set is complete).
-pub(crate) fn generate(data: &Path, sf: f64) {
+pub(crate) fn generate(data: &Path, sf: f64, layout: Layout) {
     let done = data.join(".complete");
     if done.exists() {
         return;
@@ -69,16 +103,19 @@ pub(crate) fn generate(data: &Path, sf: f64) {
                 .fields()
                 .iter()
                 .map(|f| {
-                    let t = match f.data_type() {
-                        DataType::Utf8View => DataType::Utf8,
-                        t => t.clone(),
+                    let t = match (f.data_type(), layout) {
+                        (DataType::Utf8View, Layout::Bench) => DataType::Utf8,
+                        (t, _) => t.clone(),
                     };
                     Field::new(f.name(), t, f.is_nullable())
                 })
                 .collect::<Vec<_>>(),
         ));
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap()))
+            .set_compression(match layout {
+                Layout::Bench => Compression::ZSTD(ZstdLevel::try_new(1).unwrap()),
+                Layout::TpchgenCli => Compression::SNAPPY,
+            })
             .build();
         let file = std::fs::File::create(dir.join("part-0.parquet")).unwrap();
         let mut w = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).unwrap();

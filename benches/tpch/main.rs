@@ -12,8 +12,11 @@
 //! The gateway is the real `meshgate serve` in its own process. `benches/run-suite.sh`
 //! runs it all and writes `benches/RESULTS.md`; by hand:
 //! `cargo bench --bench tpch -- [--sf 1] [--runs 3] [--load-secs 20] [--clients 1,8,32,64]
-//! [--memory-limit-mb 1024] [--python PATH-with-duckdb-and-moto] [--s3] [--results FILE]`.
-//! Data is cached in `benches/.cache/tpch-sf<SF>/` (not committed).
+//! [--memory-limit-mb 1024] [--python PATH-with-duckdb-and-moto] [--s3] [--results FILE]
+//! [--layout bench|tpchgen-cli]`. Ratios are to stock DataFusion (`register_parquet`) on
+//! the same files. `--layout tpchgen-cli` writes the files as `tpchgen-cli --format parquet`
+//! does by default (strings as `Utf8View`, Snappy) instead of classic `Utf8` and zstd.
+//! Data is cached in `benches/.cache/tpch-sf<SF>[-tpchgen-cli]/` (not committed).
 //!
 //! Under `cargo test` it runs the whole suite small (SF 0.01, one run, one second per load
 //! level) so that it cannot rot; DuckDB and S3 are included when `MESHGATE_BENCH_PYTHON`
@@ -66,6 +69,7 @@ struct Options {
     s3: bool,
     results: Option<PathBuf>,
     command: String,
+    layout: data::Layout,
 }
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
@@ -98,6 +102,8 @@ fn main() {
             results: arg(&args, "--results"),
             command: std::env::var("MESHGATE_BENCH_COMMAND")
                 .unwrap_or_else(|_| "cargo bench --bench tpch".into()),
+            layout: arg::<String>(&args, "--layout")
+                .map_or(data::Layout::Bench, |l| data::Layout::named(&l)),
         }
     } else {
         Options {
@@ -113,6 +119,7 @@ fn main() {
             python,
             results: None,
             command: "cargo test --bench tpch".into(),
+            layout: data::Layout::Bench,
         }
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -145,9 +152,13 @@ fn smoke_checks(markdown: &str, with_python: bool) {
 
 async fn run(o: &Options) -> String {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cache = repo.join(format!("benches/.cache/tpch-sf{}", o.sf));
+    let cache = repo.join(format!(
+        "benches/.cache/tpch-sf{}{}",
+        o.sf,
+        o.layout.suffix()
+    ));
     let data_dir = cache.join("data");
-    data::generate(&data_dir, o.sf);
+    data::generate(&data_dir, o.sf, o.layout);
     let contracts = repo.join("benches/tpch/contracts");
     let mut mesh_config = MeshConfig::at(repo);
     mesh_config.contracts = contracts.clone();
@@ -155,6 +166,11 @@ async fn run(o: &Options) -> String {
     let mesh = Arc::new(Mesh::load(mesh_config).await.unwrap());
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
     let ctx = support::embedded(&mesh, "tpch");
+    let folders: Vec<(String, PathBuf)> = data::TABLES
+        .iter()
+        .map(|t| (t.to_string(), data_dir.join("tpch").join(t).join("v1")))
+        .collect();
+    let stock = support::stock("tpch", &folders).await;
 
     let started = std::time::Instant::now();
     let cluster = common::cluster::LocalCluster::start(&common::cluster::ClusterSpec::default());
@@ -193,18 +209,21 @@ async fn run(o: &Options) -> String {
             .unwrap(),
     ];
     println!(
-        "TPC-H SF{}: median of {} runs after one warm-up; ratios to embedded DataFusion",
-        o.sf, o.runs
+        "TPC-H SF{} ({}): median of {} runs after one warm-up; ratios to stock embedded \
+         DataFusion on the same files",
+        o.sf,
+        o.layout.describe(),
+        o.runs
     );
     let queries = data::queries(repo);
-    let tpch = support::compare(&ctx, &mut clients, &queries, o.runs).await;
+    let tpch = support::compare(&stock, &mut clients, &queries, o.runs).await;
 
     println!("\nmask cost: the same scans clear (analyst) and masked (marketer)");
     let scans: Vec<(String, String)> = MASK_SCANS
         .iter()
         .map(|(name, sql)| (name.to_string(), sql.to_string()))
         .collect();
-    let masks = support::compare(&ctx, &mut clients, &scans, o.runs * 3).await;
+    let masks = support::compare(&stock, &mut clients, &scans, o.runs * 3).await;
     drop(clients);
 
     let duckdb = o.python.as_ref().map(|python| {

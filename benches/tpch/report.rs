@@ -56,7 +56,7 @@ impl Run<'_> {
         let mut t = Vec::new();
         let masked = ratio(total(self.tpch, 2), total(self.tpch, 0));
         t.push(Target {
-            what: "TPC-H total, gateway as marketer (masked) / embedded DataFusion",
+            what: "TPC-H total, gateway as marketer (masked) / stock embedded DataFusion",
             goal: "≤ 1.15".into(),
             measured: format!("{masked:.2}"),
             met: masked <= 1.15,
@@ -119,7 +119,7 @@ impl Run<'_> {
 
         let _ = writeln!(
             w,
-            "\n## TPC-H SF{} (median of {} runs after a warm-up, ms; ratios to embedded DataFusion)\n",
+            "\n## TPC-H SF{} (median of {} runs after a warm-up, ms; ratios to stock embedded DataFusion on the same files)\n",
             self.sf, self.runs
         );
         let _ = write!(

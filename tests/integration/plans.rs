@@ -46,12 +46,12 @@ async fn masked_scan_is_wrapped_in_policy_and_projection() {
     )
     .await;
     insta::assert_snapshot!(plan, @r#"
-    Projection: o.user_email [user_email:Utf8;N]
-      Filter: o.user_email = Utf8("x") [order_id:Utf8;N, total_amount:Decimal128(12, 2);N, user_email:Utf8;N]
-        SubqueryAlias: o [order_id:Utf8;N, total_amount:Decimal128(12, 2);N, user_email:Utf8;N]
-          MeshPolicy: checkout.checkout_orders_summary v1 read_masked masks=[user_email:hash] [order_id:Utf8;N, total_amount:Decimal128(12, 2);N, user_email:Utf8;N]
-            Projection: checkout.checkout_orders_summary.order_id, checkout.checkout_orders_summary.total_amount, mask_hash(checkout.checkout_orders_summary.user_email) AS user_email [order_id:Utf8;N, total_amount:Decimal128(12, 2);N, user_email:Utf8;N]
-              TableScan: checkout.checkout_orders_summary [order_id:Utf8;N, total_amount:Decimal128(12, 2);N, user_email:Utf8;N]
+    Projection: o.user_email [user_email:Utf8View;N]
+      Filter: o.user_email = Utf8("x") [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
+        SubqueryAlias: o [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
+          MeshPolicy: checkout.checkout_orders_summary v1 read_masked masks=[user_email:hash] [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
+            Projection: checkout.checkout_orders_summary.order_id, checkout.checkout_orders_summary.total_amount, mask_hash(checkout.checkout_orders_summary.user_email) AS user_email [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
+              TableScan: checkout.checkout_orders_summary [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
     "#);
 }
 
@@ -67,16 +67,16 @@ async fn row_filter_and_masks_in_subqueries() {
     insta::assert_snapshot!(plan, @r#"
     Projection: count(Int64(1)) AS count(*) [count(*):Int64]
       Aggregate: groupBy=[[]], aggr=[[count(Int64(1))]] [count(Int64(1)):Int64]
-        Filter: lab.accounts.balance > (<subquery>) [account_id:Int64;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
+        Filter: lab.accounts.balance > (<subquery>) [account_id:Int64;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
           Subquery: [avg(lab.accounts_v1.balance):Float64;N]
             Projection: avg(lab.accounts_v1.balance) [avg(lab.accounts_v1.balance):Float64;N]
               Aggregate: groupBy=[[]], aggr=[[avg(lab.accounts_v1.balance)]] [avg(lab.accounts_v1.balance):Float64;N]
-                MeshPolicy: lab.accounts v1 read row_filter [account_id:Int64;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
-                  Filter: lab.accounts_v1.region = Utf8("EU") [account_id:Int64;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
-                    TableScan: lab.accounts_v1 [account_id:Int64;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
-          MeshPolicy: lab.accounts v1 read row_filter [account_id:Int64;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
-            Filter: lab.accounts.region = Utf8("EU") [account_id:Int64;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
-              TableScan: lab.accounts [account_id:Int64;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
+                MeshPolicy: lab.accounts v1 read row_filter [account_id:Int64;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
+                  Filter: lab.accounts_v1.region = Utf8View("EU") [account_id:Int64;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
+                    TableScan: lab.accounts_v1 [account_id:Int64;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
+          MeshPolicy: lab.accounts v1 read row_filter [account_id:Int64;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
+            Filter: lab.accounts.region = Utf8View("EU") [account_id:Int64;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
+              TableScan: lab.accounts [account_id:Int64;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
     "#);
 }
 
@@ -86,9 +86,9 @@ async fn hashing_a_number_retypes_the_plan_above_it() {
     let plan = analyzed(&mesh, "marketer", "SELECT account_id FROM lab.accounts").await;
     insta::assert_snapshot!(plan, @r"
     Projection: lab.accounts.account_id [account_id:Utf8;N]
-      MeshPolicy: lab.accounts v1 read_masked masks=[account_id:hash, holder_name:redact] [account_id:Utf8;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
-        Projection: mask_hash(lab.accounts.account_id) AS account_id, mask_redact(lab.accounts.holder_name) AS holder_name, lab.accounts.balance, lab.accounts.region [account_id:Utf8;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
-          TableScan: lab.accounts [account_id:Int64;N, holder_name:Utf8;N, balance:Float64;N, region:Utf8;N]
+      MeshPolicy: lab.accounts v1 read_masked masks=[account_id:hash, holder_name:redact] [account_id:Utf8;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
+        Projection: mask_hash(lab.accounts.account_id) AS account_id, mask_redact(lab.accounts.holder_name) AS holder_name, lab.accounts.balance, lab.accounts.region [account_id:Utf8;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
+          TableScan: lab.accounts [account_id:Int64;N, holder_name:Utf8View;N, balance:Float64;N, region:Utf8View;N]
     ");
 }
 
@@ -97,8 +97,8 @@ async fn a_plain_read_plans_as_without_meshgate() {
     let mesh = TestMesh::load().await;
     let plan = analyzed(&mesh, "analyst", "SELECT sku FROM inventory.stock_levels").await;
     insta::assert_snapshot!(plan, @r#"
-    Projection: inventory.stock_levels.sku [sku:Utf8;N]
-      TableScan: inventory.stock_levels [sku:Utf8;N, warehouse_id:Utf8;N, quantity:Int64;N, updated_at:Timestamp(µs, "UTC");N]
+    Projection: inventory.stock_levels.sku [sku:Utf8View;N]
+      TableScan: inventory.stock_levels [sku:Utf8View;N, warehouse_id:Utf8View;N, quantity:Int64;N, updated_at:Timestamp(µs, "UTC");N]
     "#);
 }
 

@@ -48,6 +48,18 @@ impl ColumnType {
         })
     }
 
+    /// The Arrow type a product's column is read and computed in: strings as `Utf8View`,
+    /// as DataFusion reads Parquet by default (its string kernels, joins and grouping are
+    /// faster over views, and a file written with views is decoded without a copy). What
+    /// leaves the gateway is [`ColumnType::arrow_type`]: `Utf8` on the wire and in
+    /// published files.
+    pub fn scan_type(&self) -> Option<DataType> {
+        match self {
+            ColumnType::String => Some(DataType::Utf8View),
+            other => other.arrow_type(),
+        }
+    }
+
     /// Whether values stored in a file as `file` can be served as this type without loss.
     /// Anything else makes the product non-conforming.
     pub fn accepts(&self, file: &DataType) -> bool {

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::common::DFSchema;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Expr, ExprSchemable};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::file_format::FileFormat;
@@ -123,7 +125,7 @@ pub(crate) async fn bind(
         .iter()
         .zip(seen)
         .map(|(col, seen)| {
-            let ty = col.data_type.arrow_type().unwrap_or(match seen {
+            let ty = col.data_type.scan_type().unwrap_or(match seen {
                 Some(DataType::Decimal256(p, s)) => DataType::Decimal256(p, s),
                 Some(DataType::Decimal128(p, s)) => DataType::Decimal128(p, s),
                 // No file yet: the widest decimal that Decimal128 holds.
@@ -158,6 +160,13 @@ fn row_filters(
     schema: &SchemaRef,
 ) -> Result<BTreeMap<String, Expr>, Vec<String>> {
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| vec![e.to_string()])?;
+    // Coerced and constants folded once here (`region = 'EU'` compares with a literal of
+    // the column's type), not on every batch the filter sees.
+    let simplifier = ExprSimplifier::new(
+        SimplifyContext::builder()
+            .with_schema(Arc::new(df_schema.clone()))
+            .build(),
+    );
     let mut out = BTreeMap::new();
     let mut problems = Vec::new();
     for g in &contract.access_policy {
@@ -165,7 +174,7 @@ fn row_filters(
         let planned = ctx.parse_sql_expr(sql, &df_schema).and_then(|e| {
             let ty = e.get_type(&df_schema)?;
             if ty == DataType::Boolean {
-                Ok(e)
+                simplifier.simplify(simplifier.coerce(e, &df_schema)?)
             } else {
                 datafusion::common::plan_err!("it is {ty}, not a boolean predicate")
             }

@@ -54,6 +54,7 @@ use datafusion::physical_plan::sort_pushdown::SortOrderPushdownResult;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs, StatisticsContext,
 };
+use datafusion::scalar::ScalarValue;
 use futures::Stream;
 
 use crate::Product;
@@ -78,8 +79,9 @@ impl ScanView {
 }
 
 /// Whether two predicates are the same row filter, whatever qualifiers and casts planning
-/// added to one of them (the rule qualifies it, type coercion may cast its operands, and
-/// the optimizer copies it into the scan).
+/// added to one of them (the rule qualifies it, type coercion may cast its operands, the
+/// simplifier folds a cast literal into a literal of the column's string type, and the
+/// optimizer copies it into the scan).
 pub fn same_predicate(a: &Expr, b: &Expr) -> bool {
     fn canonical(e: &Expr) -> Expr {
         use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -88,6 +90,11 @@ pub fn same_predicate(a: &Expr, b: &Expr) -> bool {
                 Ok(match e {
                     Expr::Cast(c) => Transformed::yes(*c.expr),
                     Expr::TryCast(c) => Transformed::yes(*c.expr),
+                    // The same text, whichever string type it is held in.
+                    Expr::Literal(
+                        ScalarValue::Utf8View(v) | ScalarValue::LargeUtf8(v),
+                        metadata,
+                    ) => Transformed::yes(Expr::Literal(ScalarValue::Utf8(v), metadata)),
                     Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(
                         datafusion::common::Column::new_unqualified(c.name),
                     )),

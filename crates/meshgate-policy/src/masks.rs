@@ -1,7 +1,8 @@
 //! The masks of docs/DESIGN.md §3 as vectorized kernels over Arrow arrays.
 //!
 //! NULL stays NULL under every mask. Kernels take the column as exposed by a contract
-//! table (strings are `Utf8`) and return the type [`output_type`] says.
+//! table (strings are `Utf8View`) and return the type [`output_type`] says: a masked
+//! string keeps its string type, other values masked into text are `Utf8`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -93,9 +94,25 @@ impl fmt::Debug for HashKey {
 /// The type a mask yields for a column of type `input`.
 pub fn output_type(kind: MaskKind, input: &DataType) -> DataType {
     match kind {
-        MaskKind::Hash | MaskKind::Email | MaskKind::Last4 => DataType::Utf8,
-        MaskKind::Redact if is_string(input) => DataType::Utf8,
+        MaskKind::Hash | MaskKind::Email | MaskKind::Last4 => text_type(input),
+        MaskKind::Redact if is_string(input) => text_type(input),
         MaskKind::Redact | MaskKind::Null | MaskKind::Year => input.clone(),
+    }
+}
+
+/// The text a mask yields for `input`: views stay views, anything else is `Utf8`.
+fn text_type(input: &DataType) -> DataType {
+    match input {
+        DataType::Utf8View => DataType::Utf8View,
+        _ => DataType::Utf8,
+    }
+}
+
+/// `text` (a `Utf8` array) in the type [`text_type`] gives for `input`.
+fn as_text_of(input: &DataType, text: ArrayRef) -> Result<ArrayRef, ArrowError> {
+    match text_type(input) {
+        DataType::Utf8 => Ok(text),
+        other => cast(&text, &other),
     }
 }
 
@@ -106,9 +123,10 @@ fn is_string(t: &DataType) -> bool {
 /// Applies one mask to one array.
 pub fn apply(kind: MaskKind, key: &HashKey, values: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     let ty = values.data_type();
-    match kind {
-        MaskKind::Null => Ok(new_null_array(ty, values.len())),
-        MaskKind::Redact if !is_string(ty) => Ok(new_null_array(ty, values.len())),
+    let text = match kind {
+        MaskKind::Null => return Ok(new_null_array(ty, values.len())),
+        MaskKind::Redact if !is_string(ty) => return Ok(new_null_array(ty, values.len())),
+        MaskKind::Year => return year(values),
         MaskKind::Redact => map_strings(values, |_, out| out.push_str("****")),
         MaskKind::Hash => hash(key, values),
         MaskKind::Email => map_strings(values, |s, out| {
@@ -125,8 +143,8 @@ pub fn apply(kind: MaskKind, key: &HashKey, values: &ArrayRef) -> Result<ArrayRe
             out.extend(std::iter::repeat_n('*', n - keep));
             out.extend(s.chars().skip(n - keep));
         }),
-        MaskKind::Year => year(values),
-    }
+    }?;
+    as_text_of(ty, text)
 }
 
 /// HMAC-SHA256 over the UTF-8 text form of each value, as lowercase hex written straight
@@ -329,6 +347,46 @@ mod tests {
         let shown = format!("{k:?}");
         assert!(!shown.contains("super-secret"), "{shown}");
         assert_eq!(HashKey::new(b"short").unwrap_err(), KeyTooShort(5));
+    }
+
+    #[test]
+    fn string_views_are_masked_as_strings_and_stay_views() {
+        let values = vec![
+            Some("ada@example.com"),
+            None,
+            Some("+44 20 7946 0958"),
+            Some(""),
+        ];
+        let classic: ArrayRef = Arc::new(StringArray::from(values.clone()));
+        let views: ArrayRef = Arc::new(arrow::array::StringViewArray::from(values));
+        for kind in [
+            MaskKind::Hash,
+            MaskKind::Redact,
+            MaskKind::Null,
+            MaskKind::Email,
+            MaskKind::Last4,
+        ] {
+            let out = apply(kind, &key(), &views).unwrap();
+            assert_eq!(out.data_type(), &DataType::Utf8View, "{kind}");
+            assert_eq!(
+                &output_type(kind, &DataType::Utf8View),
+                out.data_type(),
+                "{kind}"
+            );
+            let same = cast(&apply(kind, &key(), &classic).unwrap(), &DataType::Utf8View).unwrap();
+            assert_eq!(
+                out.as_ref(),
+                same.as_ref(),
+                "{kind}: same text as over Utf8"
+            );
+        }
+        // A number masked into text is plain Utf8, as before.
+        let n: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![7]));
+        assert_eq!(output_type(MaskKind::Hash, n.data_type()), DataType::Utf8);
+        assert_eq!(
+            apply(MaskKind::Hash, &key(), &n).unwrap().data_type(),
+            &DataType::Utf8
+        );
     }
 
     mod properties {

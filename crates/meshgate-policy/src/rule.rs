@@ -232,10 +232,10 @@ mod tests {
                 Projection: web.web_sessions.country
                   MeshPolicy: web.web_sessions v1 read_masked row_filter masks=[user_email:email, ip_address:hash]
                     Projection: web.web_sessions.session_id, mask_email(web.web_sessions.user_email) AS user_email, mask_hash(web.web_sessions.ip_address) AS ip_address, web.web_sessions.user_agent, web.web_sessions.country, web.web_sessions.started_at, web.web_sessions.page_views, web.web_sessions.bounced
-                      Filter: web.web_sessions.country IN ([Utf8("DE"), Utf8("FR"), Utf8("IT"), Utf8("ES"), Utf8("NL"), Utf8("PL")])
+                      Filter: web.web_sessions.country IN ([CAST(Utf8("DE") AS Utf8View), CAST(Utf8("FR") AS Utf8View), CAST(Utf8("IT") AS Utf8View), CAST(Utf8("ES") AS Utf8View), CAST(Utf8("NL") AS Utf8View), CAST(Utf8("PL") AS Utf8View)])
                         TableScan: web.web_sessions
               MeshPolicy: customers.customer_profiles v2 read row_filter
-                Filter: customers.customer_profiles.region = Utf8("EU")
+                Filter: customers.customer_profiles.region = CAST(Utf8("EU") AS Utf8View)
                   TableScan: customers.customer_profiles
         "#);
     }

@@ -253,7 +253,8 @@ impl MeshFlightSql {
             names.sort();
             for name in names {
                 if let Ok(Some(t)) = schema.table(&name).await {
-                    out.push((domain.clone(), name, with_remarks(t.as_ref())));
+                    let schema = self.gateway.query.wire_schema(&with_remarks(t.as_ref()));
+                    out.push((domain.clone(), name, schema));
                 }
             }
         }

@@ -412,7 +412,9 @@ impl QueryEngine {
         })
     }
 
-    fn wire_schema(&self, schema: &SchemaRef) -> SchemaRef {
+    /// `schema` as it leaves the gateway: view types in their classic forms unless the
+    /// configuration turns them on (results and catalog answers alike).
+    pub fn wire_schema(&self, schema: &SchemaRef) -> SchemaRef {
         if self.options.view_types {
             return Arc::clone(schema);
         }
