@@ -232,10 +232,10 @@ mod tests {
                 Projection: web.web_sessions.country
                   MeshPolicy: web.web_sessions v1 read_masked row_filter masks=[user_email:email, ip_address:hash]
                     Projection: web.web_sessions.session_id, mask_email(web.web_sessions.user_email) AS user_email, mask_hash(web.web_sessions.ip_address) AS ip_address, web.web_sessions.user_agent, web.web_sessions.country, web.web_sessions.started_at, web.web_sessions.page_views, web.web_sessions.bounced
-                      Filter: web.web_sessions.country IN ([CAST(Utf8("DE") AS Utf8View), CAST(Utf8("FR") AS Utf8View), CAST(Utf8("IT") AS Utf8View), CAST(Utf8("ES") AS Utf8View), CAST(Utf8("NL") AS Utf8View), CAST(Utf8("PL") AS Utf8View)])
+                      Filter: web.web_sessions.country IN ([Utf8View("DE"), Utf8View("FR"), Utf8View("IT"), Utf8View("ES"), Utf8View("NL"), Utf8View("PL")])
                         TableScan: web.web_sessions
               MeshPolicy: customers.customer_profiles v2 read row_filter
-                Filter: customers.customer_profiles.region = CAST(Utf8("EU") AS Utf8View)
+                Filter: customers.customer_profiles.region = Utf8View("EU")
                   TableScan: customers.customer_profiles
         "#);
     }
