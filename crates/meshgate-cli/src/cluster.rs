@@ -164,7 +164,10 @@ async fn supervised(
         let mut stdin = tokio::io::stdin();
         while matches!(stdin.read(&mut sink).await, Ok(n) if n > 0) {}
     };
+    // The process first: a refused setting fails on its first poll, and must not lose
+    // the race to an input that is closed already (`< /dev/null`).
     tokio::select! {
+        biased;
         r = process => Ok(r?),
         () = stdin_closed => Ok(()),
     }
