@@ -26,20 +26,10 @@ pub(crate) async fn stock(
     schema: &str,
     folders: &[(String, std::path::PathBuf)],
 ) -> SessionContext {
-    let ctx = SessionContext::new();
-    let catalog = ctx.catalog("datafusion").expect("the default catalog");
-    catalog
-        .register_schema(
-            schema,
-            Arc::new(datafusion::catalog::MemorySchemaProvider::new()),
-        )
-        .unwrap();
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .options_mut()
-        .catalog
-        .default_schema = schema.to_string();
+    // DataFusion creates its default catalog with this schema in it.
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new().with_default_catalog_and_schema("datafusion", schema),
+    );
     for (table, folder) in folders {
         ctx.register_parquet(
             format!("{schema}.{table}"),

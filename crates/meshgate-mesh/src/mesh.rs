@@ -278,9 +278,6 @@ impl Mesh {
     }
 }
 
-/// SQL names: `dataset_vN` for every version, `dataset` for the newest one. The newest
-/// version wins the short name even when it is quarantined: silently serving an older
-/// major under the same name would hand callers a schema they did not ask for.
 fn session_context(stores: &Arc<MeshStores>) -> SessionContext {
     let runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::clone(stores) as Arc<dyn ObjectStoreRegistry>)
@@ -356,6 +353,9 @@ fn epoch(products: &[Arc<Product>], quarantined: &[Arc<Quarantine>]) -> String {
     hex::encode(&h.finalize()[..6])
 }
 
+/// SQL names: `dataset_vN` for every version, `dataset` for the newest one. The newest
+/// version wins the short name even when it is quarantined: silently serving an older
+/// major under the same name would hand callers a schema they did not ask for.
 fn names(
     tables: &[Arc<ContractTable>],
     quarantined: &[Arc<Quarantine>],

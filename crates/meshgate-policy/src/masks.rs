@@ -8,7 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, GenericStringBuilder, PrimitiveArray, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, GenericStringBuilder, PrimitiveArray, StringArray, StringArrayType,
+    new_null_array,
 };
 use arrow::buffer::{Buffer, OffsetBuffer};
 use arrow::compute::cast;
@@ -148,14 +149,17 @@ pub fn apply(kind: MaskKind, key: &HashKey, values: &ArrayRef) -> Result<ArrayRe
 }
 
 /// HMAC-SHA256 over the UTF-8 text form of each value, as lowercase hex written straight
-/// into the output buffer (no per-value allocation).
+/// into the output buffer (no per-value allocation). Views and `Utf8` are read where they
+/// are; anything else (a number, a date) is cast to its text form first.
 fn hash(key: &HashKey, values: &ArrayRef) -> Result<ArrayRef, ArrowError> {
-    let text = if values.data_type() == &DataType::Utf8 {
-        Arc::clone(values)
-    } else {
-        cast(values, &DataType::Utf8)?
-    };
-    let text = text.as_string::<i32>();
+    match values.data_type() {
+        DataType::Utf8View => hash_text(key, values.as_string_view()),
+        DataType::Utf8 => hash_text(key, values.as_string::<i32>()),
+        _ => hash_text(key, cast(values, &DataType::Utf8)?.as_string::<i32>()),
+    }
+}
+
+fn hash_text<'a>(key: &HashKey, text: impl StringArrayType<'a>) -> Result<ArrayRef, ArrowError> {
     let n = text.len();
     let mut data = vec![0u8; 64 * (n - text.null_count())];
     let mut offsets = Vec::with_capacity(n + 1);
@@ -176,10 +180,20 @@ fn hash(key: &HashKey, values: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     Ok(Arc::new(array))
 }
 
+/// `f` over each string value (views and `Utf8` read where they are).
 fn map_strings(values: &ArrayRef, f: impl Fn(&str, &mut String)) -> Result<ArrayRef, ArrowError> {
-    let text = cast(values, &DataType::Utf8)?;
-    let text = text.as_string::<i32>();
-    let mut out = GenericStringBuilder::<i32>::with_capacity(text.len(), text.values().len());
+    match values.data_type() {
+        DataType::Utf8View => Ok(map_text(values.as_string_view(), f)),
+        DataType::Utf8 => Ok(map_text(values.as_string::<i32>(), f)),
+        _ => Ok(map_text(
+            cast(values, &DataType::Utf8)?.as_string::<i32>(),
+            f,
+        )),
+    }
+}
+
+fn map_text<'a>(text: impl StringArrayType<'a>, f: impl Fn(&str, &mut String)) -> ArrayRef {
+    let mut out = GenericStringBuilder::<i32>::with_capacity(text.len(), text.len() * 8);
     let mut buf = String::new();
     for v in text.iter() {
         match v {
@@ -191,7 +205,7 @@ fn map_strings(values: &ArrayRef, f: impl Fn(&str, &mut String)) -> Result<Array
             None => out.append_null(),
         }
     }
-    Ok(Arc::new(out.finish()))
+    Arc::new(out.finish())
 }
 
 /// Dates and timestamps truncated to 1 January (00:00 UTC) of their year.

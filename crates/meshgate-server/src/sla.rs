@@ -21,8 +21,11 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
     let mut round = Instant::now();
     let mut first = true;
     loop {
-        let count = gateway.mesh().tables().len();
-        mark_quarantined(&gateway, &gateway.mesh());
+        let count = {
+            let mesh = gateway.mesh();
+            mark_quarantined(&gateway, &mesh);
+            mesh.tables().len()
+        };
         let gap = if first {
             Duration::ZERO
         } else {
@@ -31,11 +34,13 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
         // By position in the snapshot of the moment: a reload during the round changes
         // what the rest of the round evaluates, and keeps no old snapshot alive.
         for i in 0..count {
-            let mesh = gateway.mesh();
-            let Some(table) = mesh.tables().get(i).map(Arc::clone) else {
-                break;
-            };
-            evaluate_table(&gateway, &mesh, table, SystemTime::now()).await;
+            {
+                let mesh = gateway.mesh();
+                let Some(table) = mesh.tables().get(i).map(Arc::clone) else {
+                    break;
+                };
+                evaluate_table(&gateway, &mesh, table).await;
+            }
             tokio::time::sleep_until(round + gap * (i as u32 + 1)).await;
         }
         if first || count == 0 {
@@ -56,7 +61,7 @@ pub(crate) async fn evaluate_changed(gateway: &Gateway, before: &Mesh) {
     let known: HashSet<usize> = before.tables().iter().map(address).collect();
     for table in mesh.tables() {
         if !known.contains(&address(table)) {
-            evaluate_table(gateway, &mesh, Arc::clone(table), SystemTime::now()).await;
+            evaluate_table(gateway, &mesh, Arc::clone(table)).await;
         }
     }
 }
@@ -66,7 +71,7 @@ pub(crate) async fn evaluate_locations(gateway: &Gateway, locations: &HashSet<St
     let mesh = gateway.mesh();
     for table in mesh.tables() {
         if locations.contains(&table.product().location) {
-            evaluate_table(gateway, &mesh, Arc::clone(table), SystemTime::now()).await;
+            evaluate_table(gateway, &mesh, Arc::clone(table)).await;
         }
     }
 }
@@ -89,13 +94,9 @@ fn mark_quarantined(gateway: &Gateway, mesh: &Mesh) {
     }
 }
 
-async fn evaluate_table(
-    gateway: &Gateway,
-    mesh: &Mesh,
-    table: Arc<ContractTable>,
-    now: SystemTime,
-) {
+async fn evaluate_table(gateway: &Gateway, mesh: &Mesh, table: Arc<ContractTable>) {
     let m = &gateway.query.metrics.products;
+    let now = SystemTime::now();
     let now_secs = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()

@@ -513,7 +513,8 @@ pub(crate) fn fill_policies(record: &mut AuditRecord, applied: &[AppliedPolicy])
     record.masked_columns.dedup();
 }
 
-/// View types become their classic forms on the wire (docs/FLIGHT-SQL.md: older drivers).
+/// View types become their classic forms on the wire: older JDBC drivers and flightsql-dbapi
+/// cannot read them (this repository's docs/FLIGHT-SQL.md, "How the clients behave").
 fn classic(t: &DataType) -> DataType {
     match t {
         DataType::Utf8View => DataType::Utf8,
