@@ -13,6 +13,12 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
   -r tests/clients/requirements.txt -r benches/requirements.txt
 
+echo "== psql (Debian's postgresql-client) for the Postgres port's tests"
+if ! command -v psql >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends postgresql-client >/dev/null
+fi
+
 echo "== cargo test"
 # Includes the benches' small runs (`benches/tpch` runs the whole suite, with the local S3
 # server and a Ballista cluster, at SF 0.1 here and SF 0.01 under a bare `cargo test`) and,
@@ -35,7 +41,7 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
     || $SUDO apt-get install -y -qq --no-install-recommends nginx >/dev/null
 fi
 
-echo "== Python client tests (ADBC, pyarrow.flight, SQLAlchemy/flightsql-dbapi; replicas behind nginx)"
+echo "== Python client tests (ADBC, pyarrow.flight, SQLAlchemy/flightsql-dbapi; replicas behind nginx; psql, psycopg, asyncpg, SQLAlchemy/psycopg2 on the Postgres port)"
 # `cargo test` above built target/debug/meshgate with the same features (a separate
 # `cargo build` would resolve features without dev-dependencies and rebuild DataFusion).
 MESHGATE_BIN="${CARGO_TARGET_DIR:-target}/debug/meshgate" "$venv/bin/python" -m pytest -q tests/clients

@@ -49,6 +49,7 @@ impl GatewayProcess {
         // measurements. The audit trail stays on, as in production.
         let config = format!(
             "flight_addr: 127.0.0.1:0\n\
+             pg_addr: 127.0.0.1:0\n\
              http_addr: 127.0.0.1:0\n\
              mesh:\n  contracts: {contracts}\n  data: {data}\n\
              audit_file: {audit}\n\

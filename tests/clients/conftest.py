@@ -27,14 +27,17 @@ def start_meshgate(tmp: pathlib.Path, name: str, **env):
     env = dict(os.environ, MESHGATE_HASH_KEY="client-tests-hash-key-0123456789", **env)
     proc = subprocess.Popen(
         [BINARY, "serve", "--config", str(config),
-         "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
+         "--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+         "--pg-addr", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
     )
     # The server prints its addresses once both listeners are bound.
     line = proc.stdout.readline()
-    m = re.search(r"grpc://([\d.]+:\d+), HTTP on http://([\d.]+:\d+)", line)
+    m = re.search(
+        r"grpc://([\d.]+:\d+), HTTP on http://([\d.]+:\d+), Postgres on postgres://([\d.]+:\d+)",
+        line)
     assert m, f"meshgate did not start: {line!r}"
-    return proc, {"flight": m.group(1), "http": m.group(2), "audit": audit}
+    return proc, {"flight": m.group(1), "http": m.group(2), "pg": m.group(3), "audit": audit}
 
 
 def stop(proc):

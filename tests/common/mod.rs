@@ -112,6 +112,8 @@ impl TestMesh {
             },
             view_types: false,
             distributed,
+            // The sessions the gateway builds: with pg_catalog, as both protocols plan.
+            session_setup: vec![Arc::new(meshgate_server::pg::PgCatalog::new().unwrap())],
         };
         let audit = meshgate_server::audit::AuditLog::open(None).unwrap();
         Arc::new(

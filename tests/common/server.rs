@@ -45,11 +45,13 @@ impl TestServer {
         let user = |name: &str, roles: &[&str]| UserConfig {
             name: name.into(),
             password_hash: meshgate_server::auth::hash_password(name),
+            scram_sha_256: Some(meshgate_server::pg::ScramVerifier::generate(name)),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         };
         let mut config = ServerConfig {
             flight_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
+            pg_addr: Some("127.0.0.1:0".parse().unwrap()),
             users: vec![
                 user("analyst", &["data_analyst"]),
                 user("marketer", &["marketing"]),

@@ -7,6 +7,7 @@ mod distributed;
 mod flight;
 mod leaks;
 mod plans;
+mod postgres;
 mod publish;
 mod replicas;
 mod s3;

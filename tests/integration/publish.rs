@@ -109,11 +109,13 @@ async fn serve_with(shop: &Shop, reload_interval_secs: u64) -> RunningServer {
     let user = |name: &str, role: &str| UserConfig {
         name: name.into(),
         password_hash: meshgate_server::auth::hash_password(name),
+        scram_sha_256: None,
         roles: vec![role.into()],
     };
     let config = ServerConfig {
         flight_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        pg_addr: Some("127.0.0.1:0".parse().unwrap()),
         users: vec![
             user("analyst", "data_analyst"),
             user("marketer", "marketing"),

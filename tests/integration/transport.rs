@@ -95,6 +95,7 @@ async fn start_error(tls: TlsConfig) -> String {
     let config = meshgate_server::ServerConfig {
         flight_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        pg_addr: Some("127.0.0.1:0".parse().unwrap()),
         tls: Some(tls),
         ..Default::default()
     };

@@ -56,7 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Print an argon2 hash of a password, for meshgate.yaml.
+    /// Print what meshgate.yaml keeps of a password: its argon2 hash, and its SCRAM-SHA-256
+    /// verifier for Postgres clients (neither is enough to log in with).
     Passwd {
         /// Read from MESHGATE_PASSWORD, else asked for.
         #[arg(long, env = "MESHGATE_PASSWORD", hide_env_values = true)]
@@ -114,7 +115,11 @@ pub fn main() -> ExitCode {
                     Some(p) => p,
                     None => rpassword::prompt_password("password: ")?,
                 };
-                println!("{}", meshgate_server::auth::hash_password(&password));
+                println!(
+                    "password_hash: {}\nscram_sha_256: {}",
+                    meshgate_server::auth::hash_password(&password),
+                    meshgate_server::pg::ScramVerifier::generate(&password)
+                );
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -23,6 +23,9 @@ pub(crate) struct ServeArgs {
     /// Overrides `http_addr`.
     #[arg(long, env = "MESHGATE_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// Overrides `pg_addr` (the Postgres port).
+    #[arg(long, env = "MESHGATE_PG_ADDR")]
+    pg_addr: Option<SocketAddr>,
     /// The key of the `hash` mask: its bytes as given, at least 16. Without it, the key
     /// in `hash_key_file` (created with a random key on first start).
     #[arg(long, env = "MESHGATE_HASH_KEY", hide_env_values = true)]
@@ -45,6 +48,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = args.http_addr {
         config.http_addr = a;
     }
+    if let Some(a) = args.pg_addr {
+        config.pg_addr = Some(a);
+    }
     let (hash_key, key_source) =
         keys::hash_key(args.hash_key, Some(&config.hash_key_path()), true)?;
     let secrets = secrets(hash_key, args.token_key, args.previous_token_key)?;
@@ -52,8 +58,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot load the mesh")?;
     let server = RunningServer::start(Arc::new(mesh), config, secrets).await?;
+    let pg = server
+        .pg_addr
+        .map(|a| format!(", Postgres on postgres://{a}"))
+        .unwrap_or_default();
     println!(
-        "meshgate: Flight SQL on grpc://{}, HTTP on http://{}",
+        "meshgate: Flight SQL on grpc://{}, HTTP on http://{}{pg}",
         server.flight_addr, server.http_addr
     );
     // Where the key is, never the key (stderr: supervisors may stop reading stdout).

@@ -22,7 +22,7 @@ pub use node::{AppliedPolicy, MeshQueryPlanner, applied_policies};
 pub use rule::MeshPolicyRule;
 pub use session::{MeshSession, SessionOptions};
 pub use verify::{VerifyOptimized, VerifyPolicy, verify_physical};
-pub use view::CallerTable;
+pub use view::{CallerTable, METADATA_SCHEMAS};
 
 use datafusion::error::DataFusionError;
 

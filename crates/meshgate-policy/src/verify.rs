@@ -113,10 +113,14 @@ impl OptimizerRule for VerifyOptimized {
     }
 }
 
-/// Reading metadata and a recursive CTE's own rows is not reading data.
+/// Reading metadata and a recursive CTE's own rows is not reading data. (A product is
+/// recognised before this is asked, whatever schema it is named in.)
 pub(crate) fn allowed_non_product(scan: &TableScan, provider: &dyn TableProvider) -> bool {
     let any: &dyn std::any::Any = provider;
-    scan.table_name.schema() == Some("information_schema") || any.is::<CteWorkTable>()
+    scan.table_name
+        .schema()
+        .is_some_and(|s| crate::view::METADATA_SCHEMAS.contains(&s))
+        || any.is::<CteWorkTable>()
 }
 
 /// Whether a scan needs a policy subtree: masks to apply or rows to hide.

@@ -9,8 +9,9 @@
 //! schema does not change. A `CallerTable` cannot be scanned.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
@@ -126,14 +127,28 @@ impl TableProvider for CallerTable {
 }
 
 /// The session's `mesh` catalog: the mesh's, with each product in the caller's types.
+///
+/// A protocol may register metadata schemas beside the domains (Postgres clients need
+/// `pg_catalog`). They are looked up before the domains, so no domain can stand in for
+/// one, and they are not listed among the schemas, so catalog listings (`information_schema`,
+/// Flight's `GetTables`) stay the mesh's. Only names in [`METADATA_SCHEMAS`] are accepted,
+/// and the verifier lets a plan read them only because they are not products.
 pub(crate) struct CallerCatalog {
     inner: Arc<dyn CatalogProvider>,
     policy: Arc<Policy>,
+    metadata: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
 }
+
+/// The schemas a session may hold besides the mesh's domains: metadata, never data.
+pub const METADATA_SCHEMAS: &[&str] = &["information_schema", "pg_catalog"];
 
 impl CallerCatalog {
     pub(crate) fn new(inner: Arc<dyn CatalogProvider>, policy: Arc<Policy>) -> Self {
-        CallerCatalog { inner, policy }
+        CallerCatalog {
+            inner,
+            policy,
+            metadata: RwLock::new(HashMap::new()),
+        }
     }
 }
 
@@ -149,12 +164,37 @@ impl CatalogProvider for CallerCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(metadata) = self
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Some(Arc::clone(metadata));
+        }
         self.inner.schema(name).map(|inner| {
             Arc::new(CallerSchema {
                 inner,
                 policy: Arc::clone(&self.policy),
             }) as Arc<dyn SchemaProvider>
         })
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        if !METADATA_SCHEMAS.contains(&name) || name == "information_schema" {
+            return datafusion::common::plan_err!(
+                "the mesh catalog holds only domains and pg_catalog, not {name}"
+            );
+        }
+        Ok(self
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), schema))
     }
 }
 

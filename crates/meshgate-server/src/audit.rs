@@ -27,6 +27,8 @@ pub struct AuditRecord {
     pub client: String,
     /// The RPC or statement kind: `statement`, `prepared`, `get_tables`, `handshake`…
     pub kind: String,
+    /// `flight` or `postgres`: the door the request came in by.
+    pub protocol: String,
     /// SQL with string literals redacted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,

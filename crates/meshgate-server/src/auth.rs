@@ -91,6 +91,30 @@ impl Users {
     }
 }
 
+impl Users {
+    /// The principal `name` stands for now, with all its roles.
+    pub fn principal(&self, name: &str) -> Option<Principal> {
+        self.users
+            .get(name)
+            .map(|u| Principal::new(name, u.roles.iter().cloned()))
+    }
+
+    /// Checks a password given in the clear, at the same cost whether the user exists.
+    pub fn verify_password(&self, name: &str, password: &str) -> Option<Principal> {
+        let user = self.users.get(name);
+        let stored = user.map_or(DECOY.as_str(), |u| u.password_hash.as_str());
+        let verified = argon2_verify(stored, password);
+        user.filter(|_| verified)
+            .map(|u| Principal::new(name, u.roles.iter().cloned()))
+    }
+
+    /// `name`'s SCRAM-SHA-256 verifier, if it has one (malformed: why).
+    pub fn scram_verifier(&self, name: &str) -> Option<Result<crate::pg::ScramVerifier, String>> {
+        let text = self.users.get(name)?.scram_sha_256.as_deref()?;
+        Some(crate::pg::ScramVerifier::parse(text))
+    }
+}
+
 /// One argon2 verification of `password` against a PHC string.
 fn argon2_verify(stored: &str, password: &str) -> bool {
     #[cfg(test)]
@@ -521,11 +545,13 @@ mod tests {
             UserConfig {
                 name: "analyst".into(),
                 password_hash: hash_password("analyst"),
+                scram_sha_256: None,
                 roles: vec!["data_analyst".into(), "marketing".into()],
             },
             UserConfig {
                 name: "marketer".into(),
                 password_hash: hash_password("marketer"),
+                scram_sha_256: None,
                 roles: vec!["marketing".into()],
             },
         ])
@@ -567,6 +593,7 @@ mod tests {
         let narrowed = Users::new(&[UserConfig {
             name: "analyst".into(),
             password_hash: String::new(),
+            scram_sha_256: None,
             roles: vec!["marketing".into()],
         }]);
         let p = current(&narrowed, &claims).unwrap();

@@ -18,6 +18,9 @@ pub struct ServerConfig {
     pub flight_addr: SocketAddr,
     /// `/healthz`, `/readyz`, `/metrics`.
     pub http_addr: SocketAddr,
+    /// The Postgres wire protocol, for BI tools and Postgres drivers; `null` turns it off.
+    /// The default port is not PostgreSQL's 5432, so a local PostgreSQL keeps its own.
+    pub pg_addr: Option<SocketAddr>,
     pub mesh: MeshConfig,
     pub users: Vec<UserConfig>,
     /// How long a bearer token (and the tickets it mints) stays valid.
@@ -50,6 +53,7 @@ impl Default for ServerConfig {
         ServerConfig {
             flight_addr: ([127, 0, 0, 1], 50051).into(),
             http_addr: ([127, 0, 0, 1], 8080).into(),
+            pg_addr: Some(([127, 0, 0, 1], 15432).into()),
             mesh: MeshConfig::default(),
             users: vec![],
             token_ttl_secs: 3600,
@@ -73,6 +77,12 @@ pub struct UserConfig {
     pub name: String,
     /// An argon2 hash in PHC format (`meshgate passwd` makes one).
     pub password_hash: String,
+    /// The SCRAM-SHA-256 verifier of the same password, as PostgreSQL stores it
+    /// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`; `meshgate passwd`
+    /// writes it too). It lets Postgres clients log in without sending the password; it
+    /// is not enough to log in with.
+    #[serde(default)]
+    pub scram_sha_256: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
 }
@@ -207,6 +217,16 @@ impl ServerConfig {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
+            }
+        }
+        for user in &config.users {
+            if let Some(verifier) = &user.scram_sha_256 {
+                crate::pg::ScramVerifier::parse(verifier).map_err(|message| {
+                    ConfigError::Parse {
+                        path: path.to_path_buf(),
+                        message: format!("users: {}: scram_sha_256: {message}", user.name),
+                    }
+                })?;
             }
         }
         if let Some(d) = &config.distributed {

@@ -67,6 +67,7 @@ impl MeshFlightSql {
             roles: principal.roles.iter().cloned().collect(),
             client: peer(request.remote_addr()),
             kind: kind.to_string(),
+            protocol: "flight".into(),
             ..Default::default()
         }
     }
@@ -466,6 +467,7 @@ impl FlightSqlService for MeshFlightSql {
             time: chrono::Utc::now().to_rfc3339(),
             client: peer(request.remote_addr()),
             kind: "handshake".into(),
+            protocol: "flight".into(),
             ..Default::default()
         };
         let (principal, end) = match result {

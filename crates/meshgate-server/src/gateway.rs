@@ -47,10 +47,14 @@ impl Gateway {
                 path: config.audit_file.clone().unwrap_or_default(),
                 error: source,
             })?;
+        // pg_catalog in every session, whichever protocol plans in it: one session per
+        // principal, and the same answers on both doors.
+        let pg_catalog = crate::pg::PgCatalog::new().map_err(|e| ServerError::Engine(e.message))?;
         let options = EngineOptions {
             limits: config.limits.clone(),
             view_types: config.view_types,
             distributed: config.distributed.clone(),
+            session_setup: vec![Arc::new(pg_catalog)],
         };
         let query = QueryEngine::new(mesh, options, key, cluster, audit)
             .map_err(|e| ServerError::Engine(e.message))?;

@@ -10,6 +10,7 @@ mod flight;
 mod gateway;
 mod http;
 mod metrics;
+pub mod pg;
 pub mod query;
 mod reload;
 mod session_options;
@@ -68,6 +69,8 @@ pub enum ServerError {
     },
     #[error("invalid TLS configuration: {0}")]
     Tls(tonic::transport::Error),
+    #[error("invalid TLS configuration for the Postgres port: {0}")]
+    PgTls(String),
     #[error("the Flight server stopped: {0}")]
     Transport(tonic::transport::Error),
 }
@@ -77,6 +80,8 @@ pub enum ServerError {
 pub struct RunningServer {
     pub flight_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The Postgres port, when `pg_addr` is set.
+    pub pg_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     flight: JoinHandle<Result<(), ServerError>>,
     http: JoinHandle<()>,
@@ -105,6 +110,12 @@ impl RunningServer {
         let http_listener = bind(config.http_addr).await?;
         let flight_addr = flight_listener.local_addr().expect("bound");
         let http_addr = http_listener.local_addr().expect("bound");
+        let pg_listener = match config.pg_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let pg_addr = pg_listener.as_ref().map(|l| l.local_addr().expect("bound"));
+        let pg_tls = config.tls.as_ref().map(pg_tls_acceptor).transpose()?;
 
         let config_tls = config.tls.is_some();
         let gateway = Arc::new(Gateway::new(mesh, config, secrets)?);
@@ -147,15 +158,18 @@ impl RunningServer {
                 std::time::Duration::from_secs(every),
             ))
         });
+        let pg = pg_listener
+            .map(|listener| tokio::spawn(pg::serve(listener, Arc::clone(&gateway), pg_tls)));
         let http = tokio::spawn(http::serve(http_listener, gateway, http_rx));
-        info!(%flight_addr, %http_addr, tls = config_tls, "meshgate is serving");
+        info!(%flight_addr, %http_addr, pg_addr = ?pg_addr, tls = config_tls, "meshgate is serving");
         Ok(RunningServer {
             flight_addr,
             http_addr,
+            pg_addr,
             shutdown: Some(tx),
             flight,
             http,
-            background: [sla, reload].into_iter().flatten().collect(),
+            background: [sla, reload, pg].into_iter().flatten().collect(),
         })
     }
 
@@ -186,6 +200,34 @@ impl RunningServer {
         let _ = self.http.await;
         self.flight.await.unwrap_or(Ok(()))
     }
+}
+
+/// The Postgres port's TLS, from the same certificate and key as Flight's.
+fn pg_tls_acceptor(tls: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    let read = |what, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServerError::TlsFile {
+            what,
+            path: path.to_path_buf(),
+            error: source,
+        })
+    };
+    let invalid = |what: &str| ServerError::PgTls(what.to_string());
+    let cert = read("certificate", &tls.cert)?;
+    let key = read("key", &tls.key)?;
+    let certs = rustls_pemfile::certs(&mut cert.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&format!("{}: {e}", tls.cert.display())))?;
+    let key = rustls_pemfile::private_key(&mut key.as_slice())
+        .map_err(|e| invalid(&format!("{}: {e}", tls.key.display())))?
+        .ok_or_else(|| invalid(&format!("{}: no private key", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(&e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(&e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Reads the certificate and key up front, so a wrong path stops `serve` with the path in

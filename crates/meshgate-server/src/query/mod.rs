@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -44,13 +45,22 @@ pub(crate) use params::{BoundParams, decode_params, encode_params};
 pub use route::{Engine, Execution, Route};
 
 /// What the query path is configured with (from meshgate.yaml).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct EngineOptions {
     pub limits: Limits,
     /// Send view types as they are (see `ServerConfig::view_types`).
     pub view_types: bool,
     /// The routing rule's settings; `None` runs everything here.
     pub distributed: Option<DistributedConfig>,
+    /// What a protocol adds to every session once it is built (metadata schemas and the
+    /// functions its clients call, e.g. Postgres's `pg_catalog`); the policy rule and the
+    /// verifier are already in place and cannot be removed.
+    pub session_setup: Vec<Arc<dyn SessionSetup>>,
+}
+
+/// See [`EngineOptions::session_setup`].
+pub trait SessionSetup: Send + Sync {
+    fn setup(&self, session: &MeshSession) -> Result<(), QueryError>;
 }
 
 /// The query path's shared state: the mesh snapshot, the sessions built on it, the
@@ -171,6 +181,13 @@ impl QueryEngine {
             Policy::new(principal.clone(), Arc::clone(&self.key)),
             options,
         ));
+        for setup in &self.options.session_setup {
+            if let Err(e) = setup.setup(&session) {
+                // The session still serves every product; only that protocol's
+                // metadata is missing, and its queries say so.
+                tracing::error!("cannot set up a session: {e}");
+            }
+        }
         sessions.insert(principal.clone(), Arc::clone(&session));
         session
     }
@@ -185,11 +202,23 @@ impl QueryEngine {
         params: Option<&RecordBatch>,
         execution: Option<Execution>,
     ) -> Result<Planned, QueryError> {
+        let values = params.map(params::param_values).transpose()?;
+        self.plan_with(principal, sql, values, execution).await
+    }
+
+    /// [`QueryEngine::plan`] with parameter values already decoded (Postgres's Bind).
+    pub async fn plan_with(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: Option<ParamValues>,
+        execution: Option<Execution>,
+    ) -> Result<Planned, QueryError> {
         unwinding(async {
             let session = self.session(principal);
             let mut df = session.sql(&placeholders::number(sql)?).await?;
             if let Some(params) = params {
-                df = df.with_param_values(params::param_values(params)?)?;
+                df = df.with_param_values(params)?;
             }
             self.build(df, execution).await
         })

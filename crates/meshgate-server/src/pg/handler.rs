@@ -1,0 +1,510 @@
+//! Statements on the Postgres port: the simple and the extended protocol, both through the
+//! query path (plan as the caller, verify, route, execute under the limits, audit).
+//!
+//! A statement is first rewritten by datafusion-pg-catalog's parser (Postgres idioms that
+//! clients' catalog queries use: `::regclass`, `OPERATOR(pg_catalog.~)`…), then either
+//! answered by the session (`SET`, `SHOW`, `BEGIN`…) or planned as a query. Parse plans it
+//! once to describe its parameters and columns; without parameters that plan is the one
+//! Execute runs. Rows are encoded by arrow-pg, text or binary as the portal asks, batch by
+//! batch as the engine produces them; pgwire suspends a portal at its row limit.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use futures::{Sink, StreamExt, stream};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
+    Response, Tag,
+};
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, Type};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::types::format::FormatOptions;
+use sqlparser::ast::Statement;
+
+use super::session::{Outcome, Session};
+use super::{PgService, error};
+use crate::audit::{AuditRecord, redact_sql};
+use crate::query::{ErrorKind, QueryError};
+
+/// A statement as Parse left it.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    /// The SQL the query path plans (after the rewrite).
+    sql: String,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Answered by the session.
+    Session(Box<Statement>),
+    Query {
+        params: Vec<DataType>,
+        schema: SchemaRef,
+        /// Names the plan Parse made, kept for Execute (see the query path's handoff).
+        handle: [u8; 16],
+    },
+}
+
+fn parser() -> &'static PostgresCompatibilityParser {
+    static PARSER: std::sync::LazyLock<PostgresCompatibilityParser> =
+        std::sync::LazyLock::new(PostgresCompatibilityParser::new);
+    &PARSER
+}
+
+fn parse(sql: &str) -> Result<Vec<Statement>, QueryError> {
+    parser()
+        .parse(sql)
+        .map_err(|e| QueryError::invalid(format!("SQL error: {e}")))
+}
+
+/// The session of a logged-in connection.
+fn session<C: ClientInfo>(client: &C) -> PgWireResult<Arc<Session>> {
+    client.session_extensions().get::<Session>().ok_or_else(|| {
+        error(&QueryError::new(
+            ErrorKind::Unauthenticated,
+            "not logged in",
+        ))
+    })
+}
+
+impl PgService {
+    fn record<C: ClientInfo>(
+        &self,
+        client: &C,
+        principal: &meshgate_policy::Principal,
+        kind: &str,
+        sql: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            time: chrono::Utc::now().to_rfc3339(),
+            principal: principal.name.clone(),
+            roles: principal.roles.iter().cloned().collect(),
+            client: client.socket_addr().to_string(),
+            kind: kind.to_string(),
+            protocol: "postgres".into(),
+            sql: Some(redact_sql(sql)),
+            catalog_epoch: Some(self.gateway.mesh().epoch().to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Plans and starts one query; its rows stream as the client reads them. The audit
+    /// line is written when the stream ends, or here if it never starts.
+    async fn query<C: ClientInfo>(
+        &self,
+        client: &C,
+        sql: &str,
+        kind: &str,
+        prepared: Option<(&[u8], Option<ParamValues>)>,
+        format: &Format,
+    ) -> Result<Response, QueryError> {
+        let started = Instant::now();
+        let session = session(client)
+            .map_err(|_| QueryError::new(ErrorKind::Unauthenticated, "not logged in"))?;
+        let principal = session.current(&self.gateway.users())?;
+        let record = self.record(client, &principal, kind, sql);
+        let engine = &self.gateway.query;
+        let execution = session.execution();
+        let cancel = session.start_statement();
+        let result = async {
+            let permit = engine.slot().await?;
+            let planned = match prepared {
+                Some((handle, None)) => {
+                    engine
+                        .plan_prepared(&principal, handle, sql, None, execution)
+                        .await?
+                }
+                Some((_, Some(values))) => {
+                    engine
+                        .plan_with(&principal, sql, Some(values), execution)
+                        .await?
+                }
+                None => engine.plan(&principal, sql, None, execution).await?,
+            };
+            let fields = Arc::new(fields(
+                &planned.wire_schema,
+                format,
+                session.format_options(),
+            )?);
+            let batches = engine.execute(planned, permit, record.clone(), started)?;
+            Ok::<_, QueryError>((fields, batches))
+        }
+        .await;
+        let (fields, batches) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.gateway.audit_now(record, started, Err(&e));
+                return Err(e);
+            }
+        };
+        let encode = Arc::clone(&fields);
+        let rows = batches
+            .take_until(cancel.clone().cancelled_owned())
+            .map(move |batch| match batch {
+                Ok(batch) => {
+                    stream::iter(encode_recordbatch(Arc::clone(&encode), batch)).left_stream()
+                }
+                Err(e) => stream::iter([Err(error(&e))]).right_stream(),
+            })
+            .flatten()
+            .chain(stream::iter([()]).filter_map(move |()| {
+                let cancelled = cancel.is_cancelled();
+                async move {
+                    cancelled.then(|| {
+                        Err(error(&QueryError::new(
+                            ErrorKind::Cancelled,
+                            "canceling statement due to user request",
+                        )))
+                    })
+                }
+            }));
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+}
+
+/// The columns of a result, each in the format the client asked for.
+fn fields(
+    schema: &Schema,
+    format: &Format,
+    options: FormatOptions,
+) -> Result<Vec<FieldInfo>, QueryError> {
+    arrow_schema_to_pg_fields(schema, format, Some(Arc::new(options)))
+        .map_err(|e| QueryError::new(ErrorKind::InvalidArgument, e.to_string()))
+}
+
+/// A session statement's answer.
+fn outcome(outcome: Outcome) -> PgWireResult<Response> {
+    Ok(match outcome {
+        Outcome::Tag(tag) => Response::Execution(Tag::new(tag)),
+        Outcome::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+        Outcome::End(tag) => Response::TransactionEnd(Tag::new(tag)),
+        Outcome::Show(name, value) => {
+            let fields = Arc::new(vec![show_field(&name)]);
+            let mut row = DataRowEncoder::new(Arc::clone(&fields));
+            row.encode_field(&value)?;
+            Response::Query(QueryResponse::new(
+                fields,
+                stream::iter([Ok(row.take_row())]),
+            ))
+        }
+    })
+}
+
+fn show_field(name: &str) -> FieldInfo {
+    FieldInfo::new(
+        name.to_string(),
+        None,
+        None,
+        Type::TEXT,
+        pgwire::api::results::FieldFormat::Text,
+    )
+}
+
+#[async_trait]
+impl SimpleQueryHandler for PgService {
+    async fn do_query<C>(&self, client: &mut C, sql: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client)?;
+        let statements = match parse(sql) {
+            Ok(s) => s,
+            Err(e) => return Err(self.refused(client, &session, sql, e)),
+        };
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            if let Some(result) = session.command(&statement) {
+                responses.push(match result {
+                    Ok(o) => outcome(o)?,
+                    Err(e) => Response::Error(Box::new(error(&e).into())),
+                });
+                continue;
+            }
+            let sql = statement.to_string();
+            match self
+                .query(client, &sql, "statement", None, &Format::UnifiedText)
+                .await
+            {
+                Ok(r) => responses.push(r),
+                // Later statements of the string do not run after an error, as in
+                // PostgreSQL.
+                Err(e) => {
+                    responses.push(Response::Error(Box::new(error(&e).into())));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+impl PgService {
+    /// Audits a statement refused before it planned, and returns its error.
+    fn refused<C: ClientInfo>(
+        &self,
+        client: &C,
+        session: &Session,
+        sql: &str,
+        e: QueryError,
+    ) -> PgWireError {
+        let principal = session.principal();
+        let record = self.record(client, &principal, "statement", sql);
+        self.gateway.audit_now(record, Instant::now(), Err(&e));
+        error(&e)
+    }
+}
+
+#[async_trait]
+impl QueryParser for PgService {
+    type Statement = Parsed;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Parsed>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let session = session(client)?;
+        let mut statements = parse(sql).map_err(|e| self.refused(client, &session, sql, e))?;
+        if statements.len() > 1 {
+            return Err(self.refused(
+                client,
+                &session,
+                sql,
+                QueryError::invalid("cannot insert multiple commands into a prepared statement"),
+            ));
+        }
+        let Some(statement) = statements.pop() else {
+            return Ok(None);
+        };
+        let sql = statement.to_string();
+        if is_session_command(&statement) {
+            return Ok(Some(Parsed {
+                sql,
+                kind: Kind::Session(Box::new(statement)),
+            }));
+        }
+        let started = Instant::now();
+        let principal = session
+            .current(&self.gateway.users())
+            .map_err(|e| error(&e))?;
+        let handle: [u8; 16] = rand::random();
+        match self
+            .gateway
+            .query
+            .describe(&principal, &sql, Some(&handle))
+            .await
+        {
+            Ok((schema, params)) => Ok(Some(Parsed {
+                sql,
+                kind: Kind::Query {
+                    params: params
+                        .fields()
+                        .iter()
+                        .map(|f| f.data_type().clone())
+                        .collect(),
+                    schema,
+                    handle,
+                },
+            })),
+            Err(e) => {
+                let record = self.record(client, &principal, "prepared", &sql);
+                self.gateway.audit_now(record, started, Err(&e));
+                Err(error(&e))
+            }
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Parsed) -> PgWireResult<Vec<Type>> {
+        match &stmt.kind {
+            Kind::Session(_) => Ok(vec![]),
+            Kind::Query { params, .. } => params.iter().map(into_pg_type).collect(),
+        }
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Parsed,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.kind {
+            Kind::Session(statement) => Ok(match statement.as_ref() {
+                Statement::ShowVariable { variable } => vec![show_field(
+                    &variable
+                        .iter()
+                        .map(|i| i.value.clone())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                )],
+                _ => vec![],
+            }),
+            Kind::Query { schema, .. } => {
+                arrow_schema_to_pg_fields(schema, format.unwrap_or(&Format::UnifiedText), None)
+            }
+        }
+    }
+}
+
+fn is_session_command(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+    )
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for PgService {
+    type Statement = Parsed;
+    type QueryParser = PgService;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.me())
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        target: &StoredStatement<Parsed>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Parsed>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let params = self.get_parameter_types(&target.statement)?;
+        // A type the client declared at Parse wins: it encodes the value so.
+        let params = params
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                target
+                    .parameter_types
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or(t)
+            })
+            .collect();
+        let fields = self.get_result_schema(&target.statement, None)?;
+        Ok(DescribeStatementResponse::new(params, fields))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        target: &Portal<Parsed>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Parsed>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let session = session(client)?;
+        let mut fields = self.get_result_schema(
+            &target.statement.statement,
+            Some(&target.result_column_format),
+        )?;
+        let options = Arc::new(session.format_options());
+        fields = fields
+            .into_iter()
+            .map(|f| f.with_format_options(Arc::clone(&options)))
+            .collect();
+        Ok(DescribePortalResponse::new(fields))
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Parsed>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Parsed>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let parsed = &portal.statement.statement;
+        match &parsed.kind {
+            Kind::Session(statement) => {
+                let session = session(client)?;
+                match session.command(statement) {
+                    Some(Ok(o)) => outcome(o),
+                    Some(Err(e)) => Err(error(&e)),
+                    None => Err(error(&QueryError::internal(
+                        "a query parsed as a session command",
+                    ))),
+                }
+            }
+            Kind::Query { params, handle, .. } => {
+                let values = if params.is_empty() {
+                    None
+                } else {
+                    Some(bind(portal, params).map_err(|e| error(&e))?)
+                };
+                self.query(
+                    client,
+                    &parsed.sql,
+                    "prepared",
+                    Some((handle, values)),
+                    &portal.result_column_format,
+                )
+                .await
+                .map_err(|e| error(&e))
+            }
+        }
+    }
+}
+
+/// The portal's parameters, decoded as the client encoded them and cast to the types the
+/// statement was planned with.
+fn bind(portal: &Portal<Parsed>, types: &[DataType]) -> Result<ParamValues, QueryError> {
+    let hints: Vec<Option<&DataType>> = types.iter().map(Some).collect();
+    let values = arrow_pg::datatypes::df::deserialize_parameters(portal, &hints)
+        .map_err(|e| QueryError::invalid(format!("unreadable parameter: {e}")))?;
+    let ParamValues::List(values) = values else {
+        return Err(QueryError::invalid("named parameters are not supported"));
+    };
+    let values = values
+        .into_iter()
+        .zip(types)
+        .enumerate()
+        .map(|(i, (v, t))| {
+            let value = v.value;
+            if value.data_type() == *t {
+                Ok(value)
+            } else {
+                value.cast_to(t).map_err(|e| {
+                    QueryError::invalid(format!("parameter ${}: not a {t}: {e}", i + 1))
+                })
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(values.into())
+}

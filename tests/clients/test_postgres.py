@@ -1,0 +1,133 @@
+"""Real Postgres clients against `meshgate serve`'s Postgres port: psql, psycopg 3 (text and
+binary), asyncpg (extended protocol, prepared statements, binary types), SQLAlchemy's
+reflection as Superset uses it (`inspect()`, psycopg2 dialect) and pandas `read_sql`."""
+
+import asyncio
+import datetime
+import decimal
+import os
+import subprocess
+import warnings
+
+import asyncpg
+import pandas as pd
+import psycopg
+import pytest
+import sqlalchemy
+
+MASKED_EMAIL_LEN = 64  # sha256 hex
+
+
+def dsn(gateway, user):
+    host, port = gateway["pg"].split(":")
+    return f"host={host} port={port} user={user} password={user} dbname=mesh sslmode=disable"
+
+
+def test_psql_runs_queries_and_describes_tables(gateway):
+    host, port = gateway["pg"].split(":")
+    env = dict(os.environ, PGPASSWORD="marketer")
+    base = ["psql", "-X", "-h", host, "-p", port, "-U", "marketer", "-d", "mesh"]
+    out = subprocess.run(base + ["-Atc", "SELECT email FROM customers.customer_profiles LIMIT 1"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.strip()) == MASKED_EMAIL_LEN and "@" not in out.stdout
+    # \d, as psql writes it against pg_catalog.
+    out = subprocess.run(base + ["-c", r"\d customers.customer_profiles"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "email" in out.stdout and "timestamp with time zone" in out.stdout
+    out = subprocess.run(base + ["-c", r"\dt checkout.*"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert "checkout_orders_summary" in out.stdout, out.stderr
+    # A refusal is an error with its SQLSTATE, and psql's exit status says so.
+    out = subprocess.run(base[:-4] + ["-U", "guest", "-d", "mesh", "-v", "VERBOSITY=verbose",
+                                      "-c", "SELECT * FROM customers.customer_profiles"],
+                         capture_output=True, text=True, env=dict(env, PGPASSWORD="guest"),
+                         timeout=60)
+    assert out.returncode != 0 and "42501" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_psycopg_text_and_binary(gateway, binary):
+    with psycopg.connect(dsn(gateway, "analyst")) as conn:
+        cur = conn.cursor(binary=binary)
+        cur.execute(
+            "SELECT customer_id, email, birth_date, signup_at FROM customers.customer_profiles "
+            "WHERE customer_id = %s", ("C000001",))
+        rows = cur.fetchall()
+        assert len(rows) == 1
+        customer_id, email, birth_date, signup_at = rows[0]
+        assert customer_id == "C000001" and "@" in email
+        assert isinstance(birth_date, datetime.date)
+        assert isinstance(signup_at, datetime.datetime) and signup_at.tzinfo is not None
+        # Numbers and decimals arrive typed.
+        cur.execute("SELECT total_amount, CAST(1 AS BIGINT) FROM checkout.checkout_orders_summary LIMIT 1")
+        total, items = cur.fetchone()
+        assert isinstance(total, decimal.Decimal) and isinstance(items, int)
+    with psycopg.connect(dsn(gateway, "marketer")) as conn:
+        cur = conn.cursor(binary=binary)
+        cur.execute("SELECT email FROM customers.customer_profiles WHERE customer_id = %s",
+                    ("C000001",))
+        (email,) = cur.fetchone()
+        assert len(email) == MASKED_EMAIL_LEN and "@" not in email
+
+
+def test_psycopg_errors_and_session_settings(gateway):
+    with psycopg.connect(dsn(gateway, "guest"), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM customers.customer_profiles")
+        # The connection goes on; client settings are kept, engine settings refused.
+        conn.execute("SET application_name = 'notebook'")
+        assert conn.execute("SHOW application_name").fetchone() == ("notebook",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET datafusion.execution.target_partitions = 1")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_asyncpg_prepared_statements_and_binary_types(gateway):
+    host, port = gateway["pg"].split(":")
+
+    async def run():
+        conn = await asyncpg.connect(host=host, port=int(port), user="analyst",
+                                     password="analyst", database="mesh", ssl=False)
+        try:
+            stmt = await conn.prepare(
+                "SELECT customer_id, birth_date, signup_at FROM customers.customer_profiles "
+                "WHERE customer_id = $1")
+            row = await stmt.fetchrow("C000002")
+            assert row["customer_id"] == "C000002"
+            assert isinstance(row["birth_date"], datetime.date)
+            assert isinstance(row["signup_at"], datetime.datetime)
+            count = await conn.fetchval(
+                "SELECT count(*) FROM inventory.stock_levels WHERE quantity > $1", 0)
+            assert count > 0
+            # Server-side cursor: rows in pieces (portal row limits).
+            async with conn.transaction():
+                cur = await conn.cursor("SELECT sku FROM inventory.stock_levels ORDER BY sku")
+                first = await cur.fetch(5)
+                second = await cur.fetch(5)
+            assert len(first) == 5 and len(second) == 5
+            with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
+                await conn.execute("SET datafusion.optimizer.skip_failed_rules = true")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_sqlalchemy_reflection_and_pandas(gateway):
+    host, port = gateway["pg"].split(":")
+    engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg2://marketer:marketer@{host}:{port}/mesh?sslmode=disable")
+    insp = sqlalchemy.inspect(engine)
+    assert "customers" in insp.get_schema_names()
+    assert "customer_profiles" in insp.get_table_names(schema="customers")
+    columns = {c["name"]: c["type"] for c in insp.get_columns("customer_profiles", schema="customers")}
+    assert "email" in columns and "signup_at" in columns
+    # pandas 3 takes SQLAlchemy 2 engines only (this venv keeps 1.4 for flightsql-dbapi): a
+    # DBAPI connection, as notebooks often pass.
+    with psycopg.connect(dsn(gateway, "marketer")) as conn, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        df = pd.read_sql("SELECT customer_id, email FROM customers.customer_profiles", conn)
+    assert len(df) > 0
+    assert df["email"].str.len().eq(MASKED_EMAIL_LEN).all()

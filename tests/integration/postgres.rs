@@ -1,0 +1,425 @@
+//! The Postgres port end to end with a real driver (tokio-postgres, extended protocol)
+//! and psql: login, the same policy as Flight, parameters, portals, session statements,
+//! pg_catalog, cancellation, TLS and the audit.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::common::server::TestServer;
+
+async fn connect_as(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    options: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(addr.ip().to_string())
+        .port(addr.port())
+        .user(user)
+        .password(password)
+        .dbname("mesh");
+    if !options.is_empty() {
+        config.options(options);
+    }
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn connect(s: &TestServer, user: &str) -> Client {
+    connect_as(s.server.pg_addr.unwrap(), user, user, "")
+        .await
+        .unwrap()
+}
+
+/// The rows of a simple query, as text.
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_string())
+        .unwrap_or_else(|| format!("{e}"))
+}
+
+#[tokio::test]
+async fn logins_need_the_password_and_say_nothing_about_who_exists() {
+    let s = TestServer::start().await;
+    let addr = s.server.pg_addr.unwrap();
+    // SCRAM (the test users have verifiers).
+    assert!(connect_as(addr, "analyst", "analyst", "").await.is_ok());
+    let wrong = connect_as(addr, "analyst", "nope", "").await.unwrap_err();
+    let unknown = connect_as(addr, "nobody", "nope", "").await.unwrap_err();
+    assert_eq!(sqlstate(&wrong), "28P01");
+    assert_eq!(sqlstate(&unknown), "28P01");
+    let msg = |e: &tokio_postgres::Error| {
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .replace("nobody", "analyst")
+    };
+    assert_eq!(msg(&wrong), msg(&unknown));
+    // A role the user does not hold cannot be asked for.
+    let e = connect_as(addr, "analyst", "analyst", "-c meshgate.role=marketing")
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:?}").contains("does not hold role marketing"),
+        "{e:?}"
+    );
+    let audit = std::fs::read_to_string(&s.audit).unwrap();
+    let logins: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"login\""))
+        .collect();
+    assert!(
+        logins
+            .iter()
+            .all(|l| l.contains("\"protocol\":\"postgres\""))
+    );
+    assert!(logins.iter().any(|l| l.contains("\"outcome\":\"ok\"")));
+    assert!(
+        logins
+            .iter()
+            .filter(|l| l.contains("\"outcome\":\"Unauthenticated\""))
+            .count()
+            >= 2
+    );
+    assert!(!audit.contains("nope"), "a password in the audit");
+}
+
+#[tokio::test]
+async fn without_a_verifier_a_clear_password_is_accepted_on_loopback_only() {
+    let s = TestServer::with(|c| {
+        for u in &mut c.users {
+            u.scram_sha_256 = None;
+        }
+    })
+    .await;
+    let addr = s.server.pg_addr.unwrap();
+    // 127.0.0.1: cleartext, checked against the argon2 hash.
+    let client = connect_as(addr, "marketer", "marketer", "").await.unwrap();
+    assert_eq!(
+        rows(&client, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+    assert_eq!(
+        sqlstate(&connect_as(addr, "marketer", "x", "").await.unwrap_err()),
+        "28P01"
+    );
+}
+
+#[tokio::test]
+async fn answers_are_the_policys_as_on_flight() {
+    let s = TestServer::start().await;
+    let marketer = connect(&s, "marketer").await;
+    let analyst = connect(&s, "analyst").await;
+    let sql = "SELECT email, phone FROM customers.customer_profiles ORDER BY customer_id LIMIT 2";
+    let masked = rows(&marketer, sql).await;
+    let clear = rows(&analyst, sql).await;
+    for (m, c) in masked.iter().zip(&clear) {
+        let (email, phone) = (m[0].as_deref().unwrap(), m[1].as_deref().unwrap());
+        assert_eq!(email.len(), 64, "hashed email: {email}");
+        assert!(email.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(c[0].as_deref().unwrap().contains('@'));
+        assert!(phone.starts_with('*') && !c[1].as_deref().unwrap().starts_with('*'));
+    }
+    // A predicate on the raw value does not get around the mask.
+    let email = clear[0][0].clone().unwrap();
+    let probe = format!("SELECT count(*) FROM customers.customer_profiles WHERE email = '{email}'");
+    assert_eq!(rows(&marketer, &probe).await, vec![vec![Some("0".into())]]);
+    // The guest reads nothing; the refusal carries its SQLSTATE.
+    let guest = connect(&s, "guest").await;
+    let e = guest
+        .simple_query("SELECT * FROM customers.customer_profiles")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+    // EXPLAIN shows the policy the statement runs under, and no other row's value.
+    let plan = format!("{:?}", rows(&marketer, &format!("EXPLAIN {probe}")).await);
+    assert!(
+        plan.contains("MeshPolicy: customers.customer_profiles v2 read_masked"),
+        "{plan}"
+    );
+    assert!(!plan.contains(clear[1][0].as_deref().unwrap()));
+    // Errors say what went wrong and the connection goes on.
+    let e = marketer.simple_query("SELEC 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42000");
+    assert_eq!(
+        rows(&marketer, "SELECT 2").await,
+        vec![vec![Some("2".into())]]
+    );
+    let audit = std::fs::read_to_string(&s.audit).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"protocol\":\"postgres\"")
+                && l.contains("\"kind\":\"statement\"")
+                && l.contains("customers.customer_profiles v2 read_masked")),
+        "{audit}"
+    );
+    assert!(!audit.contains(&email), "a literal in the audit");
+}
+
+#[tokio::test]
+async fn prepared_statements_bind_typed_parameters_in_text_and_binary() {
+    let s = TestServer::start().await;
+    let client = connect(&s, "analyst").await;
+    // tokio-postgres prepares (Parse/Describe), binds binary parameters and reads binary rows.
+    let stmt = client
+        .prepare("SELECT customer_id, birth_date, signup_at FROM customers.customer_profiles WHERE customer_id = $1")
+        .await
+        .unwrap();
+    assert_eq!(stmt.params(), &[tokio_postgres::types::Type::TEXT]);
+    let got = client.query(&stmt, &[&"C000001"]).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let id: String = got[0].get(0);
+    assert_eq!(id, "C000001");
+    let _date: chrono::NaiveDate = got[0].get(1);
+    let _at: chrono::DateTime<chrono::Utc> = got[0].get(2);
+    // A number parameter, and the same statement run twice.
+    let count = client
+        .prepare("SELECT count(*) FROM inventory.stock_levels WHERE quantity > $1")
+        .await
+        .unwrap();
+    let many: i64 = client.query_one(&count, &[&0i64]).await.unwrap().get(0);
+    let none: i64 = client.query_one(&count, &[&i64::MAX]).await.unwrap().get(0);
+    assert!(many > 0);
+    assert_eq!(none, 0);
+    // A portal with a row limit hands rows out in pieces.
+    let mut client = client;
+    let tx = client.transaction().await.unwrap();
+    let sql = "SELECT sku || '@' || warehouse_id FROM inventory.stock_levels ORDER BY 1";
+    let all = tx.prepare(sql).await.unwrap();
+    let portal = tx.bind(&all, &[]).await.unwrap();
+    let mut pieces = Vec::new();
+    for _ in 0..2 {
+        let piece = tx.query_portal(&portal, 3).await.unwrap();
+        assert_eq!(piece.len(), 3);
+        pieces.extend(piece.iter().map(|r| r.get::<_, String>(0)));
+    }
+    let whole: Vec<String> = tx
+        .query(&format!("{sql} LIMIT 6"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pieces, whole);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn session_statements_answer_as_postgres_and_engine_settings_stay_refused() {
+    let s = TestServer::start().await;
+    let lead = connect(&s, "lead").await;
+    for sql in [
+        "SET application_name = 'superset'",
+        "SET extra_float_digits = 3",
+        "SET DateStyle = 'ISO, MDY'",
+        "BEGIN READ ONLY",
+        "COMMIT",
+        "SET meshgate.execution = local",
+    ] {
+        lead.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert_eq!(
+        rows(&lead, "SHOW application_name").await,
+        vec![vec![Some("superset".into())]]
+    );
+    assert_eq!(
+        rows(&lead, "SELECT current_database()").await,
+        vec![vec![Some("mesh".into())]]
+    );
+    let version = rows(&lead, "SELECT version()").await;
+    assert!(
+        version[0][0]
+            .as_deref()
+            .unwrap()
+            .starts_with("PostgreSQL 16")
+    );
+    let e = lead
+        .simple_query("SET datafusion.execution.target_partitions = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    // SET ROLE narrows: the marketer role reads the email hashed.
+    let sql = "SELECT email FROM customers.customer_profiles ORDER BY customer_id LIMIT 1";
+    assert!(
+        rows(&lead, sql).await[0][0]
+            .as_deref()
+            .unwrap()
+            .contains('@')
+    );
+    lead.simple_query("SET ROLE marketing").await.unwrap();
+    assert!(
+        !rows(&lead, sql).await[0][0]
+            .as_deref()
+            .unwrap()
+            .contains('@')
+    );
+    let e = lead.simple_query("SET ROLE admin").await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    lead.simple_query("DISCARD ALL").await.unwrap();
+    assert!(
+        rows(&lead, sql).await[0][0]
+            .as_deref()
+            .unwrap()
+            .contains('@')
+    );
+    // The role can also be chosen at connect, as libpq's options.
+    let narrowed = connect_as(
+        s.server.pg_addr.unwrap(),
+        "lead",
+        "lead",
+        "-c meshgate.role=marketing",
+    )
+    .await
+    .unwrap();
+    assert!(
+        !rows(&narrowed, sql).await[0][0]
+            .as_deref()
+            .unwrap()
+            .contains('@')
+    );
+    // Writes stay refused.
+    let e = lead.simple_query("BEGIN READ WRITE").await.unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+    let e = lead
+        .simple_query("CREATE TABLE t (a int)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{e:?}");
+}
+
+#[tokio::test]
+async fn pg_catalog_lists_what_information_schema_lists_in_the_callers_types() {
+    let s = TestServer::start().await;
+    let marketer = connect(&s, "marketer").await;
+    let listed = |sql: &'static str| {
+        let c = &marketer;
+        async move {
+            let mut r: Vec<String> = rows(c, sql)
+                .await
+                .into_iter()
+                .map(|r| r[0].clone().unwrap())
+                .collect();
+            r.sort();
+            r
+        }
+    };
+    let pg = listed(
+        "SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .await;
+    let info = listed(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+         WHERE table_catalog = 'mesh' AND table_schema <> 'information_schema'",
+    )
+    .await;
+    assert!(!pg.is_empty());
+    assert_eq!(pg, info);
+    // A hashed number is text in the catalog as in the answers.
+    let types = rows(
+        &marketer,
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+         JOIN pg_catalog.pg_class c ON a.attrelid = c.oid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'customers' AND c.relname = 'customer_profiles' AND a.attname = 'email'",
+    )
+    .await;
+    assert_eq!(types, vec![vec![Some("email".into()), Some("text".into())]]);
+    // The catalog schema is metadata: no product can be read through it.
+    let e = marketer
+        .simple_query("SELECT * FROM pg_catalog.customer_profiles")
+        .await
+        .unwrap_err();
+    assert_ne!(e.code(), None);
+}
+
+#[tokio::test]
+async fn a_cancel_request_stops_the_running_statement() {
+    let s = TestServer::start().await;
+    let client = connect(&s, "analyst").await;
+    let token = client.cancel_token();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(NoTls).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let e = client
+        .simple_query(
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 1000000000) \
+             SELECT count(*) FROM r",
+        )
+        .await
+        .unwrap_err();
+    cancel.await.unwrap();
+    assert_eq!(e.code(), Some(&SqlState::QUERY_CANCELED), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The connection serves the next statement.
+    assert_eq!(
+        rows(&client, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+}
+
+#[tokio::test]
+async fn psql_over_tls_with_verify_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::common::pki::Authority::new("pg-ca");
+    let files = ca.issue(dir.path(), "gateway");
+    let s = TestServer::with(|c| {
+        c.tls = Some(meshgate_server::TlsConfig {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+        });
+    })
+    .await;
+    let addr = s.server.pg_addr.unwrap();
+    // psql runs beside the test's runtime, which also serves the gateway.
+    let psql =
+        |sslmode: &str| {
+            tokio::process::Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=marketer dbname=mesh sslmode={sslmode} sslrootcert={}",
+                addr.port(),
+                files.ca.display()
+            ))
+            .args(["-XAtc", "SELECT ssl_is_used_here FROM (SELECT 1 AS ssl_is_used_here) t"])
+            .env("PGPASSWORD", "marketer")
+            .output()
+        };
+    for mode in ["require", "verify-full"] {
+        let out = psql(mode)
+            .await
+            .expect("psql (Debian's postgresql-client) is installed by tests/run-all.sh");
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    }
+}
