@@ -332,6 +332,7 @@ async fn serve_without_a_key(config: &std::path::Path) -> (String, String) {
         .args(["serve", "--config"])
         .arg(config)
         .args(["--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--pg-addr", "127.0.0.1:0"])
         .env_remove("MESHGATE_HASH_KEY")
         .env("MESHGATE_TOKEN_KEY", "cli-test-token-key-0123456789")
         .stdout(std::process::Stdio::piped())

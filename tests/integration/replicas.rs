@@ -75,6 +75,7 @@ async fn serve(
         .arg("--config")
         .arg(config_path)
         .args(["--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--pg-addr", "127.0.0.1:0"])
         .env("MESHGATE_HASH_KEY", HASH_KEY)
         .env("MESHGATE_TOKEN_KEY", token_key)
         .env_remove("MESHGATE_TOKEN_KEY_PREVIOUS")

@@ -178,6 +178,7 @@ fn serve(config: &std::path::Path, s3: &LocalS3) -> tokio::process::Command {
         .arg("--config")
         .arg(config)
         .args(["--flight-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(["--pg-addr", "127.0.0.1:0"])
         .env("MESHGATE_HASH_KEY", "s3-test-hash-key-0123456789")
         .env("AWS_ACCESS_KEY_ID", &s3.access_key_id)
         .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
@@ -226,7 +227,12 @@ async fn plaintext_needs_allow_http_and_credentials_never_reach_logs_audit_or_pl
         .split(',')
         .next()
         .unwrap();
-    let http = banner.split("http://").nth(1).unwrap().trim();
+    let http = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap()
+        .trim();
 
     let mut texts = Vec::new();
     for user in ["analyst", "marketer"] {
