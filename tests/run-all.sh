@@ -13,10 +13,13 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
   -r tests/clients/requirements.txt -r benches/requirements.txt
 
-echo "== psql (Debian's postgresql-client) for the Postgres port's tests"
-if ! command -v psql >/dev/null; then
+echo "== psql and PgJDBC (Debian's postgresql-client, libpostgresql-jdbc-java, a JDK) for the Postgres port's tests"
+if ! command -v psql >/dev/null || [ ! -e /usr/share/java/postgresql.jar ] \
+    || ! java --list-modules 2>/dev/null | grep -q jdk.compiler; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends postgresql-client >/dev/null
+  # The JDK: PgJdbc.java runs from source (java's source launcher needs jdk.compiler).
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends \
+    postgresql-client libpostgresql-jdbc-java default-jdk-headless >/dev/null
 fi
 
 echo "== cargo test"

@@ -12,6 +12,12 @@
 //! product files runs on a Ballista cluster of real processes (a scheduler and two
 //! executors), its physical plan shipped as the gateway ships it, with the same expected
 //! output again.
+//! And once more as `postgres/<role>/<file>`: each statement sent by a Postgres driver
+//! (tokio-postgres, extended protocol, binary rows) to a running gateway's Postgres port,
+//! logged in as the role's user; the rows are decoded back into Arrow and formatted as the
+//! other runs format them, so the expected output is the same file. Records whose answer
+//! is a protocol's own (`BEGIN` is refused on Flight, answered on Postgres) are marked
+//! `skipif postgres` / `onlyif postgres`.
 
 mod common;
 
@@ -93,7 +99,68 @@ impl AsyncDB for MeshDb {
     }
 
     fn error_sql_state(err: &Failure) -> Option<String> {
-        Some(err.0.kind.sqlstate().to_string())
+        Some(err.0.sqlstate().to_string())
+    }
+}
+
+/// One role's connection to the gateway's Postgres port.
+struct PgDb {
+    client: tokio_postgres::Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct PgFailure {
+    message: String,
+    code: Option<String>,
+}
+
+impl From<tokio_postgres::Error> for PgFailure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => PgFailure {
+                message: db.message().to_string(),
+                code: Some(db.code().code().to_string()),
+            },
+            None => PgFailure {
+                message: e.to_string(),
+                code: None,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl AsyncDB for PgDb {
+    type Error = PgFailure;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, PgFailure> {
+        let statement = self.client.prepare(sql).await?;
+        let rows = self.client.query(&statement, &[]).await?;
+        if statement.columns().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let batch =
+            common::pg::rows_to_batch(statement.columns(), &rows).map_err(|message| PgFailure {
+                message,
+                code: None,
+            })?;
+        Ok(to_output(&[batch]))
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "postgres"
+    }
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await;
+    }
+
+    fn error_sql_state(err: &PgFailure) -> Option<String> {
+        err.code.clone()
     }
 }
 
@@ -233,6 +300,36 @@ fn normalize_s3(s: &String) -> String {
         .into_owned()
 }
 
+/// A file through the Postgres port of a gateway started for it.
+fn run_file_postgres(path: &Path, role: &str) -> Result<(), Failed> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let server = common::server::TestServer::start().await;
+        let addr = server
+            .server
+            .pg_addr
+            .expect("the test server listens for Postgres");
+        let user = common::principal(role).name;
+        let make = || {
+            let user = user.clone();
+            async move {
+                let client = common::pg::connect(addr, &user).await?;
+                Ok::<_, PgFailure>(PgDb { client })
+            }
+        };
+        let mut runner = sqllogictest::Runner::new(make);
+        runner.with_normalizer(normalize);
+        runner
+            .run_file_async(path)
+            .await
+            .map_err(|e| Failed::from(format!("{}", e.display(true))))?;
+        Ok(())
+    })
+}
+
 fn run_file(path: &Path, role: &str, s3: bool, distributed: bool) -> Result<(), Failed> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -306,6 +403,7 @@ fn main() {
         }
     }
     files.sort();
+    let files_for_postgres = files.clone();
     let trials = files
         .into_iter()
         .flat_map(|f| {
@@ -333,6 +431,21 @@ fn main() {
             );
             Trial::test(name, move || run_file(&f, &role, s3, distributed))
         })
+        .chain(files_for_postgres.into_iter().map(|f| {
+            let role = f
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let name = format!(
+                "postgres/{role}/{}",
+                f.file_name().unwrap().to_str().unwrap()
+            );
+            Trial::test(name, move || run_file_postgres(&f, &role))
+        }))
         .collect();
     libtest_mimic::run(&args, trials).exit();
 }

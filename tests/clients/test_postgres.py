@@ -1,11 +1,13 @@
 """Real Postgres clients against `meshgate serve`'s Postgres port: psql, psycopg 3 (text and
 binary), asyncpg (extended protocol, prepared statements, binary types), SQLAlchemy's
-reflection as Superset uses it (`inspect()`, psycopg2 dialect) and pandas `read_sql`."""
+reflection as Superset uses it (`inspect()`, psycopg2 dialect), pandas `read_sql`, and PgJDBC
+from a small Java program."""
 
 import asyncio
 import datetime
 import decimal
 import os
+import pathlib
 import subprocess
 import warnings
 
@@ -131,3 +133,24 @@ def test_sqlalchemy_reflection_and_pandas(gateway):
         df = pd.read_sql("SELECT customer_id, email FROM customers.customer_profiles", conn)
     assert len(df) > 0
     assert df["email"].str.len().eq(MASKED_EMAIL_LEN).all()
+
+
+def test_pgjdbc_metadata_masked_query_parameters_and_errors(gateway):
+    """PgJDBC (Debian's libpostgresql-jdbc-java), as DBeaver, Metabase and Tableau load it."""
+    jar = "/usr/share/java/postgresql.jar"
+    assert os.path.exists(jar), "tests/run-all.sh installs libpostgresql-jdbc-java"
+    program = pathlib.Path(__file__).parent / "jdbc" / "PgJdbc.java"
+    out = subprocess.run(
+        ["java", "-cp", jar, str(program), f"jdbc:postgresql://{gateway['pg']}/mesh", "marketer"],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    assert got["product"].startswith("PostgreSQL 16")
+    assert "customers" in got["schemas"].split(",")
+    assert "customer_profiles" in got["tables"].split(",")
+    assert "email:text" in got["columns"] and "signup_at:timestamptz" in got["columns"]
+    assert len(got["email"]) == MASKED_EMAIL_LEN and "@" not in got["email"]
+    assert int(got["count"]) > 0
+    assert got["row"].startswith("C000001 ") and got["row"].endswith(" true")
+    assert got["error"] == "42P01"
+    assert got["after_error"] == "1"

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 
 pub mod cluster;
 pub mod oracle;
+pub mod pg;
 pub mod pki;
 pub mod s3;
 pub mod server;

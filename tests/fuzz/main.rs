@@ -155,6 +155,8 @@ async fn run(args: Args) -> ExitCode {
                 *tally.entry("metadata calls").or_default() += 1;
             }
         }
+        tally.insert("postgres compared", probe.pg_compared);
+        tally.insert("postgres undecodable", probe.pg_undecodable);
         eprintln!(
             "  {role:<17} {:>6.1}s  {}",
             role_started.elapsed().as_secs_f64(),

@@ -71,6 +71,8 @@ pub(crate) enum Finding {
     Answered { oracle: String },
     /// The gateway failed where plain DataFusion answered, not for policy or resources.
     Failed { code: Code, message: String },
+    /// The Postgres port answered otherwise than Flight SQL.
+    Protocols { flight: String, postgres: String },
 }
 
 impl Finding {
@@ -115,6 +117,12 @@ impl fmt::Display for Finding {
                 write!(
                     f,
                     "the gateway failed ({code:?}) where the oracle answered: {message}"
+                )
+            }
+            Finding::Protocols { flight, postgres } => {
+                write!(
+                    f,
+                    "the protocols differ\nflight:\n{flight}\npostgres:\n{postgres}"
                 )
             }
         }
@@ -179,6 +187,12 @@ impl Answer {
 pub(crate) struct Probe<'a> {
     server: &'a TestServer,
     client: Client,
+    /// The same user on the Postgres port: every statement runs on both doors.
+    pg: tokio_postgres::Client,
+    /// Statements whose Postgres answer was compared with Flight's, and those the test
+    /// client could not decode (a type it has no Arrow mapping for).
+    pub(crate) pg_compared: usize,
+    pub(crate) pg_undecodable: usize,
     view: &'a RoleView,
     oracle: SessionContext,
     time_limit: std::time::Duration,
@@ -194,6 +208,11 @@ impl<'a> Probe<'a> {
         Probe {
             server,
             client: server.client(user).await,
+            pg: crate::common::pg::connect(server.server.pg_addr.unwrap(), user)
+                .await
+                .unwrap(),
+            pg_compared: 0,
+            pg_undecodable: 0,
             view,
             oracle: view.plain_context(),
             time_limit: std::time::Duration::from_secs(time_limit_secs),
@@ -217,6 +236,14 @@ impl<'a> Probe<'a> {
     pub(crate) async fn check(&mut self, s: &Statement) -> Result<Outcome, Finding> {
         let sql = s.sql();
         let gateway = self.gateway(s, &sql).await?;
+        let postgres = self.postgres(s, &sql).await?;
+        if s.explain.is_none() {
+            self.same_on_both_doors(&gateway, &postgres)?;
+            match &postgres {
+                Err((state, _)) if state == "undecodable" => self.pg_undecodable += 1,
+                _ => self.pg_compared += 1,
+            }
+        }
         if s.explain.is_some() {
             return Ok(Outcome::Explained);
         }
@@ -326,6 +353,91 @@ impl<'a> Probe<'a> {
         };
         self.leak(asked, channel, &text, s.explain.is_none())?;
         Ok(Ok(Answer::of(&schema, &batches)))
+    }
+
+    /// Flight's answer and the Postgres port's: the same rows, or both refused with the
+    /// same kind of error.
+    fn same_on_both_doors(
+        &self,
+        flight: &Result<Answer, (Code, String)>,
+        postgres: &Result<Answer, (String, String)>,
+    ) -> Result<(), Finding> {
+        let differs =
+            |flight: String, postgres: String| Err(Finding::Protocols { flight, postgres });
+        // A timeout depends on the moment; what the test client cannot decode, on it.
+        if matches!(flight, Err((Code::DeadlineExceeded, _)))
+            || matches!(postgres, Err((s, _)) if s == "57014" || s == "undecodable")
+        {
+            return Ok(());
+        }
+        match (flight, postgres) {
+            (Ok(f), Ok(p)) if f == p => Ok(()),
+            (Ok(f), Ok(p)) => differs(f.show(), p.show()),
+            (Err((code, m)), Err((state, pm))) => {
+                let refused = |c: &Code| matches!(c, Code::PermissionDenied);
+                if refused(code) != (state == "42501") {
+                    return differs(format!("{code:?}: {m}"), format!("{state}: {pm}"));
+                }
+                Ok(())
+            }
+            (Ok(f), Err((state, m))) => differs(f.show(), format!("{state}: {m}")),
+            (Err((code, m)), Ok(p)) => differs(format!("{code:?}: {m}"), p.show()),
+        }
+    }
+
+    /// The statement through the Postgres port (extended protocol, parameters sent as
+    /// text as Flight's are, binary rows); every byte checked as on Flight.
+    async fn postgres(
+        &mut self,
+        s: &Statement,
+        sql: &str,
+    ) -> Result<Result<Answer, (String, String)>, Finding> {
+        use tokio_postgres::types::{ToSql, Type};
+        let asked = format!("{sql} {}", s.params.join(" "));
+        let values: Vec<String> = s
+            .params
+            .iter()
+            .map(|p| p.trim_matches('\'').replace("''", "'"))
+            .collect();
+        let types = vec![Type::TEXT; values.len()];
+        let run = async {
+            let statement = self.pg.prepare_typed(sql, &types).await?;
+            let params: Vec<&(dyn ToSql + Sync)> =
+                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+            let rows = self.pg.query(&statement, &params).await?;
+            Ok::<_, tokio_postgres::Error>((statement, rows))
+        };
+        let (statement, rows) = match run.await {
+            Ok(r) => r,
+            Err(e) => {
+                self.leak(&asked, "postgres error", &format!("{e} {e:?}"), false)?;
+                let (state, message) = match e.as_db_error() {
+                    Some(db) => (db.code().code().to_string(), db.message().to_string()),
+                    None => ("connection".to_string(), e.to_string()),
+                };
+                return Ok(Err((state, message)));
+            }
+        };
+        self.leak(
+            &asked,
+            "postgres row description",
+            &format!("{:?}", statement.columns()),
+            false,
+        )?;
+        let batch = match crate::common::pg::rows_to_batch(statement.columns(), &rows) {
+            Ok(b) => b,
+            Err(why) => return Ok(Err(("undecodable".into(), why))),
+        };
+        let text = pretty_format_batches(std::slice::from_ref(&batch))
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let channel = if s.explain.is_some() {
+            "postgres EXPLAIN"
+        } else {
+            "postgres rows"
+        };
+        self.leak(&asked, channel, &text, s.explain.is_none())?;
+        Ok(Ok(Answer::of(&batch.schema(), &[batch])))
     }
 
     fn error(

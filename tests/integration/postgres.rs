@@ -161,7 +161,17 @@ async fn answers_are_the_policys_as_on_flight() {
     assert!(!plan.contains(clear[1][0].as_deref().unwrap()));
     // Errors say what went wrong and the connection goes on.
     let e = marketer.simple_query("SELEC 1").await.unwrap_err();
-    assert_eq!(sqlstate(&e), "42000");
+    assert_eq!(e.code(), Some(&SqlState::SYNTAX_ERROR));
+    let e = marketer
+        .simple_query("SELECT * FROM lab.nothing")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_TABLE));
+    let e = marketer
+        .simple_query("SELECT no_such_column FROM inventory.stock_levels")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::UNDEFINED_COLUMN));
     assert_eq!(
         rows(&marketer, "SELECT 2").await,
         vec![vec![Some("2".into())]]

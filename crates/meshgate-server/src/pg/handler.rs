@@ -63,10 +63,12 @@ fn parser() -> &'static PostgresCompatibilityParser {
     &PARSER
 }
 
-fn parse(sql: &str) -> Result<Vec<Statement>, QueryError> {
-    parser()
-        .parse(sql)
-        .map_err(|e| QueryError::invalid(format!("SQL error: {e}")))
+/// The statements of `sql` as the Postgres parser reads and rewrites them; `None` when
+/// that parser does not know the text, which then goes to the query path as it came, to
+/// be planned or refused exactly as on Flight (DataFusion's own syntax, several
+/// statements where one is expected).
+fn parse(sql: &str) -> Option<Vec<Statement>> {
+    parser().parse(sql).ok()
 }
 
 /// The session of a logged-in connection.
@@ -222,20 +224,22 @@ impl SimpleQueryHandler for PgService {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let session = session(client)?;
-        let statements = match parse(sql) {
-            Ok(s) => s,
-            Err(e) => return Err(self.refused(client, &session, sql, e)),
+        let statements: Vec<(String, Option<Statement>)> = match parse(sql) {
+            Some(parsed) => parsed
+                .into_iter()
+                .map(|s| (s.to_string(), Some(s)))
+                .collect(),
+            None => vec![(sql.to_string(), None)],
         };
         let mut responses = Vec::with_capacity(statements.len());
-        for statement in statements {
-            if let Some(result) = session.command(&statement) {
+        for (sql, statement) in statements {
+            if let Some(result) = statement.as_ref().and_then(|s| session.command(s)) {
                 responses.push(match result {
                     Ok(o) => outcome(o)?,
                     Err(e) => Response::Error(Box::new(error(&e).into())),
                 });
                 continue;
             }
-            let sql = statement.to_string();
             match self
                 .query(client, &sql, "statement", None, &Format::UnifiedText)
                 .await
@@ -253,22 +257,6 @@ impl SimpleQueryHandler for PgService {
     }
 }
 
-impl PgService {
-    /// Audits a statement refused before it planned, and returns its error.
-    fn refused<C: ClientInfo>(
-        &self,
-        client: &C,
-        session: &Session,
-        sql: &str,
-        e: QueryError,
-    ) -> PgWireError {
-        let principal = session.principal();
-        let record = self.record(client, &principal, "statement", sql);
-        self.gateway.audit_now(record, Instant::now(), Err(&e));
-        error(&e)
-    }
-}
-
 #[async_trait]
 impl QueryParser for PgService {
     type Statement = Parsed;
@@ -283,25 +271,21 @@ impl QueryParser for PgService {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let session = session(client)?;
-        let mut statements = parse(sql).map_err(|e| self.refused(client, &session, sql, e))?;
-        if statements.len() > 1 {
-            return Err(self.refused(
-                client,
-                &session,
-                sql,
-                QueryError::invalid("cannot insert multiple commands into a prepared statement"),
-            ));
-        }
-        let Some(statement) = statements.pop() else {
-            return Ok(None);
+        let sql = match parse(sql) {
+            Some(mut parsed) if parsed.len() == 1 => {
+                let statement = parsed.pop().expect("one statement");
+                if is_session_command(&statement) {
+                    return Ok(Some(Parsed {
+                        sql: statement.to_string(),
+                        kind: Kind::Session(Box::new(statement)),
+                    }));
+                }
+                statement.to_string()
+            }
+            Some(parsed) if parsed.is_empty() => return Ok(None),
+            // Several statements, or a syntax only DataFusion knows: planned as sent.
+            _ => sql.to_string(),
         };
-        let sql = statement.to_string();
-        if is_session_command(&statement) {
-            return Ok(Some(Parsed {
-                sql,
-                kind: Kind::Session(Box::new(statement)),
-            }));
-        }
         let started = Instant::now();
         let principal = session
             .current(&self.gateway.users())

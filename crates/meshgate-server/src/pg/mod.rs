@@ -113,7 +113,7 @@ pub(crate) async fn serve(
 pub(crate) fn error(e: &QueryError) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
-        e.kind.sqlstate().into(),
+        e.sqlstate().into(),
         e.message.clone(),
     )))
 }

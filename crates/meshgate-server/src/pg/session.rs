@@ -294,9 +294,10 @@ impl State {
         if lower.starts_with("datafusion.") || lower.starts_with("ballista.") {
             return Err(QueryError::new(
                 ErrorKind::PermissionDenied,
+                // Worded as Flight refuses it: the same statement, the same answer.
                 format!(
-                    "{name} is an engine setting: the deployment sets it in meshgate.yaml, a \
-                     session cannot"
+                    "only queries are allowed: {name} is an engine setting, which the \
+                     deployment sets in meshgate.yaml"
                 ),
             ));
         }

@@ -79,6 +79,9 @@ impl fmt::Display for ErrorKind {
 pub struct QueryError {
     pub kind: ErrorKind,
     pub message: String,
+    /// PostgreSQL's own code when it is finer than the kind's (drivers branch on
+    /// "undefined table" or "syntax error"); see [`QueryError::sqlstate`].
+    pub code: Option<&'static str>,
 }
 
 impl QueryError {
@@ -86,7 +89,13 @@ impl QueryError {
         QueryError {
             kind,
             message: message.into(),
+            code: None,
         }
+    }
+
+    /// The SQLSTATE a Postgres client is told.
+    pub fn sqlstate(&self) -> &'static str {
+        self.code.unwrap_or(self.kind.sqlstate())
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -138,7 +147,37 @@ impl QueryError {
             ErrorClass::ResourcesExhausted => ErrorKind::ResourceExhausted,
             ErrorClass::Internal => return QueryError::internal(&message),
         };
-        QueryError::new(kind, message)
+        let code = (kind == ErrorKind::InvalidArgument)
+            .then(|| invalid_code(e.find_root()))
+            .flatten();
+        QueryError {
+            code,
+            ..QueryError::new(kind, message)
+        }
+    }
+}
+
+/// PostgreSQL's code for an invalid statement, where DataFusion's error says which.
+fn invalid_code(e: &DataFusionError) -> Option<&'static str> {
+    use datafusion::common::SchemaError;
+    match e {
+        DataFusionError::SQL(..) => Some("42601"),
+        DataFusionError::SchemaError(err, _) => match err.as_ref() {
+            SchemaError::FieldNotFound { .. } => Some("42703"),
+            SchemaError::AmbiguousReference { .. } => Some("42702"),
+            _ => None,
+        },
+        DataFusionError::Plan(m) if m.starts_with("table '") && m.ends_with("not found") => {
+            Some("42P01")
+        }
+        DataFusionError::Plan(m) if m.starts_with("Invalid function") => Some("42883"),
+        DataFusionError::NotImplemented(_) => Some("0A000"),
+        DataFusionError::ArrowError(err, _) => match err.as_ref() {
+            arrow::error::ArrowError::DivideByZero => Some("22012"),
+            arrow::error::ArrowError::CastError(_) => Some("22P02"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
