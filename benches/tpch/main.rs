@@ -31,6 +31,7 @@ mod common;
 mod data;
 mod duckdb;
 mod load;
+mod postgres;
 mod report;
 mod s3;
 mod scaleout;
@@ -84,6 +85,8 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bench = args.iter().any(|a| a == "--bench");
+    // Only the Postgres section (the 22 queries over both protocols, psycopg vs PostgreSQL).
+    let postgres_only = args.iter().any(|a| a == "--postgres-only");
     let python = arg::<PathBuf>(&args, "--python")
         .or_else(|| std::env::var_os("MESHGATE_BENCH_PYTHON").map(PathBuf::from));
     let options = if bench {
@@ -123,6 +126,10 @@ fn main() {
         }
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if postgres_only {
+        rt.block_on(postgres_section(&options));
+        return;
+    }
     let report = rt.block_on(run(&options));
     if !bench {
         smoke_checks(&report, options.python.is_some());
@@ -136,18 +143,60 @@ fn smoke_checks(markdown: &str, with_python: bool) {
         "## TPC-H SF",
         "| q22 |",
         "## Mask cost",
+        "## Postgres port",
         "## Distributed",
         "## Cluster transport",
         "## Replicas",
         "## Load",
     ];
     if with_python {
-        sections.extend(["| DuckDB |", "## Local files vs a local S3 server"]);
+        sections.extend([
+            "| DuckDB |",
+            "## Local files vs a local S3 server",
+            "psycopg fetching tpch.lineitem",
+        ]);
     }
     for section in sections {
         assert!(markdown.contains(section), "{section} missing:\n{markdown}");
     }
     println!("tpch suite smoke run: ok");
+}
+
+/// `--postgres-only`: the Postgres section alone, written to `--results` as the suite
+/// writes it (run-suite.sh appends such sections to RESULTS.md).
+async fn postgres_section(o: &Options) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cache = repo.join(format!(
+        "benches/.cache/tpch-sf{}{}",
+        o.sf,
+        o.layout.suffix()
+    ));
+    let data_dir = cache.join("data");
+    data::generate(&data_dir, o.sf, o.layout);
+    let contracts = repo.join("benches/tpch/contracts");
+    let gateway = server::GatewayProcess::start(
+        &contracts,
+        &data_dir,
+        &cache.join("gateway"),
+        o.memory_limit_mb,
+        None,
+    )
+    .await;
+    let queries = data::queries(repo);
+    println!(
+        "the Postgres port: the same queries as the analyst over Postgres and over Flight SQL"
+    );
+    let pg = postgres::tpch(gateway.flight_addr, gateway.pg_addr, &queries, o.runs).await;
+    let fetch = o
+        .python
+        .as_ref()
+        .map(|python| postgres::fetch(python, repo, gateway.pg_addr, "tpch.lineitem", o.runs));
+    gateway.stop().await;
+    let text = report::postgres_markdown(o.sf, o.runs, &pg, fetch.as_ref());
+    if let Some(path) = &o.results {
+        std::fs::write(path, &text).unwrap();
+    }
+    print!("{text}");
 }
 
 async fn run(o: &Options) -> String {
@@ -225,6 +274,15 @@ async fn run(o: &Options) -> String {
         .collect();
     let masks = support::compare(&stock, &mut clients, &scans, o.runs * 3).await;
     drop(clients);
+
+    println!(
+        "\nthe Postgres port: the same queries as the analyst over Postgres and over Flight SQL"
+    );
+    let pg_queries = postgres::tpch(gateway.flight_addr, gateway.pg_addr, &queries, o.runs).await;
+    let pg_fetch = o
+        .python
+        .as_ref()
+        .map(|python| postgres::fetch(python, repo, gateway.pg_addr, "tpch.lineitem", o.runs));
 
     let duckdb = o.python.as_ref().map(|python| {
         println!("\nDuckDB on the same files");
@@ -324,6 +382,8 @@ async fn run(o: &Options) -> String {
         command: o.command.clone(),
         tpch: &tpch,
         masks: &masks,
+        postgres: &pg_queries,
+        pg_fetch: pg_fetch.as_ref(),
         duckdb: duckdb.as_ref(),
         s3: &s3,
         distributed: &distributed,

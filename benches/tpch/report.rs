@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::duckdb::DuckDb;
 use crate::load::Level;
+use crate::postgres::{Fetch, PgQuery};
 use crate::s3::S3Query;
 use crate::scaleout::{DistributedQuery, ReplicaQuery};
 use crate::support::Measured;
@@ -17,6 +18,8 @@ pub(crate) struct Run<'a> {
     pub(crate) command: String,
     pub(crate) tpch: &'a [Measured],
     pub(crate) masks: &'a [Measured],
+    pub(crate) postgres: &'a [PgQuery],
+    pub(crate) pg_fetch: Option<&'a Fetch>,
     pub(crate) duckdb: Option<&'a DuckDb>,
     pub(crate) s3: &'a [S3Query],
     pub(crate) distributed: &'a [DistributedQuery],
@@ -69,6 +72,26 @@ impl Run<'_> {
                 goal: "≤ 2".into(),
                 measured: format!("{r:.2}"),
                 met: r <= 2.0,
+            });
+        }
+        if !self.postgres.is_empty() {
+            let f: Duration = self.postgres.iter().map(|q| q.flight).sum();
+            let p: Duration = self.postgres.iter().map(|q| q.postgres).sum();
+            let r = ratio(p, f);
+            t.push(Target {
+                what: "TPC-H total over Postgres / over Flight SQL (analyst)",
+                goal: "≤ 1.1".into(),
+                measured: format!("{r:.2}"),
+                met: r <= 1.1,
+            });
+        }
+        if let Some(f) = self.pg_fetch {
+            let r = ratio(f.meshgate, f.postgres);
+            t.push(Target {
+                what: "psycopg fetching lineitem: meshgate / PostgreSQL",
+                goal: "≤ 1.0".into(),
+                measured: format!("{r:.2}"),
+                met: r <= 1.0,
             });
         }
         if let Some(top) = self.load.iter().max_by_key(|l| l.clients) {
@@ -218,6 +241,15 @@ impl Run<'_> {
                 ms(m),
                 ratio(m, a)
             );
+        }
+
+        if !self.postgres.is_empty() {
+            w.push_str(&postgres_markdown(
+                self.sf,
+                self.runs,
+                self.postgres,
+                self.pg_fetch,
+            ));
         }
 
         if !self.s3.is_empty() {
@@ -414,6 +446,63 @@ impl Run<'_> {
             );
         }
     }
+}
+
+/// The Postgres section: the 22 queries over both protocols, and psycopg vs PostgreSQL.
+pub(crate) fn postgres_markdown(
+    sf: f64,
+    runs: usize,
+    postgres: &[PgQuery],
+    fetch: Option<&Fetch>,
+) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "\n## Postgres port vs Flight SQL (SF{sf}; the analyst, same gateway, interleaved; median of {} runs, ms; Postgres: tokio-postgres, extended protocol, binary rows decoded)\n",
+        runs
+    );
+    let _ = writeln!(
+        w,
+        "| query | rows | Flight SQL | Postgres | Postgres / Flight |\n|---|--:|--:|--:|--:|"
+    );
+    for q in postgres {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {:.2} |",
+            q.name,
+            q.rows,
+            ms(q.flight),
+            ms(q.postgres),
+            ratio(q.postgres, q.flight)
+        );
+    }
+    let f: Duration = postgres.iter().map(|q| q.flight).sum();
+    let p: Duration = postgres.iter().map(|q| q.postgres).sum();
+    let _ = writeln!(
+        w,
+        "| **total** | | {} | {} | **{:.2}** |",
+        ms(f),
+        ms(p),
+        ratio(p, f)
+    );
+    if let Some(f) = fetch {
+        let _ = writeln!(
+            w,
+            "\npsycopg fetching {} ({} rows, text format, `fetchall`, median of {} runs): \
+                     meshgate {:.2} s, {} on this machine holding the same rows {:.2} s: \
+                     **{:.2}x**",
+            f.table,
+            f.rows,
+            runs,
+            f.meshgate.as_secs_f64(),
+            f.postgres_version,
+            f.postgres.as_secs_f64(),
+            ratio(f.meshgate, f.postgres)
+        );
+    }
+
+    s
 }
 
 /// What the numbers were measured on, as far as the machine tells.

@@ -19,6 +19,7 @@ pub(crate) struct GatewayProcess {
     child: Child,
     pub(crate) pid: u32,
     pub(crate) flight_addr: SocketAddr,
+    pub(crate) pg_addr: SocketAddr,
     pub(crate) max_concurrent_queries: usize,
     /// The gateway's log (stderr), kept for a failed run.
     pub(crate) log: PathBuf,
@@ -108,10 +109,16 @@ impl GatewayProcess {
             .and_then(|s| s.split(',').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("unexpected banner: {banner}"));
+        let pg_addr = banner
+            .split("postgres://")
+            .nth(1)
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Postgres port in the banner: {banner}"));
         GatewayProcess {
             pid: child.id().unwrap(),
             child,
             flight_addr,
+            pg_addr,
             max_concurrent_queries,
             log,
         }

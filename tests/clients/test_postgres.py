@@ -126,6 +126,11 @@ def test_sqlalchemy_reflection_and_pandas(gateway):
     assert "customer_profiles" in insp.get_table_names(schema="customers")
     columns = {c["name"]: c["type"] for c in insp.get_columns("customer_profiles", schema="customers")}
     assert "email" in columns and "signup_at" in columns
+    # Contract descriptions are comments, as Superset shows them.
+    comments = {c["name"]: c.get("comment") for c in
+                insp.get_columns("checkout_orders_summary", schema="checkout")}
+    assert comments["order_id"] == "Unique UUID for the order"
+    assert insp.get_table_comment("checkout_orders_summary", schema="checkout")["text"]
     # pandas 3 takes SQLAlchemy 2 engines only (this venv keeps 1.4 for flightsql-dbapi): a
     # DBAPI connection, as notebooks often pass.
     with psycopg.connect(dsn(gateway, "marketer")) as conn, warnings.catch_warnings():
@@ -149,6 +154,7 @@ def test_pgjdbc_metadata_masked_query_parameters_and_errors(gateway):
     assert "customers" in got["schemas"].split(",")
     assert "customer_profiles" in got["tables"].split(",")
     assert "email:text" in got["columns"] and "signup_at:timestamptz" in got["columns"]
+    assert got["remarks"] == "Unique UUID for the order"
     assert len(got["email"]) == MASKED_EMAIL_LEN and "@" not in got["email"]
     assert int(got["count"]) > 0
     assert got["row"].startswith("C000001 ") and got["row"].endswith(" true")

@@ -360,6 +360,26 @@ async fn pg_catalog_lists_what_information_schema_lists_in_the_callers_types() {
     )
     .await;
     assert_eq!(types, vec![vec![Some("email".into()), Some("text".into())]]);
+    // Contract descriptions are the comments clients read (SQLAlchemy, PgJDBC's REMARKS).
+    let comments = rows(
+        &marketer,
+        "SELECT a.attname, d.description FROM pg_catalog.pg_description d \
+         JOIN pg_catalog.pg_class c ON d.objoid = c.oid \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid \
+         WHERE n.nspname = 'checkout' AND c.relname = 'checkout_orders_summary' \
+         ORDER BY d.objsubid",
+    )
+    .await;
+    assert!(comments.len() >= 2, "{comments:?}");
+    assert_eq!(
+        comments[0][0], None,
+        "the table's own comment comes first: {comments:?}"
+    );
+    assert!(comments.contains(&vec![
+        Some("order_id".into()),
+        Some("Unique UUID for the order".into())
+    ]));
     // The catalog schema is metadata: no product can be read through it.
     let e = marketer
         .simple_query("SELECT * FROM pg_catalog.customer_profiles")

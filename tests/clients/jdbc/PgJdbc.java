@@ -40,6 +40,10 @@ public class PgJdbc {
                 }
                 System.out.println("columns=" + names);
             }
+            try (ResultSet columns = meta.getColumns(null, "checkout", "checkout_orders_summary", "order_id")) {
+                columns.next();
+                System.out.println("remarks=" + columns.getString("REMARKS"));
+            }
             try (Statement st = conn.createStatement();
                  ResultSet rs = st.executeQuery(
                      "SELECT email FROM customers.customer_profiles ORDER BY customer_id LIMIT 1")) {

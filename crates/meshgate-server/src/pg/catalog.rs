@@ -10,16 +10,22 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::execution::SessionStateBuilder;
+use std::sync::Weak;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::view::ViewTable;
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::scalar::ScalarValue;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{
     self as pg, PgCatalogSchemaProvider, PgCatalogStaticTables,
 };
-use meshgate_mesh::CATALOG;
-use meshgate_policy::MeshSession;
+use meshgate_mesh::{CATALOG, ContractTable};
+use meshgate_policy::{CallerTable, MeshSession};
 
 use crate::query::{QueryError, SessionSetup};
 
@@ -46,6 +52,11 @@ impl SessionSetup for PgCatalog {
             Arc::clone(&self.tables),
             EmptyContextProvider,
         )?;
+        let schema = WithDescriptions {
+            inner: Arc::new(schema),
+            state: Arc::downgrade(&ctx.state_ref()),
+            view: tokio::sync::OnceCell::new(),
+        };
         ctx.catalog(CATALOG)
             .ok_or_else(|| QueryError::internal("a session without the mesh catalog"))?
             .register_schema("pg_catalog", Arc::new(schema))?;
@@ -93,6 +104,130 @@ impl SessionSetup for PgCatalog {
             .build();
         pg::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(ctx);
         Ok(())
+    }
+}
+
+/// The contracts' descriptions, as a table `pg_description` is a view over.
+const DESCRIPTIONS: &str = "meshgate_descriptions";
+
+/// `pg_description` from the contracts: each product's description on its table (`objsubid`
+/// 0) and each column's on the column, keyed by the oids `pg_class` and `pg_attribute` give
+/// them in this session. This is what SQLAlchemy's reflection (Superset), PgJDBC's
+/// `REMARKS` (DBeaver, Metabase) and psql read as comments.
+const DESCRIPTION_VIEW: &str = "SELECT c.oid AS objoid, CAST(1259 AS INT) AS classoid, \
+     CAST(COALESCE(a.attnum, 0) AS INT) AS objsubid, d.description AS description \
+     FROM pg_catalog.meshgate_descriptions d \
+     JOIN pg_catalog.pg_namespace n ON n.nspname = d.schema_name \
+     JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = d.table_name \
+     LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = d.column_name";
+
+/// datafusion-pg-catalog's `pg_catalog` with `pg_description` from the contracts.
+struct WithDescriptions {
+    inner: Arc<dyn SchemaProvider>,
+    /// The session, to plan the view in (weak: the session holds this schema).
+    state: Weak<parking_lot::RwLock<SessionState>>,
+    view: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
+}
+
+impl std::fmt::Debug for WithDescriptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("pg_catalog")
+    }
+}
+
+impl WithDescriptions {
+    fn state(&self) -> Result<SessionState> {
+        let state = self
+            .state
+            .upgrade()
+            .ok_or_else(|| DataFusionError::Internal("the session is gone".into()))?;
+        Ok(state.read().clone())
+    }
+
+    /// Every served product's and column's description, as the caller's catalog lists them.
+    async fn descriptions(&self) -> Result<Arc<dyn TableProvider>> {
+        let state = self.state()?;
+        let (mut schemas, mut tables, mut columns, mut texts) = (vec![], vec![], vec![], vec![]);
+        if let Some(mesh) = state.catalog_list().catalog(CATALOG) {
+            for domain in mesh.schema_names() {
+                let Some(schema) = mesh.schema(&domain) else {
+                    continue;
+                };
+                for name in schema.table_names() {
+                    let Some(table) = schema.table(&name).await? else {
+                        continue;
+                    };
+                    let product = CallerTable::from_provider(table.as_ref())
+                        .map_or(table.as_ref(), |view| view.product_table().as_ref());
+                    let Some(ct) = ContractTable::from_provider(product) else {
+                        continue;
+                    };
+                    let contract = &ct.product().contract;
+                    let mut add = |column: Option<&str>, text: &str| {
+                        schemas.push(domain.clone());
+                        tables.push(name.clone());
+                        columns.push(column.map(str::to_string));
+                        texts.push(text.to_string());
+                    };
+                    if let Some(d) = &contract.description {
+                        add(None, d);
+                    }
+                    for c in &contract.schema {
+                        if let Some(d) = &c.description {
+                            add(Some(&c.name.to_string()), d);
+                        }
+                    }
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("schema_name", DataType::Utf8, false),
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("column_name", DataType::Utf8, true),
+            Field::new("description", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(schemas)),
+                Arc::new(StringArray::from(tables)),
+                Arc::new(StringArray::from(columns)),
+                Arc::new(StringArray::from(texts)),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for WithDescriptions {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match name {
+            DESCRIPTIONS => self.descriptions().await.map(Some),
+            "pg_description" => {
+                let view = self
+                    .view
+                    .get_or_try_init(|| async {
+                        let plan = self.state()?.create_logical_plan(DESCRIPTION_VIEW).await?;
+                        Ok::<_, DataFusionError>(Arc::new(ViewTable::new(
+                            plan,
+                            Some(DESCRIPTION_VIEW.into()),
+                        ))
+                            as Arc<dyn TableProvider>)
+                    })
+                    .await?;
+                Ok(Some(Arc::clone(view)))
+            }
+            _ => self.inner.table(name).await,
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == DESCRIPTIONS || self.inner.table_exist(name)
     }
 }
 
