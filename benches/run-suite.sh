@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite (README, "Benchmarks"): TPC-H in stock embedded DataFusion, through
-# the gateway (clear and masked) and in DuckDB, on files with Utf8 strings and on files as
+# the gateway (clear and masked) and in DuckDB, over Postgres vs Flight SQL and psycopg vs
+# a local PostgreSQL, on files with Utf8 strings and on files as
 # tpchgen-cli writes them; the mask cost; the load test; with --s3, local
 # files vs a local S3 server; small statements (benches/small.rs) and growth with the
 # number of products (benches/mesh_size.rs). Writes benches/RESULTS.md.

@@ -12,6 +12,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
@@ -21,8 +22,8 @@ use futures::{Sink, StreamExt, stream};
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{
-    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldInfo, QueryResponse,
-    Response, Tag,
+    DataRowEncoder, DescribePortalResponse, DescribeStatementResponse, FieldFormat, FieldInfo,
+    QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
@@ -135,6 +136,10 @@ impl PgService {
                 }
                 None => engine.plan(&principal, sql, None, execution).await?,
             };
+            // Postgres has one text type: string views are encoded as they are, without
+            // the copy to classic strings that Flight's older clients need.
+            let mut planned = planned;
+            planned.wire_schema = planned.physical.schema();
             let fields = Arc::new(fields(
                 &planned.wire_schema,
                 format,
@@ -152,14 +157,17 @@ impl PgService {
             }
         };
         let encode = Arc::clone(&fields);
+        let iso = session.iso_dates();
         let rows = batches
             .take_until(cancel.clone().cancelled_owned())
-            .map(move |batch| match batch {
-                Ok(batch) => {
-                    stream::iter(encode_recordbatch(Arc::clone(&encode), batch)).left_stream()
-                }
-                Err(e) => stream::iter([Err(error(&e))]).right_stream(),
-            })
+            .map(
+                move |batch| match batch.and_then(|b| as_text(b, &encode, iso)) {
+                    Ok(batch) => {
+                        stream::iter(encode_recordbatch(Arc::clone(&encode), batch)).left_stream()
+                    }
+                    Err(e) => stream::iter([Err(error(&e))]).right_stream(),
+                },
+            )
             .flatten()
             .chain(stream::iter([()]).filter_map(move |()| {
                 let cancelled = cancel.is_cancelled();
@@ -174,6 +182,49 @@ impl PgService {
             }));
         Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
+}
+
+/// Dates and decimals sent as text, written by Arrow's vectorized casts instead of value
+/// by value (pgwire formats each date through strftime after parsing DateStyle again):
+/// the same text (`1996-03-13`, `17954.55`), the column still typed `date` / `numeric`.
+/// Only for columns the client reads as text, and dates only in ISO DateStyle.
+fn as_text(
+    batch: RecordBatch,
+    fields: &[FieldInfo],
+    iso_dates: bool,
+) -> Result<RecordBatch, QueryError> {
+    let text = |i: usize, t: &DataType| {
+        fields[i].format() == FieldFormat::Text
+            && match t {
+                DataType::Date32 => iso_dates,
+                DataType::Decimal128(..) => true,
+                _ => false,
+            }
+    };
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .enumerate()
+        .any(|(i, f)| text(i, f.data_type()))
+    {
+        return Ok(batch);
+    }
+    let mut out_fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (i, (f, c)) in schema.fields().iter().zip(batch.columns()).enumerate() {
+        if text(i, f.data_type()) {
+            let cast = arrow::compute::cast(c, &DataType::Utf8)
+                .map_err(|e| QueryError::internal(&format!("text of {}: {e}", f.name())))?;
+            out_fields.push(f.as_ref().clone().with_data_type(DataType::Utf8));
+            columns.push(cast);
+        } else {
+            out_fields.push(f.as_ref().clone());
+            columns.push(Arc::clone(c));
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(out_fields)), columns)
+        .map_err(|e| QueryError::internal(&format!("a result batch: {e}")))
 }
 
 /// The columns of a result, each in the format the client asked for.
@@ -491,4 +542,83 @@ fn bind(portal: &Portal<Parsed>, types: &[DataType]) -> Result<ParamValues, Quer
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(values.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Date32Array, Decimal128Array, StringArray};
+    use arrow::datatypes::Field;
+
+    use super::*;
+
+    /// The vectorized text is byte for byte what pgwire writes value by value.
+    #[test]
+    fn dates_and_decimals_as_text_are_the_rows_pgwire_would_write() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", DataType::Date32, true),
+            Field::new("n", DataType::Decimal128(15, 2), true),
+            Field::new("z", DataType::Decimal128(20, 0), true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                // 1970-01-01, 1996-03-13, 0999-12-31, 9999-12-31, null
+                Arc::new(Date32Array::from(vec![
+                    Some(0),
+                    Some(9568),
+                    Some(-354_286),
+                    Some(2_932_896),
+                    None,
+                ])),
+                Arc::new(
+                    Decimal128Array::from(vec![
+                        Some(1_795_455),
+                        Some(-300),
+                        Some(5),
+                        Some(0),
+                        None,
+                    ])
+                    .with_precision_and_scale(15, 2)
+                    .unwrap(),
+                ),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(7), Some(-12), Some(0), None, Some(1)])
+                        .with_precision_and_scale(20, 0)
+                        .unwrap(),
+                ),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    None,
+                    Some(""),
+                    Some("é"),
+                    Some("x"),
+                ])),
+            ],
+        )
+        .unwrap();
+        let options = pgwire::types::format::FormatOptions::default();
+        let fields = Arc::new(fields(&schema, &Format::UnifiedText, options).unwrap());
+        let rows = |b: RecordBatch| -> Vec<_> {
+            encode_recordbatch(Arc::clone(&fields), b)
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        let fast = as_text(batch.clone(), &fields, true).unwrap();
+        assert_eq!(fast.column(0).data_type(), &DataType::Utf8);
+        assert_eq!(rows(fast), rows(batch.clone()));
+        // Binary columns, and dates in another DateStyle, are left to pgwire.
+        let binary = Arc::new(
+            super::fields(
+                &schema,
+                &Format::UnifiedBinary,
+                pgwire::types::format::FormatOptions::default(),
+            )
+            .unwrap(),
+        );
+        let kept = as_text(batch.clone(), &binary, true).unwrap();
+        assert_eq!(kept.schema(), batch.schema());
+        let kept = as_text(batch, &fields, false).unwrap();
+        assert_eq!(kept.column(0).data_type(), &DataType::Date32);
+    }
 }

@@ -161,6 +161,14 @@ impl Session {
         pgwire::types::format::FormatOptions::from_client_metadata(&settings)
     }
 
+    /// Whether dates are written ISO (`DateStyle` ISO, the default).
+    pub(crate) fn iso_dates(&self) -> bool {
+        self.lock()
+            .settings
+            .get("datestyle")
+            .is_none_or(|s| s.trim_start().to_ascii_lowercase().starts_with("iso"))
+    }
+
     pub(crate) fn execution(&self) -> Option<Execution> {
         self.lock().execution
     }
