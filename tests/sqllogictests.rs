@@ -302,11 +302,7 @@ fn normalize_s3(s: &String) -> String {
 
 /// A file through the Postgres port of a gateway started for it.
 fn run_file_postgres(path: &Path, role: &str) -> Result<(), Failed> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    runtime()?.block_on(async {
         let server = common::server::TestServer::start().await;
         let addr = server
             .server
@@ -330,12 +326,16 @@ fn run_file_postgres(path: &Path, role: &str) -> Result<(), Failed> {
     })
 }
 
-fn run_file(path: &Path, role: &str, s3: bool, distributed: bool) -> Result<(), Failed> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A runtime per file: files run in parallel, each on its own.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
-    rt.block_on(async {
+        .build()
+}
+
+fn run_file(path: &Path, role: &str, s3: bool, distributed: bool) -> Result<(), Failed> {
+    runtime()?.block_on(async {
         let mesh = if s3 {
             common::TestMesh::load_s3(self::s3()).await
         } else {

@@ -165,15 +165,7 @@ fn smoke_checks(markdown: &str, with_python: bool) {
 /// `--postgres-only`: the Postgres section alone, written to `--results` as the suite
 /// writes it (run-suite.sh appends such sections to RESULTS.md).
 async fn postgres_section(o: &Options) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cache = repo.join(format!(
-        "benches/.cache/tpch-sf{}{}",
-        o.sf,
-        o.layout.suffix()
-    ));
-    let data_dir = cache.join("data");
-    data::generate(&data_dir, o.sf, o.layout);
-    let contracts = repo.join("benches/tpch/contracts");
+    let (repo, cache, data_dir, contracts) = files(o);
     let gateway = server::GatewayProcess::start(
         &contracts,
         &data_dir,
@@ -199,7 +191,8 @@ async fn postgres_section(o: &Options) {
     print!("{text}");
 }
 
-async fn run(o: &Options) -> String {
+/// The repository, this scale's cache folder, its data (generated once) and the contracts.
+fn files(o: &Options) -> (&'static Path, PathBuf, PathBuf, PathBuf) {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cache = repo.join(format!(
         "benches/.cache/tpch-sf{}{}",
@@ -208,7 +201,11 @@ async fn run(o: &Options) -> String {
     ));
     let data_dir = cache.join("data");
     data::generate(&data_dir, o.sf, o.layout);
-    let contracts = repo.join("benches/tpch/contracts");
+    (repo, cache, data_dir, repo.join("benches/tpch/contracts"))
+}
+
+async fn run(o: &Options) -> String {
+    let (repo, cache, data_dir, contracts) = files(o);
     let mut mesh_config = MeshConfig::at(repo);
     mesh_config.contracts = contracts.clone();
     mesh_config.data = data_dir.clone();

@@ -31,83 +31,42 @@ pub fn rows_to_batch(
     rows: &[tokio_postgres::Row],
 ) -> Result<RecordBatch, String> {
     use arrow::array::*;
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{Date32Type, Field, Schema};
     use tokio_postgres::types::Type;
     let mut fields = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
     for (i, c) in columns.iter().enumerate() {
-        macro_rules! column {
-            ($t:ty, $array:ty) => {{
-                let values = rows
-                    .iter()
-                    .map(|r| r.try_get::<_, Option<$t>>(i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("column {}: {e}", c.name()))?;
-                Arc::new(<$array>::from(values)) as ArrayRef
-            }};
-        }
-        let t = c.type_();
-        let array = match *t {
-            Type::BOOL => column!(bool, BooleanArray),
-            Type::INT2 => column!(i16, Int16Array),
-            Type::INT4 => column!(i32, Int32Array),
-            Type::INT8 => column!(i64, Int64Array),
-            Type::FLOAT4 => column!(f32, Float32Array),
-            Type::FLOAT8 => column!(f64, Float64Array),
+        let array: ArrayRef = match *c.type_() {
+            Type::BOOL => Arc::new(BooleanArray::from(values::<bool>(rows, c, i)?)),
+            Type::INT2 => Arc::new(Int16Array::from(values::<i16>(rows, c, i)?)),
+            Type::INT4 => Arc::new(Int32Array::from(values::<i32>(rows, c, i)?)),
+            Type::INT8 => Arc::new(Int64Array::from(values::<i64>(rows, c, i)?)),
+            Type::FLOAT4 => Arc::new(Float32Array::from(values::<f32>(rows, c, i)?)),
+            Type::FLOAT8 => Arc::new(Float64Array::from(values::<f64>(rows, c, i)?)),
             Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
-                column!(String, StringArray)
+                Arc::new(StringArray::from(values::<String>(rows, c, i)?))
             }
-            Type::BYTEA => {
-                let values = rows
-                    .iter()
-                    .map(|r| r.try_get::<_, Option<Vec<u8>>>(i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("column {}: {e}", c.name()))?;
-                Arc::new(BinaryArray::from_iter(values)) as ArrayRef
-            }
-            Type::DATE => {
-                let values = rows
-                    .iter()
-                    .map(|r| r.try_get::<_, Option<chrono::NaiveDate>>(i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("column {}: {e}", c.name()))?;
-                Arc::new(Date32Array::from_iter(
-                    values
+            Type::BYTEA => Arc::new(BinaryArray::from_iter(values::<Vec<u8>>(rows, c, i)?)),
+            Type::DATE => Arc::new(Date32Array::from_iter(
+                values::<chrono::NaiveDate>(rows, c, i)?
+                    .into_iter()
+                    .map(|d| d.map(Date32Type::from_naive_date)),
+            )),
+            Type::TIMESTAMP => Arc::new(TimestampMicrosecondArray::from_iter(
+                values::<chrono::NaiveDateTime>(rows, c, i)?
+                    .into_iter()
+                    .map(|d| d.map(|d| d.and_utc().timestamp_micros())),
+            )),
+            Type::TIMESTAMPTZ => Arc::new(
+                TimestampMicrosecondArray::from_iter(
+                    values::<chrono::DateTime<chrono::Utc>>(rows, c, i)?
                         .into_iter()
-                        .map(|d| d.map(arrow::datatypes::Date32Type::from_naive_date)),
-                )) as ArrayRef
-            }
-            Type::TIMESTAMP => {
-                let values = rows
-                    .iter()
-                    .map(|r| r.try_get::<_, Option<chrono::NaiveDateTime>>(i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("column {}: {e}", c.name()))?;
-                Arc::new(TimestampMicrosecondArray::from_iter(
-                    values
-                        .into_iter()
-                        .map(|d| d.map(|d| d.and_utc().timestamp_micros())),
-                )) as ArrayRef
-            }
-            Type::TIMESTAMPTZ => {
-                let values = rows
-                    .iter()
-                    .map(|r| r.try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("column {}: {e}", c.name()))?;
-                Arc::new(
-                    TimestampMicrosecondArray::from_iter(
-                        values.into_iter().map(|d| d.map(|d| d.timestamp_micros())),
-                    )
-                    .with_timezone(meshgate_contract::TIMESTAMP_TZ),
-                ) as ArrayRef
-            }
+                        .map(|d| d.map(|d| d.timestamp_micros())),
+                )
+                .with_timezone(meshgate_contract::TIMESTAMP_TZ),
+            ),
             Type::NUMERIC => {
-                let values = rows
-                    .iter()
-                    .map(|r| r.try_get::<_, Option<rust_decimal::Decimal>>(i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| format!("column {}: {e}", c.name()))?;
+                let values = values::<rust_decimal::Decimal>(rows, c, i)?;
                 let scale = values
                     .iter()
                     .flatten()
@@ -122,7 +81,7 @@ pub fn rows_to_batch(
                 }))
                 .with_precision_and_scale(38, scale as i8)
                 .map_err(|e| e.to_string())?;
-                Arc::new(array) as ArrayRef
+                Arc::new(array)
             }
             ref other => return Err(format!("column {}: no decoding of {other} here", c.name())),
         };
@@ -130,4 +89,19 @@ pub fn rows_to_batch(
         arrays.push(array);
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
+}
+
+/// Column `i` of every row, as the driver decodes `T`.
+fn values<T>(
+    rows: &[tokio_postgres::Row],
+    column: &tokio_postgres::Column,
+    i: usize,
+) -> Result<Vec<Option<T>>, String>
+where
+    for<'a> T: tokio_postgres::types::FromSql<'a>,
+{
+    rows.iter()
+        .map(|r| r.try_get::<_, Option<T>>(i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("column {}: {e}", column.name()))
 }
