@@ -126,6 +126,95 @@ async fn without_a_verifier_a_clear_password_is_accepted_on_loopback_only() {
     );
 }
 
+/// This machine's address on its network (not loopback), as a peer elsewhere would see it.
+/// A UDP "connect" only picks the route; nothing is sent.
+fn non_loopback_ip() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .connect("192.0.2.255:9")
+        .or_else(|_| socket.connect("10.255.255.255:9"))
+        .expect("the test needs a network interface besides loopback");
+    let ip = socket.local_addr().unwrap().ip();
+    assert!(
+        !ip.is_loopback() && !ip.is_unspecified(),
+        "no routable address: {ip}"
+    );
+    ip
+}
+
+/// The authentication code the server answers a startup message with.
+async fn first_authentication_request(addr: SocketAddr, user: &str) -> i32 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut body = 196_608i32.to_be_bytes().to_vec(); // protocol 3.0
+    for part in ["user", user, "database", "mesh", ""] {
+        body.extend_from_slice(part.as_bytes());
+        body.push(0);
+    }
+    let mut message = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    message.extend_from_slice(&body);
+    stream.write_all(&message).await.unwrap();
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], b'R', "an authentication request");
+    i32::from_be_bytes(head[5..9].try_into().unwrap())
+}
+
+#[tokio::test]
+async fn off_loopback_a_clear_password_is_never_asked_for_and_scram_still_works() {
+    // Listening on every interface; the client reaches it by the machine's network
+    // address, so the server sees a peer that is not loopback.
+    let s = TestServer::with(|c| {
+        c.pg_addr = Some("0.0.0.0:0".parse().unwrap());
+        // The marketer has no SCRAM verifier: only a clear password could log them in.
+        for u in &mut c.users {
+            if u.name == "marketer" {
+                u.scram_sha_256 = None;
+            }
+        }
+    })
+    .await;
+    let addr = SocketAddr::new(non_loopback_ip(), s.server.pg_addr.unwrap().port());
+    // SCRAM never shows the password on the wire: accepted from anywhere.
+    let analyst = connect_as(addr, "analyst", "analyst", "").await.unwrap();
+    assert_eq!(
+        rows(&analyst, "SELECT 1").await,
+        vec![vec![Some("1".into())]]
+    );
+    // Without a verifier, off loopback and without TLS: the right password is refused
+    // too, the way a wrong one is (the server ran a decoy SCRAM exchange instead of
+    // asking for the password in the clear).
+    let refused = connect_as(addr, "marketer", "marketer", "")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&refused), "28P01", "{refused}");
+    // On the wire: the answer to the startup message asks for SASL (10), not for a
+    // clear password (3).
+    assert_eq!(first_authentication_request(addr, "marketer").await, 10);
+    assert_eq!(first_authentication_request(addr, "nobody").await, 10);
+    // psql, which would send a clear password when asked, is never asked.
+    let out = tokio::process::Command::new("psql")
+        .arg(format!(
+            "host={} port={} user=marketer dbname=mesh sslmode=disable",
+            addr.ip(),
+            addr.port()
+        ))
+        .args(["-XAtc", "SELECT 1"])
+        .env("PGPASSWORD", "marketer")
+        .output()
+        .await
+        .expect("psql (Debian's postgresql-client) is installed by tests/run-all.sh");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    // On loopback the same user logs in with the clear password.
+    let local = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    connect_as(local, "marketer", "marketer", "").await.unwrap();
+}
+
 #[tokio::test]
 async fn answers_are_the_policys_as_on_flight() {
     let s = TestServer::start().await;

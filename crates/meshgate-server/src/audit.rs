@@ -61,6 +61,26 @@ pub struct AuditRecord {
     pub job_id: Option<String>,
 }
 
+impl AuditRecord {
+    /// A request's line as it starts: who, from where, what kind, by which protocol.
+    pub fn new(
+        principal: &meshgate_policy::Principal,
+        client: &str,
+        kind: &str,
+        protocol: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            time: chrono::Utc::now().to_rfc3339(),
+            principal: principal.name.clone(),
+            roles: principal.roles.iter().cloned().collect(),
+            client: client.to_string(),
+            kind: kind.to_string(),
+            protocol: protocol.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
 /// What is stored instead of a statement the tokenizer cannot read.
 const UNREADABLE: &str = "[statement not tokenizable: redacted]";
 

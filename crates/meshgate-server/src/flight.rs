@@ -61,15 +61,7 @@ impl MeshFlightSql {
     }
 
     fn record<T>(&self, request: &Request<T>, principal: &Principal, kind: &str) -> AuditRecord {
-        AuditRecord {
-            time: chrono::Utc::now().to_rfc3339(),
-            principal: principal.name.clone(),
-            roles: principal.roles.iter().cloned().collect(),
-            client: peer(request.remote_addr()),
-            kind: kind.to_string(),
-            protocol: "flight".into(),
-            ..Default::default()
-        }
+        AuditRecord::new(principal, &peer(request.remote_addr()), kind, "flight")
     }
 
     /// A statement refused at planning is audited here; one that plans is audited when it

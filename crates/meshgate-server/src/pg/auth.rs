@@ -114,6 +114,12 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
 pub(super) enum Login {
     #[default]
     Started,
+    /// SCRAM is asked for; the client's first message comes next.
+    ScramAsked {
+        verifier: ScramVerifier,
+        /// Whether the user exists and has this verifier (not a decoy).
+        real: bool,
+    },
     /// The server's first SCRAM message is sent.
     Scram {
         verifier: ScramVerifier,
@@ -151,18 +157,15 @@ impl StartupHandler for PgService {
             .get(METADATA_USER)
             .cloned()
             .unwrap_or_default();
-        let state = match client.session_extensions().get::<LoginState>() {
-            Some(s) => s,
-            None => client
+        if client.session_extensions().get::<LoginState>().is_none() {
+            client
                 .session_extensions()
-                .insert(LoginState(Mutex::new(Login::Started)))
-                .unwrap_or_else(|| {
-                    client
-                        .session_extensions()
-                        .get::<LoginState>()
-                        .expect("inserted")
-                }),
-        };
+                .insert(LoginState(Mutex::new(Login::Started)));
+        }
+        let state = client
+            .session_extensions()
+            .get::<LoginState>()
+            .expect("inserted");
         let peer = client.socket_addr().to_string();
         let refused = |why: QueryError| {
             let mut record = login_record(&peer, &user);
@@ -197,7 +200,10 @@ impl StartupHandler for PgService {
                 let cleartext_allowed = client.is_secure() || is_loopback(ip);
                 let ask = match stored {
                     Some(Ok(verifier)) => {
-                        *lock(&state) = scram_pending(verifier, true);
+                        *lock(&state) = Login::ScramAsked {
+                            verifier,
+                            real: true,
+                        };
                         Authentication::SASL(vec![SCRAM.into()])
                     }
                     Some(Err(why)) => {
@@ -214,7 +220,10 @@ impl StartupHandler for PgService {
                     // the clear. The exchange runs against a decoy and fails, alike for
                     // unknown users and users without a verifier.
                     None => {
-                        *lock(&state) = scram_pending(ScramVerifier::decoy(&user), false);
+                        *lock(&state) = Login::ScramAsked {
+                            verifier: ScramVerifier::decoy(&user),
+                            real: false,
+                        };
                         Authentication::SASL(vec![SCRAM.into()])
                     }
                 };
@@ -248,7 +257,7 @@ impl StartupHandler for PgService {
                             "a password message out of order",
                         )));
                     }
-                    Login::Scram { .. } if lock_was_initial(&step) => {
+                    Login::ScramAsked { .. } => {
                         let initial = message.into_sasl_initial_response()?;
                         if initial.auth_method != SCRAM {
                             return Err(refused(QueryError::new(
@@ -299,22 +308,6 @@ impl StartupHandler for PgService {
     }
 }
 
-/// `Login::Scram` before the client's first message: its nonce is still empty.
-fn lock_was_initial(step: &Login) -> bool {
-    matches!(step, Login::Scram { nonce, .. } if nonce.is_empty())
-}
-
-fn scram_pending(verifier: ScramVerifier, real: bool) -> Login {
-    Login::Scram {
-        verifier,
-        real,
-        client_first_bare: String::new(),
-        server_first: String::new(),
-        nonce: String::new(),
-        gs2_header: String::new(),
-    }
-}
-
 fn lock(state: &LoginState) -> std::sync::MutexGuard<'_, Login> {
     state.0.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -336,19 +329,17 @@ fn wrong_password(user: &str, insecure: bool) -> QueryError {
 }
 
 fn login_record(peer: &str, user: &str) -> AuditRecord {
-    AuditRecord {
-        time: chrono::Utc::now().to_rfc3339(),
-        principal: user.to_string(),
-        client: peer.to_string(),
-        kind: "login".into(),
-        protocol: "postgres".into(),
-        ..Default::default()
-    }
+    AuditRecord::new(
+        &Principal::new(user, Vec::<String>::new()),
+        peer,
+        "login",
+        "postgres",
+    )
 }
 
 /// The client's first message (`n,,n=user,r=nonce`) → the server's first.
 fn client_first(step: Login, data: &[u8]) -> Result<(Login, String), String> {
-    let Login::Scram { verifier, real, .. } = step else {
+    let Login::ScramAsked { verifier, real } = step else {
         return Err("SCRAM out of order".into());
     };
     let text = std::str::from_utf8(data).map_err(|_| "malformed SCRAM message")?;
@@ -461,15 +452,11 @@ impl PgService {
         self.gateway.audit_now(record, started, Ok(()));
         let (pid, secret) = self.pids.generate(client);
         client.set_pid_and_secret_key(pid, secret.clone());
+        client.session_extensions().insert(session);
         let session = client
             .session_extensions()
-            .insert(session)
-            .unwrap_or_else(|| {
-                client
-                    .session_extensions()
-                    .get::<Session>()
-                    .expect("inserted")
-            });
+            .get::<Session>()
+            .expect("inserted");
         self.cancels.register(pid, &secret, &session);
         *lock(
             &client
@@ -501,7 +488,10 @@ mod tests {
             out
         };
         let client_key = hmac_sha256(&salted, b"Client Key");
-        let step = scram_pending(verifier.clone(), true);
+        let step = Login::ScramAsked {
+            verifier: verifier.clone(),
+            real: true,
+        };
         let (step, server_first) = client_first(step, b"n,,n=,r=abc").unwrap();
         let nonce = server_first
             .split(',')

@@ -56,6 +56,7 @@ impl SessionSetup for PgCatalog {
             inner: Arc::new(schema),
             state: Arc::downgrade(&ctx.state_ref()),
             view: tokio::sync::OnceCell::new(),
+            descriptions: tokio::sync::OnceCell::new(),
         };
         ctx.catalog(CATALOG)
             .ok_or_else(|| QueryError::internal("a session without the mesh catalog"))?
@@ -127,6 +128,8 @@ struct WithDescriptions {
     /// The session, to plan the view in (weak: the session holds this schema).
     state: Weak<parking_lot::RwLock<SessionState>>,
     view: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
+    /// The descriptions, read once per session (a session lives for one mesh snapshot).
+    descriptions: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
 }
 
 impl std::fmt::Debug for WithDescriptions {
@@ -207,7 +210,11 @@ impl SchemaProvider for WithDescriptions {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         match name {
-            DESCRIPTIONS => self.descriptions().await.map(Some),
+            DESCRIPTIONS => self
+                .descriptions
+                .get_or_try_init(|| self.descriptions())
+                .await
+                .map(|t| Some(Arc::clone(t))),
             "pg_description" => {
                 let view = self
                     .view

@@ -91,15 +91,14 @@ impl PgService {
         sql: &str,
     ) -> AuditRecord {
         AuditRecord {
-            time: chrono::Utc::now().to_rfc3339(),
-            principal: principal.name.clone(),
-            roles: principal.roles.iter().cloned().collect(),
-            client: client.socket_addr().to_string(),
-            kind: kind.to_string(),
-            protocol: "postgres".into(),
             sql: Some(redact_sql(sql)),
             catalog_epoch: Some(self.gateway.mesh().epoch().to_string()),
-            ..Default::default()
+            ..AuditRecord::new(
+                principal,
+                &client.socket_addr().to_string(),
+                kind,
+                "postgres",
+            )
         }
     }
 
