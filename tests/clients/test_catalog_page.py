@@ -88,3 +88,17 @@ def test_unknown_product_is_a_404_page(gateway):
         pytest.fail("expected 404")
     except urllib.error.HTTPError as e:
         assert e.code == 404
+
+
+def test_a_product_page_says_what_codes_mean_and_what_numbers_measure(gateway):
+    dom = render(f"http://{gateway['http']}/catalog/checkout/checkout_orders_summary_v1")
+    # The labels of status_id, one row per code, with their meaning where given.
+    assert 'data-column="status_id"' in dom
+    assert '<tr data-value="2"><td><code>2</code></td><td class="label">shipped</td>' \
+        '<td>Handed to the carrier</td></tr>' in dom
+    assert '<td class="label">refunded</td>' in dom
+    # The unit of the amount, in its own column of the schema table.
+    assert '<tr class="" data-column="total_amount"><td>total_amount</td><td>decimal</td>' \
+        '<td class="unit">USD</td>' in dom
+    # And how SQL reaches the same labels.
+    assert "value_labels" in dom

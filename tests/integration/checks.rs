@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
 use meshgate_mesh::checks::check_product;
 use meshgate_mesh::{Mesh, MeshConfig};
 
@@ -22,6 +24,7 @@ sla:
 schema:
   - {name: id, type: long, required: true, unique: true, pii: false}
   - {name: status, type: string, enum: [new, paid], pii: false}
+  - {name: channel, type: integer, pii: false, values: [{value: 1, label: web}, {value: 2, label: app}]}
   - {name: amount, type: double, min: 0, max: 100, pii: false}
   - {name: code, type: string, pattern: "^[A-Z]{3}$", pii: false}
   - {name: note, type: string, pii: false}
@@ -70,6 +73,21 @@ pub(crate) fn shop_mesh(dir: &std::path::Path) -> MeshConfig {
                     None, // null is not a value outside the enum
                     Some("new"),
                 ]),
+            ),
+            (
+                "channel",
+                Arc::new(Int32Array::from(vec![
+                    Some(1),
+                    Some(1),
+                    Some(2),
+                    Some(1),
+                    Some(3), // not a labelled value (the row already fails `enum`)
+                    Some(1),
+                    Some(2),
+                    Some(2),
+                    None,
+                    Some(1),
+                ])),
             ),
             (
                 "amount",
@@ -140,6 +158,7 @@ async fn checks_count_failing_rows_and_measure_quality_and_freshness() {
             ("id", "required", 1),
             ("id", "unique", 2),
             ("status", "enum", 1),
+            ("channel", "values", 1),
             ("amount", "min", 1),
             ("amount", "max", 1),
             ("code", "pattern", 1),

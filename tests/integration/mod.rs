@@ -6,6 +6,7 @@ mod codec;
 mod distributed;
 mod flight;
 mod leaks;
+mod meaning;
 mod plans;
 mod postgres;
 mod publish;

@@ -47,11 +47,11 @@ async fn masked_scan_is_wrapped_in_policy_and_projection() {
     .await;
     insta::assert_snapshot!(plan, @r#"
     Projection: o.user_email [user_email:Utf8View;N]
-      Filter: o.user_email = Utf8("x") [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
-        SubqueryAlias: o [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
-          MeshPolicy: checkout.checkout_orders_summary v1 read_masked masks=[user_email:hash] [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
-            Projection: checkout.checkout_orders_summary.order_id, checkout.checkout_orders_summary.total_amount, mask_hash(checkout.checkout_orders_summary.user_email) AS user_email [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
-              TableScan: checkout.checkout_orders_summary [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N]
+      Filter: o.user_email = Utf8("x") [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N, status_id:Int32;N]
+        SubqueryAlias: o [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N, status_id:Int32;N]
+          MeshPolicy: checkout.checkout_orders_summary v1 read_masked masks=[user_email:hash] [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N, status_id:Int32;N]
+            Projection: checkout.checkout_orders_summary.order_id, checkout.checkout_orders_summary.total_amount, mask_hash(checkout.checkout_orders_summary.user_email) AS user_email, checkout.checkout_orders_summary.status_id [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N, status_id:Int32;N]
+              TableScan: checkout.checkout_orders_summary [order_id:Utf8View;N, total_amount:Decimal128(12, 2);N, user_email:Utf8View;N, status_id:Int32;N]
     "#);
 }
 

@@ -158,6 +158,89 @@ pub fn diff(old: &Contract, new: &Contract) -> Diff {
     }
 }
 
+/// Which codes a check accepts (`enum` or labelled `values`): a narrowed set rejects data
+/// consumers already read; a widened one is listed, since a consumer's mapping may not
+/// know the new codes yet.
+fn allowed(o: &Column, n: &Column, push: &mut impl FnMut(Impact, String, String)) {
+    let name = n.name.as_str();
+    let field = if n.values.is_some() || (n.allowed.is_none() && o.values.is_some()) {
+        "values"
+    } else {
+        "enum"
+    };
+    let at = format!("schema.{name}.{field}");
+    let show = |v: &Scalar| match [o, n]
+        .iter()
+        .flat_map(|c| c.values.iter().flatten())
+        .find(|l| &l.value == v)
+    {
+        Some(l) => format!("{v} ({})", l.label),
+        None => v.to_string(),
+    };
+    match (o.allowed_values(), n.allowed_values()) {
+        (None, Some(_)) => push(Impact::Breaking, at, "values are now restricted".into()),
+        (Some(_), None) => push(
+            Impact::NonBreaking,
+            at,
+            "values are no longer restricted".into(),
+        ),
+        (Some(a), Some(b)) => {
+            let dropped: Vec<String> = a.iter().filter(|v| !b.contains(v)).map(show).collect();
+            let added: Vec<String> = b.iter().filter(|v| !a.contains(v)).map(show).collect();
+            if !dropped.is_empty() {
+                push(
+                    Impact::Breaking,
+                    at.clone(),
+                    format!("no longer allowed: {}", dropped.join(", ")),
+                );
+            }
+            if !added.is_empty() {
+                push(
+                    Impact::NonBreaking,
+                    at,
+                    format!("new allowed values: {}", added.join(", ")),
+                );
+            }
+        }
+        (None, None) => {}
+    }
+}
+
+/// Codes carry meaning: a consumer's report reads `5` as "shipped". A relabelled code, or
+/// labels dropped altogether, break that reading.
+fn labels(o: &Column, n: &Column, push: &mut impl FnMut(Impact, String, String)) {
+    let Some(old) = &o.values else {
+        return;
+    };
+    let at = format!("schema.{}.values", n.name.as_str());
+    let Some(new) = &n.values else {
+        push(
+            Impact::Breaking,
+            at,
+            "the values' labels are removed: consumers lose what the codes mean".into(),
+        );
+        return;
+    };
+    for v in old {
+        match new.iter().find(|w| w.value == v.value) {
+            Some(w) if w.label != v.label => push(
+                Impact::Breaking,
+                format!("{at}.{}", v.value),
+                format!(
+                    "value {} changes meaning: {:?} becomes {:?}",
+                    v.value, v.label, w.label
+                ),
+            ),
+            Some(w) if w.description != v.description => push(
+                Impact::NonBreaking,
+                format!("{at}.{}", v.value),
+                format!("value {} ({}) is described anew", v.value, v.label),
+            ),
+            _ => {}
+        }
+    }
+}
+
 fn column(o: &Column, n: &Column, push: &mut impl FnMut(Impact, String, String)) {
     let name = n.name.as_str();
     let at = |f: &str| format!("schema.{name}.{f}");
@@ -197,33 +280,24 @@ fn column(o: &Column, n: &Column, push: &mut impl FnMut(Impact, String, String))
             "is no longer unique: expect duplicates".into(),
         );
     }
-    match (&o.allowed, &n.allowed) {
-        (None, Some(_)) => push(
-            Impact::Breaking,
-            at("enum"),
-            "values are now restricted".into(),
-        ),
-        (Some(_), None) => push(
+    allowed(o, n, push);
+    labels(o, n, push);
+    match (&o.unit, &n.unit) {
+        (None, Some(u)) => push(
             Impact::NonBreaking,
-            at("enum"),
-            "values are no longer restricted".into(),
+            at("unit"),
+            format!("unit {u} declared"),
         ),
-        (Some(a), Some(b)) if a != b => {
-            let dropped: Vec<String> = a
-                .iter()
-                .filter(|v| !b.contains(v))
-                .map(|v| v.to_string())
-                .collect();
-            if dropped.is_empty() {
-                push(Impact::NonBreaking, at("enum"), "enum widened".into());
-            } else {
-                push(
-                    Impact::Breaking,
-                    at("enum"),
-                    format!("enum narrowed: {} no longer allowed", dropped.join(", ")),
-                );
-            }
-        }
+        (Some(u), None) => push(
+            Impact::Breaking,
+            at("unit"),
+            format!("unit {u} removed: consumers no longer know what the numbers measure"),
+        ),
+        (Some(a), Some(b)) if a != b => push(
+            Impact::Breaking,
+            at("unit"),
+            format!("unit changes from {a} to {b}: the same number means another amount"),
+        ),
         _ => {}
     }
     bound(&o.min, &n.min, true, &at("min"), push);
@@ -460,6 +534,65 @@ access_policy:
             .into_iter()
             .map(|c| (c.impact, c.field))
             .collect()
+    }
+
+    #[test]
+    fn labelled_values_diff_by_meaning() {
+        let v1 = V1.replace(
+            "enum: [bronze, silver, gold]",
+            "values: [{value: bronze, label: Bronze}, {value: silver, label: Silver}, \
+             {value: gold, label: Gold}]",
+        );
+        let with = |values: &str| {
+            let new = V1.replace("enum: [bronze, silver, gold]", values);
+            diff(&parse(&v1), &parse(&new))
+                .changes
+                .into_iter()
+                .map(|c| (c.impact, c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        // A new code: allowed, listed with its label.
+        let d = with(
+            "values: [{value: bronze, label: Bronze}, {value: silver, label: Silver}, \
+             {value: gold, label: Gold}, {value: platinum, label: Platinum}]",
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].0, Impact::NonBreaking);
+        assert_eq!(d[0].1, "schema.tier.values");
+        assert!(d[0].2.contains("platinum (Platinum)"), "{d:?}");
+        // A removed code and a relabelled one: breaking, each named.
+        let d = with("values: [{value: bronze, label: Bronze}, {value: silver, label: Gold}]");
+        assert_eq!(
+            d.iter().map(|c| (c.0, c.1.as_str())).collect::<Vec<_>>(),
+            vec![
+                (Impact::Breaking, "schema.tier.values"),
+                (Impact::Breaking, "schema.tier.values.silver"),
+            ]
+        );
+        assert!(d[0].2.contains("gold (Gold)"), "{d:?}");
+        assert!(d[1].2.contains("\"Silver\" becomes \"Gold\""), "{d:?}");
+        // A new description of a code is listed, not breaking.
+        let d = with(
+            "values: [{value: bronze, label: Bronze}, {value: silver, label: Silver, \
+             description: second tier}, {value: gold, label: Gold}]",
+        );
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].0, Impact::NonBreaking);
+        // Back to a bare enum of the same codes: the labels are lost.
+        let d = with("enum: [bronze, silver, gold]");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (d[0].0, d[0].1.as_str()),
+            (Impact::Breaking, "schema.tier.values")
+        );
+        // A unit: declared is listed, changed is breaking.
+        let scored =
+            |u: &str| V1.replace("min: 0, max: 100", &format!("min: 0, max: 100, unit: {u}"));
+        let d = diff(&parse(V1), &parse(&scored("points")));
+        assert_eq!(d.changes[0].impact, Impact::NonBreaking);
+        let d = diff(&parse(&scored("points")), &parse(&scored("percent")));
+        assert_eq!(d.changes[0].impact, Impact::Breaking);
+        assert_eq!(d.changes[0].field, "schema.score.unit");
     }
 
     #[test]

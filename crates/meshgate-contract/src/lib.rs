@@ -17,7 +17,7 @@ pub use diff::{Change, Diff, Impact, diff};
 pub use governance::{Governance, NamePattern, Violation, load_governed_contract};
 pub use model::{
     Column, ColumnName, Contract, Freshness, Grant, Identifier, MaskKind, Owner, Percent,
-    Permission, Role, Scalar, Sla, Version,
+    Permission, Role, Scalar, Sla, ValueLabel, Version,
 };
 pub use parse::{Identity, load_contract, parse_contract, peek_identity};
 pub use types::{ColumnType, TIMESTAMP_TZ};
@@ -226,6 +226,71 @@ access_policy:
         assert_eq!(d[0].line, 16);
         assert!(
             d[0].message.contains("does not fit a decimal column"),
+            "{}",
+            d[0]
+        );
+    }
+
+    const STATUS: &str = "  - name: status_id
+    type: integer
+    values:
+      - {value: 1, label: placed}
+      - {value: 2, label: paid, description: \"payment captured\"}
+      - {value: 3, label: shipped}
+access_policy:";
+
+    #[test]
+    fn labelled_values_are_the_allowed_set_and_say_what_codes_mean() {
+        let text = SEED
+            .replace("access_policy:", STATUS)
+            .replace("    type: decimal", "    type: decimal\n    unit: USD");
+        let c = parse_contract(Path::new("c.yaml"), &text).unwrap();
+        let status = c.column("status_id").unwrap();
+        assert_eq!(
+            status.allowed_values().unwrap(),
+            vec![Scalar::Int(1), Scalar::Int(2), Scalar::Int(3)]
+        );
+        assert_eq!(
+            status.comment().as_deref(),
+            Some("Values: 1 = placed, 2 = paid, 3 = shipped")
+        );
+        assert_eq!(
+            c.column("total_amount").unwrap().comment().as_deref(),
+            Some("Unit: USD")
+        );
+    }
+
+    #[test]
+    fn labelled_values_are_checked_where_they_are_written() {
+        let with = |from: &str, to: &str| SEED.replace("access_policy:", &STATUS.replace(from, to));
+        let d = errors(&with("value: 3", "value: 2"));
+        assert_eq!(d[0].field, "schema[3].values[2].value");
+        assert_eq!(d[0].line, 23);
+        assert!(d[0].message.contains("listed twice"), "{}", d[0]);
+        let d = errors(&with("label: shipped", "label: Paid"));
+        assert_eq!(d[0].field, "schema[3].values[2].label");
+        assert!(d[0].message.contains("names two values"), "{}", d[0]);
+        let d = errors(&with("value: 1,", "value: \"one\","));
+        assert_eq!(d[0].field, "schema[3].values[0].value");
+        assert!(d[0].message.contains("does not fit a integer"), "{}", d[0]);
+        let d = errors(&with("label: placed", "label: \"\""));
+        assert!(d[0].message.contains("label must not be empty"), "{}", d[0]);
+        let d = errors(&with("    values:", "    enum: [1, 2]\n    values:"));
+        assert_eq!(d[0].field, "schema[3].values");
+        assert!(d[0].message.contains("drop enum"), "{}", d[0]);
+        let d = errors(&with(
+            "{value: 1, label: placed}",
+            "{value: 1, lable: placed}",
+        ));
+        assert!(d[0].message.contains("lable"), "{}", d[0]);
+        // A unit measures numbers.
+        let d = errors(&SEED.replace(
+            "    description: \"Unique UUID for the order\"",
+            "    unit: USD",
+        ));
+        assert_eq!(d[0].field, "schema[0].unit");
+        assert!(
+            d[0].message.contains("numeric columns, not string"),
             "{}",
             d[0]
         );

@@ -84,9 +84,54 @@ pub struct Column {
     pub pii: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<MaskKind>,
+    /// What each code means. Also the allowed set: a value outside it fails the checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<ValueLabel>>,
+    /// The unit of a number (`USD`, `kg`, `ms`), so a consumer does not guess it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// One code of a column and what it means.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueLabel {
+    pub value: Scalar,
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl Column {
+    /// The values a check accepts: the `enum`, or the labelled `values` (never both).
+    pub fn allowed_values(&self) -> Option<Vec<Scalar>> {
+        match (&self.allowed, &self.values) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(v)) => Some(v.iter().map(|v| v.value.clone()).collect()),
+            (None, None) => None,
+        }
+    }
+
+    /// The column's description with its unit and the meaning of its codes, in one text:
+    /// the comment clients show where only a comment fits (Postgres, JDBC remarks).
+    pub fn comment(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(d) = &self.description {
+            parts.push(d.trim_end_matches('.').to_string());
+        }
+        if let Some(u) = &self.unit {
+            parts.push(format!("Unit: {u}"));
+        }
+        if let Some(values) = &self.values {
+            let list: Vec<String> = values
+                .iter()
+                .map(|v| format!("{} = {}", v.value, v.label))
+                .collect();
+            parts.push(format!("Values: {}", list.join(", ")));
+        }
+        (!parts.is_empty()).then(|| parts.join(". "))
+    }
+
     pub fn is_pii(&self) -> bool {
         self.pii == Some(true)
     }

@@ -9,7 +9,7 @@ use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 
-use crate::model::{Column, Contract, Scalar};
+use crate::model::{Column, Contract, Scalar, ValueLabel};
 use crate::types::ColumnType;
 
 /// Every problem as (field path, message); empty when the contract is valid.
@@ -112,6 +112,19 @@ fn check_column_checks(col: &Column, push: &mut dyn FnMut(&str, String)) {
             }
         }
     }
+    if let Some(values) = &col.values {
+        check_values(col, values, push);
+    }
+    if let Some(unit) = &col.unit {
+        if unit.trim().is_empty() {
+            push("unit", "a unit must not be empty".into());
+        } else if !ty.is_numeric() {
+            push(
+                "unit",
+                format!("unit applies to numeric columns, not {ty} (say it in the description)"),
+            );
+        }
+    }
     for (field, bound) in [("min", &col.min), ("max", &col.max)] {
         if let Some(v) = bound {
             if !(ty.is_numeric() || ty.is_temporal()) {
@@ -137,6 +150,45 @@ fn check_column_checks(col: &Column, push: &mut dyn FnMut(&str, String)) {
             );
         } else if let Err(e) = Regex::new(p) {
             push("pattern", format!("invalid regular expression: {e}"));
+        }
+    }
+}
+
+/// Labelled values are the allowed set and a lookup: each code once, each label once (a
+/// label that means two codes cannot be turned back into one), and no second `enum`.
+fn check_values(col: &Column, values: &[ValueLabel], push: &mut dyn FnMut(&str, String)) {
+    let ty = col.data_type;
+    if col.allowed.is_some() {
+        push(
+            "values",
+            "values already lists the allowed codes: drop enum".into(),
+        );
+    }
+    if values.is_empty() {
+        push("values", "values must list at least one value".into());
+    }
+    let (mut codes, mut labels) = (Vec::new(), HashSet::new());
+    for (j, v) in values.iter().enumerate() {
+        let at = format!("values[{j}]");
+        if !scalar_fits(&v.value, &ty) {
+            push(
+                &format!("{at}.value"),
+                format!("value {} does not fit a {ty} column", v.value),
+            );
+        } else if codes.contains(&&v.value) {
+            push(
+                &format!("{at}.value"),
+                format!("value {} is listed twice", v.value),
+            );
+        }
+        codes.push(&v.value);
+        if v.label.trim().is_empty() {
+            push(&format!("{at}.label"), "a label must not be empty".into());
+        } else if !labels.insert(v.label.to_lowercase()) {
+            push(
+                &format!("{at}.label"),
+                format!("label {:?} names two values", v.label),
+            );
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::{ContractTable, Mesh};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckResult {
     pub column: String,
-    /// `required`, `unique`, `enum`, `min`, `max` or `pattern`.
+    /// `required`, `unique`, `enum`, `values`, `min`, `max` or `pattern`.
     pub check: &'static str,
     pub failing_rows: u64,
 }
@@ -256,9 +256,14 @@ fn conditions(col: &Column, q: &str, i: usize) -> Vec<(&'static str, String)> {
     if col.unique {
         out.push(("unique", format!("{q} IS NOT NULL AND __dup_{i} > 1")));
     }
-    if let Some(values) = &col.allowed {
+    if let Some(values) = col.allowed_values() {
         let list = values.iter().map(literal).collect::<Vec<_>>().join(", ");
-        out.push(("enum", format!("{q} NOT IN ({list})")));
+        let kind = if col.allowed.is_some() {
+            "enum"
+        } else {
+            "values"
+        };
+        out.push((kind, format!("{q} NOT IN ({list})")));
     }
     if let Some(min) = &col.min {
         out.push(("min", format!("{q} < {}", literal(min))));

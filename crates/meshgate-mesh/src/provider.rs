@@ -52,6 +52,17 @@ impl MeshCatalogProvider {
     }
 }
 
+impl MeshCatalogProvider {
+    /// A served product by its SQL name, without the async of [`SchemaProvider::table`]
+    /// (for table functions, which resolve while the statement is planned).
+    pub fn served(&self, domain: &str, table: &str) -> Option<Arc<ContractTable>> {
+        match self.domains.get(domain)?.tables.get(table)? {
+            Entry::Served(t) => Some(Arc::clone(t)),
+            Entry::Quarantined(_) => None,
+        }
+    }
+}
+
 impl CatalogProvider for MeshCatalogProvider {
     fn schema_names(&self) -> Vec<String> {
         self.domains.keys().cloned().collect()

@@ -8,6 +8,7 @@
 mod access;
 mod bounded;
 pub mod codec;
+pub mod labels;
 pub mod masks;
 mod node;
 mod rule;

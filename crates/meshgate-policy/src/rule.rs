@@ -211,7 +211,7 @@ mod tests {
         Projection: checkout.checkout_orders_summary.user_email
           Filter: CAST(checkout.checkout_orders_summary.total_amount AS Decimal128(22, 2)) > CAST(Int64(10) AS Decimal128(22, 2))
             MeshPolicy: checkout.checkout_orders_summary v1 read_masked masks=[user_email:hash]
-              Projection: checkout.checkout_orders_summary.order_id, checkout.checkout_orders_summary.total_amount, mask_hash(checkout.checkout_orders_summary.user_email) AS user_email
+              Projection: checkout.checkout_orders_summary.order_id, checkout.checkout_orders_summary.total_amount, mask_hash(checkout.checkout_orders_summary.user_email) AS user_email, checkout.checkout_orders_summary.status_id
                 TableScan: checkout.checkout_orders_summary
         ");
     }

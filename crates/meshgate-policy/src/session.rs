@@ -12,6 +12,7 @@ use datafusion::optimizer::{Analyzer, AnalyzerRule};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use meshgate_mesh::{CATALOG, CallerView, Mesh};
 
+use crate::labels::ValueLabels;
 use crate::node::MeshQueryPlanner;
 use crate::rule::MeshPolicyRule;
 use crate::udf::RefusedUdf;
@@ -102,6 +103,13 @@ impl MeshSession {
         ctx.register_catalog(
             CATALOG,
             Arc::new(CallerCatalog::new(mesh.catalog(), Arc::clone(&policy))),
+        );
+        ctx.register_udtf(
+            crate::labels::VALUE_LABELS,
+            Arc::new(ValueLabels {
+                catalog: mesh.catalog(),
+                policy: Arc::clone(&policy),
+            }),
         );
         MeshSession { ctx, policy }
     }

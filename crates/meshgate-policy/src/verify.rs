@@ -113,14 +113,16 @@ impl OptimizerRule for VerifyOptimized {
     }
 }
 
-/// Reading metadata and a recursive CTE's own rows is not reading data. (A product is
-/// recognised before this is asked, whatever schema it is named in.)
+/// Reading metadata (catalog schemas, a contract's value labels) and a recursive CTE's own
+/// rows is not reading data. (A product is recognised before this is asked, whatever
+/// schema it is named in.)
 pub(crate) fn allowed_non_product(scan: &TableScan, provider: &dyn TableProvider) -> bool {
     let any: &dyn std::any::Any = provider;
     scan.table_name
         .schema()
         .is_some_and(|s| crate::view::METADATA_SCHEMAS.contains(&s))
         || any.is::<CteWorkTable>()
+        || any.is::<crate::labels::LabelsTable>()
 }
 
 /// Whether a scan needs a policy subtree: masks to apply or rows to hide.

@@ -158,6 +158,8 @@ pub fn write_sample_mesh(root: &Path, scale: usize) -> Result<()> {
     // checkout.checkout_orders_summary v1, in two files; `card_number` and
     // `internal_notes` are in the files but not in the contract, so never readable.
     let n_orders = 50_000 * scale;
+    // Statuses come from their own stream, so the other columns keep their values.
+    let mut statuses = StdRng::seed_from_u64(20261201);
     for (part, range) in [(0, 0..n_orders / 2), (1, n_orders / 2..n_orders)] {
         let mut id = Vec::new();
         let mut amount = Vec::new();
@@ -165,6 +167,7 @@ pub fn write_sample_mesh(root: &Path, scale: usize) -> Result<()> {
         let mut card = Vec::new();
         let mut notes = Vec::new();
         let mut completed = Vec::new();
+        let mut status = Vec::new();
         for i in range {
             id.push(format!(
                 "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
@@ -188,6 +191,14 @@ pub fn write_sample_mesh(root: &Path, scale: usize) -> Result<()> {
                 ""
             });
             completed.push(T0 - rng.random_range(0..90 * DAY_US));
+            // The codes the contract labels: 1 paid … 5 refunded, mostly delivered.
+            status.push(match statuses.random_range(0..100) {
+                0..8 => 1,
+                8..20 => 2,
+                20..90 => 3,
+                90..96 => 4,
+                _ => 5,
+            });
         }
         write(
             &root.join(format!(
@@ -203,6 +214,7 @@ pub fn write_sample_mesh(root: &Path, scale: usize) -> Result<()> {
                 ("card_number", strings(card)),
                 ("internal_notes", strings(notes)),
                 ("completed_at", ts(completed)),
+                ("status_id", Arc::new(Int32Array::from(status))),
             ]),
         )?;
     }

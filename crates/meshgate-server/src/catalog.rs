@@ -11,7 +11,7 @@ use meshgate_policy::{Access as Resolved, Principal};
 use meshgate_proto::catalog::catalog_service_server::CatalogService;
 use meshgate_proto::catalog::{
     Access, Column, DescribeProductRequest, Grant, Health, ListProductsRequest,
-    ListProductsResponse, ProductDetail, ProductSummary,
+    ListProductsResponse, ProductDetail, ProductSummary, ValueLabel,
 };
 use tonic::{Request, Response, Status};
 
@@ -200,6 +200,17 @@ impl CatalogService for MeshCatalogService {
                         pii: c.is_pii(),
                         mask,
                         caller_sees,
+                        unit: c.unit.clone().unwrap_or_default(),
+                        values: c
+                            .values
+                            .iter()
+                            .flatten()
+                            .map(|v| ValueLabel {
+                                value: v.value.to_string(),
+                                label: v.label.clone(),
+                                description: v.description.clone().unwrap_or_default(),
+                            })
+                            .collect(),
                     }
                 })
                 .collect();

@@ -152,15 +152,34 @@ pub(crate) async fn product(
             }
             h2 { "Schema" }
             table #schema {
-                tr { th { "column" } th { "type" } th { "PII" } th { "masked as" } th { "checks" } th { "description" } }
+                tr { th { "column" } th { "type" } th { "unit" } th { "PII" } th { "masked as" } th { "checks" } th { "description" } }
                 @for col in &c.schema {
                     tr class=@if col.is_pii() { "pii" } @else { "" } data-column=(col.name.as_str()) {
                         td { (col.name.as_str()) }
                         td { (col.data_type.to_string()) }
+                        td.unit { (col.unit.as_deref().unwrap_or("")) }
                         td { @if col.is_pii() { "yes" } @else { "no" } }
                         td { (col.effective_mask().map(|m| m.to_string()).unwrap_or_default()) }
                         td { (checks(col)) }
                         td { (col.description.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+            // What the codes mean, where a column declares it, and how SQL reaches them.
+            @for col in c.schema.iter().filter(|col| col.values.is_some()) {
+                h3 { "Values of " code { (col.name.as_str()) } }
+                p { "In SQL: " code { (format!(
+                    "JOIN value_labels('{}.{}', '{}') l ON l.value = {}",
+                    p.domain, p.dataset(), col.name.as_str(), col.name.as_str()
+                )) } }
+                table.values data-column=(col.name.as_str()) {
+                    tr { th { "value" } th { "label" } th { "meaning" } }
+                    @for v in col.values.iter().flatten() {
+                        tr data-value=(v.value.to_string()) {
+                            td { code { (v.value.to_string()) } }
+                            td.label { (v.label) }
+                            td { (v.description.as_deref().unwrap_or("")) }
+                        }
                     }
                 }
             }
@@ -188,6 +207,9 @@ fn checks(col: &meshgate_contract::Column) -> String {
     }
     if col.unique {
         out.push("unique".into());
+    }
+    if col.values.is_some() {
+        out.push("one of the values below".to_string());
     }
     if let Some(v) = &col.allowed {
         out.push(format!(

@@ -270,14 +270,9 @@ fn with_remarks(table: &dyn datafusion::catalog::TableProvider) -> SchemaRef {
         .iter()
         .map(|f| {
             let mut f = f.as_ref().clone();
-            if let Some(d) = ct
-                .product()
-                .contract
-                .column(f.name())
-                .and_then(|c| c.description.clone())
-            {
+            if let Some(c) = ct.product().contract.column(f.name()) {
                 let mut md = f.metadata().clone();
-                md.insert("ARROW:FLIGHT:SQL:REMARKS".into(), d);
+                md.extend(meaning_metadata(c));
                 f = f.with_metadata(md);
             }
             f
@@ -292,6 +287,24 @@ fn with_remarks(table: &dyn datafusion::catalog::TableProvider) -> SchemaRef {
         md.insert("ARROW:FLIGHT:SQL:REMARKS".into(), d.clone());
     }
     Arc::new(Schema::new_with_metadata(fields, md))
+}
+
+/// A column's meaning as field metadata: the remark tools show (description, unit and
+/// labels in one text), and the unit and labels apart for programs
+/// (`meshgate:values` is a JSON list of `{value, label, description}`).
+pub(crate) fn meaning_metadata(c: &meshgate_contract::Column) -> Vec<(String, String)> {
+    let mut md = Vec::new();
+    if let Some(remark) = c.comment() {
+        md.push(("ARROW:FLIGHT:SQL:REMARKS".to_string(), remark));
+    }
+    if let Some(unit) = &c.unit {
+        md.push(("meshgate:unit".to_string(), unit.clone()));
+    }
+    if let Some(values) = &c.values {
+        let json = serde_json::to_string(values).expect("labels serialize");
+        md.push(("meshgate:values".to_string(), json));
+    }
+    md
 }
 
 type DoGetStream =

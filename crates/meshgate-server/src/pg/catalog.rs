@@ -176,8 +176,8 @@ impl WithDescriptions {
                         add(None, d);
                     }
                     for c in &contract.schema {
-                        if let Some(d) = &c.description {
-                            add(Some(&c.name.to_string()), d);
+                        if let Some(d) = c.comment() {
+                            add(Some(&c.name.to_string()), &d);
                         }
                     }
                 }
