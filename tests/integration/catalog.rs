@@ -85,3 +85,39 @@ async fn invalid_governance_rules_stop_the_mesh_from_loading() {
         "{err}"
     );
 }
+
+/// `meshgate serve --sample-today`: a newcomer's first look shows SLAs met, and one
+/// product stale on purpose, showing what a breach looks like.
+#[tokio::test]
+async fn the_sample_mesh_of_today_meets_its_slas_but_one() {
+    use meshgate_mesh::checks::check_product;
+    let dir = tempfile::tempdir().unwrap();
+    meshgate_sample::write_sample_mesh_today(dir.path(), 1).unwrap();
+    let mut config = meshgate_mesh::MeshConfig::at(crate::common::repo());
+    config.contracts = crate::common::repo().join("contracts");
+    config.data = dir.path().to_path_buf();
+    let mesh = meshgate_mesh::Mesh::load(config).await.unwrap();
+    assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
+    let mut verdicts = Vec::new();
+    for table in mesh.tables() {
+        let r = check_product(
+            &mesh,
+            std::sync::Arc::clone(table),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+        verdicts.push((r.product.clone(), r.freshness_ok(), r.quality_ok()));
+    }
+    verdicts.sort();
+    assert_eq!(
+        verdicts,
+        [
+            ("checkout.checkout_orders_summary v1".into(), true, true),
+            ("customers.customer_profiles v1".into(), true, true),
+            ("customers.customer_profiles v2".into(), true, true),
+            ("inventory.stock_levels v1".into(), false, true),
+            ("web.web_sessions v1".into(), true, true),
+        ]
+    );
+}

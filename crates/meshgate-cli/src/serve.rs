@@ -37,6 +37,11 @@ pub(crate) struct ServeArgs {
     /// one at a time with the new key here and the old one in this variable.
     #[arg(long, env = "MESHGATE_TOKEN_KEY_PREVIOUS", hide_env_values = true)]
     previous_token_key: Option<String>,
+    /// Serves the sample mesh as of today: the sample data, regenerated with its times
+    /// moved to now under `.meshgate/sample-today/`, instead of `mesh.data`. Every
+    /// product meets its freshness SLA but one, left stale on purpose.
+    #[arg(long)]
+    sample_today: bool,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -50,6 +55,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(a) = args.pg_addr {
         config.pg_addr = Some(a);
+    }
+    if args.sample_today {
+        let dir = config.mesh.root.join(".meshgate/sample-today");
+        // A fresh copy: files of an earlier day must not linger.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot clear {}", dir.display()))?;
+        }
+        meshgate_sample::write_sample_mesh_today(&dir, 1)
+            .with_context(|| format!("cannot write the sample mesh under {}", dir.display()))?;
+        tracing::info!("serving the sample mesh as of today from {}", dir.display());
+        config.mesh.data = dir;
     }
     let (hash_key, key_source) =
         keys::hash_key(args.hash_key, Some(&config.hash_key_path()), true)?;

@@ -150,10 +150,33 @@ fn ts(v: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
 }
 
-/// Writes the whole sample mesh under `root` (normally `sample-data/`).
+/// Writes the whole sample mesh under `root` (normally `sample-data/`), at the fixed time
+/// the tests name values by.
 pub fn write_sample_mesh(root: &Path, scale: usize) -> Result<()> {
+    write_sample_mesh_at(root, scale, T0, T0)
+}
+
+/// How long before "now" the deliberately stale product was last updated in
+/// [`write_sample_mesh_today`]: past its one-day freshness SLA.
+pub const STALE_BY_US: i64 = 3 * DAY_US;
+
+/// The sample mesh as of now (the same rows, times moved): every product meets its
+/// freshness SLA on the day it is served, but `inventory.stock_levels`, which stopped
+/// updating [`STALE_BY_US`] ago, so a first look at the catalog also shows a breach.
+pub fn write_sample_mesh_today(root: &Path, scale: usize) -> Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64;
+    write_sample_mesh_at(root, scale, now, now - STALE_BY_US)
+}
+
+/// `t0` is the newest time of the products; `stock_t0` that of `inventory.stock_levels`.
+fn write_sample_mesh_at(root: &Path, scale: usize, t0: i64, stock_t0: i64) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(20261125);
-    let people = customers(&mut rng, 20_000 * scale);
+    let mut people = customers(&mut rng, 20_000 * scale);
+    for p in &mut people {
+        p.signup_us += t0 - T0;
+    }
 
     // checkout.checkout_orders_summary v1, in two files; `card_number` and
     // `internal_notes` are in the files but not in the contract, so never readable.
@@ -190,7 +213,7 @@ pub fn write_sample_mesh(root: &Path, scale: usize) -> Result<()> {
             } else {
                 ""
             });
-            completed.push(T0 - rng.random_range(0..90 * DAY_US));
+            completed.push(t0 - rng.random_range(0..90 * DAY_US));
             // The codes the contract labels: 1 paid … 5 refunded, mostly delivered.
             status.push(match statuses.random_range(0..100) {
                 0..8 => 1,
@@ -301,7 +324,7 @@ pub fn write_sample_mesh(root: &Path, scale: usize) -> Result<()> {
             BROWSERS.choose(&mut rng).unwrap()
         ));
         country.push(who.country);
-        started.push(T0 - rng.random_range(0..30 * DAY_US));
+        started.push(t0 - rng.random_range(0..30 * DAY_US));
         let v = rng.random_range(1..40);
         views.push(v);
         bounced.push(v == 1);
@@ -327,7 +350,9 @@ pub fn write_sample_mesh(root: &Path, scale: usize) -> Result<()> {
         .map(|i| ["BER1", "PAR2", "NYC1", "SIN1"][i % 4])
         .collect();
     let qty: Vec<i64> = (0..n).map(|_| rng.random_range(0..5_000)).collect();
-    let updated: Vec<i64> = (0..n).map(|_| T0 - rng.random_range(0..DAY_US)).collect();
+    let updated: Vec<i64> = (0..n)
+        .map(|_| stock_t0 - rng.random_range(0..DAY_US))
+        .collect();
     write(
         &root.join("inventory/stock_levels/v1/part-0.parquet"),
         batch(vec![
