@@ -96,6 +96,25 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The catalog API's page of one product, as `user` (logged in by a Flight handshake).
+    pub async fn describe_product(
+        &self,
+        user: &str,
+        name: &str,
+    ) -> meshgate_proto::catalog::ProductDetail {
+        use meshgate_proto::catalog::DescribeProductRequest;
+        use meshgate_proto::catalog::catalog_service_client::CatalogServiceClient;
+        let token = self.client(user).await.token().unwrap().clone();
+        let mut req = tonic::Request::new(DescribeProductRequest { name: name.into() });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        CatalogServiceClient::new(self.channel().await)
+            .describe_product(req)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn client(&self, user: &str) -> Client {
         let mut c = FlightSqlServiceClient::new(self.channel().await);
         c.handshake(user, user).await.unwrap();

@@ -236,8 +236,6 @@ async fn the_server_exports_each_products_sla_on_metrics() {
 /// them to callers who read every row of the product, and only the SLA status to others.
 #[tokio::test]
 async fn the_catalog_shows_measurements_only_to_callers_who_read_every_row() {
-    use meshgate_proto::catalog::DescribeProductRequest;
-    use meshgate_proto::catalog::catalog_service_client::CatalogServiceClient;
     let s = super::flight::TestServer::with(|c| c.limits.sla_check_interval_secs = 3600).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -251,17 +249,9 @@ async fn the_catalog_shows_measurements_only_to_callers_who_read_every_row() {
     let health = |user: &'static str| {
         let s = &s;
         async move {
-            let token = s.client(user).await.token().unwrap().clone();
-            let mut req = tonic::Request::new(DescribeProductRequest {
-                name: "customers.customer_profiles".into(),
-            });
-            req.metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            let detail = CatalogServiceClient::new(s.channel().await)
-                .describe_product(req)
-                .await
-                .unwrap()
-                .into_inner();
+            let detail = s
+                .describe_product(user, "customers.customer_profiles")
+                .await;
             detail.summary.unwrap().health.unwrap()
         }
     };
