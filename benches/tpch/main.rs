@@ -175,14 +175,15 @@ async fn postgres_section(o: &Options) {
     )
     .await;
     let queries = data::queries(repo);
-    println!(
-        "the Postgres port: the same queries as the analyst over Postgres and over Flight SQL"
-    );
-    let pg = postgres::tpch(gateway.flight_addr, gateway.pg_addr, &queries, o.runs).await;
-    let fetch = o
-        .python
-        .as_ref()
-        .map(|python| postgres::fetch(python, repo, gateway.pg_addr, "tpch.lineitem", o.runs));
+    let (pg, fetch) = postgres::compare(
+        gateway.flight_addr,
+        gateway.pg_addr,
+        &queries,
+        o.runs,
+        o.python.as_deref(),
+        repo,
+    )
+    .await;
     gateway.stop().await;
     let text = report::postgres_markdown(o.sf, o.runs, &pg, fetch.as_ref());
     if let Some(path) = &o.results {
@@ -272,14 +273,15 @@ async fn run(o: &Options) -> String {
     let masks = support::compare(&stock, &mut clients, &scans, o.runs * 3).await;
     drop(clients);
 
-    println!(
-        "\nthe Postgres port: the same queries as the analyst over Postgres and over Flight SQL"
-    );
-    let pg_queries = postgres::tpch(gateway.flight_addr, gateway.pg_addr, &queries, o.runs).await;
-    let pg_fetch = o
-        .python
-        .as_ref()
-        .map(|python| postgres::fetch(python, repo, gateway.pg_addr, "tpch.lineitem", o.runs));
+    let (pg_queries, pg_fetch) = postgres::compare(
+        gateway.flight_addr,
+        gateway.pg_addr,
+        &queries,
+        o.runs,
+        o.python.as_deref(),
+        repo,
+    )
+    .await;
 
     let duckdb = o.python.as_ref().map(|python| {
         println!("\nDuckDB on the same files");

@@ -25,6 +25,24 @@ pub(crate) struct Fetch {
     pub(crate) postgres_version: String,
 }
 
+/// The suite's Postgres section: the queries over both protocols, and psycopg fetching
+/// `lineitem` when a Python is given.
+pub(crate) async fn compare(
+    flight_addr: SocketAddr,
+    pg_addr: SocketAddr,
+    queries: &[(String, String)],
+    runs: usize,
+    python: Option<&Path>,
+    repo: &Path,
+) -> (Vec<PgQuery>, Option<Fetch>) {
+    println!(
+        "\nthe Postgres port: the same queries as the analyst over Postgres and over Flight SQL"
+    );
+    let queries = tpch(flight_addr, pg_addr, queries, runs).await;
+    let fetch = python.map(|python| fetch(python, repo, pg_addr, "tpch.lineitem", runs));
+    (queries, fetch)
+}
+
 /// Each query as the analyst over Flight (every batch) and over Postgres (tokio-postgres:
 /// extended protocol, binary rows, every row decoded), median of `runs` after a warm-up.
 pub(crate) async fn tpch(

@@ -1,9 +1,8 @@
 //! Flight session options (`SetSessionOptions`, `GetSessionOptions`, `CloseSession`).
 //!
 //! The JDBC driver turns a `catalog` connection property into `SetSessionOptions` and
-//! treats UNIMPLEMENTED as fatal (this repository's docs/FLIGHT-SQL.md, "How the
-//! clients behave", JDBC). meshgate's sessions are stateless (the
-//! token is the session, any replica serves it), so it takes two options:
+//! treats UNIMPLEMENTED as fatal, so the call must succeed. meshgate's sessions are
+//! stateless (the token is the session, any replica serves it), so it takes two options:
 //! - `catalog = mesh`, the value that is already true;
 //! - `x-meshgate-execution = local|distributed|auto`, answered with a `Set-Cookie` that
 //!   cookie-aware clients (JDBC, ADBC with `adbc.flight.sql.rpc.with_cookie_middleware`)

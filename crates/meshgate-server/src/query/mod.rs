@@ -63,7 +63,7 @@ pub trait SessionSetup: Send + Sync {
     fn setup(&self, session: &MeshSession) -> Result<(), QueryError>;
 }
 
-/// The query path's shared state: the mesh snapshot, the sessions built on it, the
+/// The query path's state, common to every request: the mesh snapshot, the sessions built on it, the
 /// engine's resources and limits, the cluster, and the accounting.
 pub struct QueryEngine {
     /// Swapped whole by the reloader; each statement plans against one snapshot.
@@ -543,7 +543,7 @@ pub(crate) fn fill_policies(record: &mut AuditRecord, applied: &[AppliedPolicy])
 }
 
 /// View types become their classic forms on the wire: older JDBC drivers and flightsql-dbapi
-/// cannot read them (this repository's docs/FLIGHT-SQL.md, "How the clients behave").
+/// fail to decode them.
 fn classic(t: &DataType) -> DataType {
     match t {
         DataType::Utf8View => DataType::Utf8,
