@@ -113,6 +113,33 @@ pub fn diff(old: &Contract, new: &Contract) -> Diff {
             format!("service levels changed from {:?} to {:?}", old.sla, new.sla),
         );
     }
+    // What the columns hold is the contract's promise, checked against the schema above;
+    // how a derived product computes them is its owner's business.
+    match (&old.source, &new.source) {
+        (None, Some(_)) => push(
+            Impact::NonBreaking,
+            "source".into(),
+            "the product is now derived from other products by SQL".into(),
+        ),
+        (Some(_), None) => push(
+            Impact::NonBreaking,
+            "source".into(),
+            "the product is no longer derived: its producer publishes it".into(),
+        ),
+        (Some(o), Some(n)) if o != n => push(
+            Impact::NonBreaking,
+            "source".into(),
+            if o.sql != n.sql {
+                "the derivation's SQL changed".into()
+            } else {
+                format!(
+                    "refreshed every {} instead of every {}",
+                    n.refresh, o.refresh
+                )
+            },
+        ),
+        _ => {}
+    }
 
     for o in &old.schema {
         let name = o.name.as_str();

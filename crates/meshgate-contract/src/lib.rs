@@ -16,8 +16,8 @@ use std::path::PathBuf;
 pub use diff::{Change, Diff, Impact, diff};
 pub use governance::{Governance, NamePattern, Violation, load_governed_contract};
 pub use model::{
-    Column, ColumnName, Contract, Freshness, Grant, Identifier, MaskKind, Owner, Percent,
-    Permission, Role, Scalar, Sla, ValueLabel, Version,
+    Column, ColumnName, Contract, DerivedSource, Freshness, Grant, Identifier, MaskKind, Owner,
+    Percent, Permission, Role, Scalar, Sla, ValueLabel, Version,
 };
 pub use parse::{Identity, load_contract, parse_contract, peek_identity};
 pub use types::{ColumnType, TIMESTAMP_TZ};

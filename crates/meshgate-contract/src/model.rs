@@ -33,6 +33,21 @@ pub struct Contract {
     pub schema: Vec<Column>,
     #[serde(default)]
     pub access_policy: Vec<Grant>,
+    /// Set for a derived product: its data is the result of SQL over other products,
+    /// published by the refresher rather than by a producer's pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DerivedSource>,
+}
+
+/// How a derived product is computed and how often.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedSource {
+    /// A query over the mesh, run as the owning domain's service principal: its inputs
+    /// arrive masked and filtered exactly as that principal reads them.
+    pub sql: String,
+    /// How often the result is computed again (`"1 hour"`).
+    pub refresh: Freshness,
 }
 
 impl Contract {

@@ -97,7 +97,29 @@ pub(crate) fn validate(c: &Contract) -> Vec<(String, String)> {
             push(format!("access_policy[{i}].row_filter"), msg);
         }
     }
+    if let Some(source) = &c.source
+        && let Err(msg) = check_source_sql(&source.sql)
+    {
+        push("source.sql".into(), msg);
+    }
     out
+}
+
+/// A derived product's SQL is one query: the refresher runs it and publishes its rows, so
+/// a statement that writes, sets or creates has no place there. Whether it plans over the
+/// mesh (names, types, lineage) needs every contract, and is checked by the mesh.
+fn check_source_sql(sql: &str) -> Result<(), String> {
+    let statements = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| format!("source.sql does not parse: {e}"))?;
+    match statements.as_slice() {
+        [sqlparser::ast::Statement::Query(_)] => Ok(()),
+        [] => Err("source.sql is empty".into()),
+        [_] => Err("source.sql must be a query (SELECT …), not another statement".into()),
+        _ => Err(format!(
+            "source.sql must be one query, found {} statements",
+            statements.len()
+        )),
+    }
 }
 
 fn check_column_checks(col: &Column, push: &mut dyn FnMut(&str, String)) {

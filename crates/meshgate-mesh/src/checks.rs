@@ -56,6 +56,8 @@ pub struct ProductReport {
     /// Where the age comes from: the freshness column, or the files' modification times.
     pub freshness_source: String,
     pub pii_findings: Vec<PiiFinding>,
+    /// A derived product's last refresh, as the refresher recorded it.
+    pub refresh: Option<crate::publish::RefreshStatus>,
 }
 
 impl ProductReport {
@@ -72,8 +74,14 @@ impl ProductReport {
         }
     }
 
+    /// A derived product whose last refresh failed serves data older than its owner
+    /// promised, whatever its age says yet.
+    pub fn refresh_ok(&self) -> bool {
+        self.refresh.as_ref().is_none_or(|r| r.error.is_none())
+    }
+
     pub fn sla_ok(&self) -> bool {
-        self.quality_ok() && self.freshness_ok()
+        self.quality_ok() && self.freshness_ok() && self.refresh_ok()
     }
 }
 
@@ -96,7 +104,11 @@ pub async fn check_product(
     let product = Arc::clone(table.product());
     let dir = std::path::PathBuf::from(product.location.trim_end_matches('/'));
     let ctx = mesh.session_context();
-    check_data(ctx, table, &product.contract, &product.domain, &dir, now).await
+    let mut report = check_data(ctx, table, &product.contract, &product.domain, &dir, now).await?;
+    if product.contract.source.is_some() {
+        report.refresh = crate::publish::RefreshStatus::read(&dir);
+    }
+    Ok(report)
 }
 
 /// Checks data that is not served yet (a publish being staged) the same way; `files` is
@@ -244,6 +256,7 @@ pub(crate) async fn check_data(
             .map(|f| f.0.as_secs_f64()),
         freshness_source,
         pii_findings,
+        refresh: None,
     })
 }
 

@@ -9,6 +9,7 @@
 pub mod checks;
 mod config;
 mod conformance;
+pub mod lineage;
 mod mesh;
 mod provider;
 pub mod publish;

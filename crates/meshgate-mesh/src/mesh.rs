@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::Location;
 use crate::conformance::bind;
+use crate::lineage::{Declared, Lineage, product_ref};
 use crate::provider::{Entry, MeshCatalogProvider};
 use crate::stores::MeshStores;
 use crate::{CatalogError, ContractTable, MeshConfig, Product, Quarantine, Result};
@@ -34,6 +35,7 @@ pub struct Mesh {
     /// The table each unchanged served candidate was bound to.
     bound: HashMap<PathBuf, (Arc<Candidate>, Arc<ContractTable>)>,
     governance: Option<Stamp>,
+    lineage: Arc<Lineage>,
 }
 
 /// A file's size and modification time: a reload reads again only files whose stamp moved.
@@ -118,6 +120,7 @@ impl Mesh {
             parsed.insert(file, Parsed { stamp, outcome });
         }
         refuse_conflicts(&config, &mut candidates, &mut quarantined);
+        let lineage = Arc::new(derivations(&mut candidates, &mut quarantined).await);
 
         let ctx = session_context(&stores);
         let mut products = Vec::new();
@@ -159,6 +162,7 @@ impl Mesh {
             parsed,
             bound,
             governance: governance_stamp,
+            lineage,
         })
     }
 
@@ -219,6 +223,7 @@ impl Mesh {
             parsed: next.parsed,
             bound: next.bound,
             governance: next.governance,
+            lineage: next.lineage,
         })
     }
 
@@ -272,10 +277,52 @@ impl Mesh {
         all
     }
 
+    /// What every derived product is built from (see [`crate::lineage`]).
+    pub fn lineage(&self) -> &Arc<Lineage> {
+        &self.lineage
+    }
+
     /// The `mesh` catalog for a DataFusion session.
     pub fn catalog(&self) -> Arc<MeshCatalogProvider> {
         Arc::clone(&self.catalog)
     }
+}
+
+/// The lineage of the derived candidates, planned over every valid contract; a derived
+/// product whose SQL does not plan, loses a PII tag or reads itself is quarantined (its
+/// data may hold what its contract no longer masks).
+async fn derivations(
+    candidates: &mut Vec<Arc<Candidate>>,
+    quarantined: &mut Vec<Arc<Quarantine>>,
+) -> Lineage {
+    let declared: Vec<Declared<'_>> = candidates
+        .iter()
+        .map(|c| Declared {
+            domain: &c.domain,
+            contract: &c.contract,
+            file: c.file.clone(),
+            location: match &c.location {
+                Location::Local(p) => Some(p.clone()),
+                Location::Url(_) => None,
+            },
+        })
+        .collect();
+    let lineage = Lineage::of(&declared).await;
+    drop(declared);
+    candidates.retain(|c| {
+        let refused = lineage
+            .upstream(&product_ref(&c.domain, &c.contract))
+            .filter(|d| !d.problems.is_empty());
+        match refused {
+            Some(d) => {
+                let reasons = d.problems.iter().map(|p| format!("derived product: {p}"));
+                quarantined.push(Arc::new(quarantine_of(c, reasons.collect())));
+                false
+            }
+            None => true,
+        }
+    });
+    lineage
 }
 
 fn session_context(stores: &Arc<MeshStores>) -> SessionContext {

@@ -7,11 +7,16 @@
 //! one, never a mix, and a crash at any point leaves the old data served. The first publish
 //! over a plain folder swaps it for the link in one `renameat2(RENAME_EXCHANGE)`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -32,6 +37,13 @@ pub enum Source {
     File(PathBuf),
     /// A query over the file, e.g. `SELECT … FROM input WHERE …`.
     Query { from: PathBuf, sql: String },
+    /// Rows computed already (a derived product's refresh), with key-value metadata for
+    /// the files' footers (the lineage they were computed with).
+    Batches {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        metadata: BTreeMap<String, String>,
+    },
 }
 
 #[derive(Debug)]
@@ -102,15 +114,31 @@ pub async fn publish_with(
         contract.dataset.as_str(),
         contract.version
     );
+    if contract.source.is_some() && !matches!(source, Source::Batches { .. }) {
+        return Err(PublishError::Contract(format!(
+            "{product} is derived from other products by its source.sql: publish it with \
+             `meshgate publish --derived`, which computes it as its domain's service principal"
+        )));
+    }
     let ctx = SessionContext::new();
-    let (input, sql) = match source {
-        Source::File(p) => (p, None),
-        Source::Query { from, sql } => (from, Some(sql)),
-    };
-    register_input(&ctx, &input).await?;
-    let df = match sql {
-        Some(sql) => ctx.sql(&sql).await?,
-        None => ctx.table("input").await?,
+    let mut footer = BTreeMap::new();
+    let df = match source {
+        Source::File(p) => {
+            register_input(&ctx, &p).await?;
+            ctx.table("input").await?
+        }
+        Source::Query { from, sql } => {
+            register_input(&ctx, &from).await?;
+            ctx.sql(&sql).await?
+        }
+        Source::Batches {
+            schema,
+            batches,
+            metadata,
+        } => {
+            footer = metadata;
+            ctx.read_table(Arc::new(MemTable::try_new(schema, vec![batches])?))?
+        }
     };
     let input_df = df.clone();
     let (df, dropped_columns) = conform(df, &contract)?;
@@ -123,7 +151,7 @@ pub async fn publish_with(
     let version = contract.version.to_string();
     clean_stale_staging(&dataset_dir, &version);
     let staging = dataset_dir.join(format!(".{version}.staging-{}", uuid::Uuid::new_v4()));
-    let result = stage_and_check(&ctx, df, &staging, &contract, &domain).await;
+    let result = stage_and_check(&ctx, df, &staging, &contract, &domain, footer).await;
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -275,10 +303,15 @@ async fn stage_and_check(
     staging: &Path,
     contract: &Contract,
     domain: &str,
+    footer: BTreeMap<String, String>,
 ) -> Result<ProductReport, PublishError> {
     std::fs::create_dir_all(staging)?;
     let url = format!("{}/", staging.display());
-    df.write_parquet(&url, DataFrameWriteOptions::new(), None)
+    let options = TableParquetOptions {
+        key_value_metadata: footer.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+        ..Default::default()
+    };
+    df.write_parquet(&url, DataFrameWriteOptions::new(), Some(options))
         .await
         .map_err(|e| PublishError::Schema(e.to_string()))?;
     let table_url = ListingTableUrl::parse(&url)?;
@@ -324,6 +357,78 @@ async fn stage_and_check(
     } else {
         Err(PublishError::Rejected(problems.join("\n")))
     }
+}
+
+/// What the last refresh of a derived product did, kept beside its data (hidden, like
+/// its folders) so that every replica's SLA evaluation sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RefreshStatus {
+    /// When the attempt started (RFC 3339).
+    pub attempted_at: String,
+    /// When the data now served was computed; `None` if no refresh ever succeeded.
+    pub succeeded_at: Option<String>,
+    /// Why the last attempt failed; `None` when it published.
+    pub error: Option<String>,
+    pub rows: Option<u64>,
+    pub duration_ms: u64,
+}
+
+impl RefreshStatus {
+    /// The status file of the product at `location` (`<dataset>/.<version>.refresh.json`).
+    pub fn file(location: &Path) -> Option<PathBuf> {
+        let location = Path::new(location.to_str()?.trim_end_matches('/'));
+        let version = location.file_name()?.to_str()?;
+        Some(location.parent()?.join(format!(".{version}.refresh.json")))
+    }
+
+    /// The status of the product at `location`; `None` when it was never refreshed.
+    pub fn read(location: &Path) -> Option<RefreshStatus> {
+        let text = std::fs::read(RefreshStatus::file(location)?).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Writes the status beside the data, atomically (a reader sees the old or the new).
+    pub fn write(&self, location: &Path) -> std::io::Result<()> {
+        let file = RefreshStatus::file(location)
+            .ok_or_else(|| std::io::Error::other("a location without a parent"))?;
+        std::fs::create_dir_all(file.parent().expect("a parent"))?;
+        let tmp = file.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, file)
+    }
+}
+
+/// Held while one process refreshes a product: a second refresher on the same files
+/// (another replica, or a second `meshgate refresh`) skips it instead of racing.
+pub struct RefreshLock(#[allow(dead_code)] std::fs::File);
+
+impl RefreshLock {
+    /// `None` when another process holds the lock.
+    pub fn try_acquire(location: &Path) -> std::io::Result<Option<RefreshLock>> {
+        let status = RefreshStatus::file(location)
+            .ok_or_else(|| std::io::Error::other("a location without a parent"))?;
+        std::fs::create_dir_all(status.parent().expect("a parent"))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(status.with_extension("lock"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RefreshLock(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// Where the data of the product in `contract_file` is published (a local folder).
+pub fn local_location(config: &MeshConfig, contract_file: &Path) -> Result<PathBuf, PublishError> {
+    resolve_local(config, contract_file)
+        .map(|(_, _, location)| location)
+        .map_err(PublishError::Contract)
 }
 
 /// Points `location` at `folder` atomically; returns the folder it pointed at before.
