@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use meshgate_contract::{Contract, Impact, diff, parse_contract};
+use std::collections::BTreeSet;
+
+use meshgate_contract::{Contract, Diff, Impact, diff, parse_contract};
+use meshgate_mesh::lineage::{Lineage, ProductRef, Reached};
 
 #[derive(Args)]
 pub(crate) struct DiffArgs {
@@ -21,6 +24,9 @@ pub(crate) struct DiffArgs {
     /// Also fail (exit 1) on changes of this kind, e.g. to require a security review.
     #[arg(long, value_enum)]
     fail_on: Option<FailOn>,
+    /// The mesh's contracts, to list the derived products a breaking change reaches.
+    #[arg(long, default_value = "contracts")]
+    contracts: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -31,18 +37,34 @@ enum FailOn {
     Any,
 }
 
-pub(crate) fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     let old = load(&args.old)?;
     let new = load(&args.new)?;
     let d = diff(&old, &new);
+    let reached = impact(&args, &old, &new, &d).await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        let mut out = serde_json::to_value(&d)?;
+        out["impact"] = serde_json::to_value(&reached)?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for c in &d.changes {
             println!("{c}");
         }
         if d.changes.is_empty() {
             println!("no change");
+        }
+        for r in &reached {
+            match &r.column {
+                Some((column, from)) => println!(
+                    "impact       {} (owner {}): column {column} comes from {from}",
+                    r.product, r.owner
+                ),
+                None => println!(
+                    "impact       {} (owner {}): reads this product by its newest name, so \
+                     its next refresh reads {}",
+                    r.product, r.owner, new.version
+                ),
+            }
         }
         let count = |i| d.changes.iter().filter(|c| c.impact == i).count();
         eprintln!(
@@ -71,6 +93,53 @@ pub(crate) fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The derived products of the mesh under `--contracts` that the breaking changes reach:
+/// those whose columns come from a changed column, all of them when the product is
+/// renamed, and those reading the newest version by name when a new major comes.
+async fn impact(args: &DiffArgs, old: &Contract, new: &Contract, d: &Diff) -> Vec<Reached> {
+    if !args.contracts.is_dir() {
+        return Vec::new();
+    }
+    // The domain: the contract's own, or its folder under the contracts folder.
+    let folder = Path::new(
+        args.old
+            .rsplit_once(':')
+            .map_or(args.old.as_str(), |(_, p)| p),
+    )
+    .parent()
+    .and_then(|p| p.file_name())
+    .and_then(|n| n.to_str())
+    .map(str::to_string);
+    let Some(domain) = old
+        .domain
+        .as_ref()
+        .map(|d| d.as_str().to_string())
+        .or(folder)
+    else {
+        return Vec::new();
+    };
+    let Ok(lineage) = Lineage::of_folder(&args.contracts).await else {
+        return Vec::new();
+    };
+    let breaking = d.changes.iter().filter(|c| c.impact == Impact::Breaking);
+    let mut columns = BTreeSet::new();
+    let mut whole = false;
+    for c in breaking {
+        match c.field.strip_prefix("schema.") {
+            Some(rest) => {
+                columns.insert(rest.split('.').next().unwrap_or(rest).to_string());
+            }
+            None => whole = true,
+        }
+    }
+    let product = ProductRef {
+        domain,
+        dataset: old.dataset.as_str().to_string(),
+        version: old.version.0,
+    };
+    lineage.impact(&product, &columns, whole, new.version > old.version)
 }
 
 fn load(spec: &str) -> anyhow::Result<Contract> {

@@ -8,6 +8,7 @@ mod diff;
 mod keys;
 mod lint;
 mod publish;
+mod refresh;
 pub mod remote;
 mod serve;
 mod sql;
@@ -44,6 +45,9 @@ enum Command {
     Init(publish::InitArgs),
     /// Check data against its contract, then publish it atomically.
     Publish(publish::PublishArgs),
+    /// Compute derived products again: what is due, for ever (one process per mesh), or
+    /// the ones named, now.
+    Refresh(refresh::RefreshArgs),
     /// Classify the changes between two contract versions; breaking ones need a new major.
     Diff(diff::DiffArgs),
     /// Run the Ballista processes that execute heavy queries (see README, "Cluster").
@@ -91,12 +95,13 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Sql(args) => sql::run(args).await,
-            Command::Lint(args) => lint::run(args),
-            Command::Diff(args) => diff::run(args),
+            Command::Lint(args) => lint::run(args).await,
+            Command::Diff(args) => diff::run(args).await,
             Command::Check(args) => check::run(args).await,
             Command::Init(args) => publish::init(args),
             Command::Catalog(args) => catalog::run(args).await,
             Command::Publish(args) => publish::publish_cmd(args).await,
+            Command::Refresh(args) => refresh::run(args).await,
             Command::Cluster { command } => cluster::run(command).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },

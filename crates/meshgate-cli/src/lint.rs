@@ -20,7 +20,7 @@ pub(crate) struct LintArgs {
     json: bool,
 }
 
-pub(crate) fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from("contracts")]
     } else {
@@ -57,6 +57,7 @@ pub(crate) fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
             diagnostics.extend(e.diagnostics());
         }
     }
+    diagnostics.extend(derived_products(&files).await);
     for d in &diagnostics {
         if args.json {
             println!("{}", json(d));
@@ -92,6 +93,44 @@ fn json(d: &Diagnostic) -> serde_json::Value {
         "file": d.file, "line": d.line, "column": d.column, "field": d.field,
         "message": d.message, "severity": "error", "rule": rule,
     })
+}
+
+/// What only the whole mesh can tell of a derived product: whether its SQL plans over the
+/// other contracts, returns the declared columns, keeps every PII source PII, and does
+/// not read itself. The mesh is the contracts folder each file sits in
+/// (`<contracts>/<domain>/<file>`).
+async fn derived_products(files: &[PathBuf]) -> Vec<Diagnostic> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let linted: std::collections::HashSet<PathBuf> = files.iter().map(|f| canonical(f)).collect();
+    let mut roots: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| canonical(f).parent()?.parent().map(Path::to_path_buf))
+        .collect();
+    roots.sort();
+    roots.dedup();
+    let mut out = Vec::new();
+    for root in roots {
+        let Ok(lineage) = meshgate_mesh::lineage::Lineage::of_folder(&root).await else {
+            continue;
+        };
+        for d in lineage.derivations() {
+            if !linted.contains(&canonical(&d.contract_file)) {
+                continue;
+            }
+            let line = std::fs::read_to_string(&d.contract_file)
+                .ok()
+                .and_then(|t| t.lines().position(|l| l.starts_with("source:")))
+                .map_or(1, |i| i + 1);
+            out.extend(d.problems.iter().map(|p| Diagnostic {
+                file: d.contract_file.clone(),
+                line,
+                column: 1,
+                field: "source".into(),
+                message: p.clone(),
+            }));
+        }
+    }
+    out
 }
 
 /// `governance.yaml` in the contract's folder or the closest folder above it.

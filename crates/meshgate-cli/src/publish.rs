@@ -73,8 +73,12 @@ pub(crate) struct PublishArgs {
     /// The product's contract.
     contract: PathBuf,
     /// The data: a Parquet or CSV file.
+    #[arg(long, required_unless_present = "derived", conflicts_with = "derived")]
+    from: Option<PathBuf>,
+    /// The contract is a derived product's: compute it from its `source.sql` now, as its
+    /// domain's service principal, and publish the result.
     #[arg(long)]
-    from: PathBuf,
+    derived: bool,
     /// Transform it first: a query over the table `input`.
     #[arg(long)]
     sql: Option<String>,
@@ -84,13 +88,14 @@ pub(crate) struct PublishArgs {
 }
 
 pub(crate) async fn publish_cmd(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    if args.derived {
+        return crate::refresh::publish_derived(&args.config, &args.contract).await;
+    }
     let config = crate::load_config(&args.config)?;
+    let from = args.from.expect("clap requires --from without --derived");
     let source = match args.sql {
-        Some(sql) => Source::Query {
-            from: args.from,
-            sql,
-        },
-        None => Source::File(args.from),
+        Some(sql) => Source::Query { from, sql },
+        None => Source::File(from),
     };
     let failpoint = std::env::var(FAILPOINT_ENV)
         .ok()

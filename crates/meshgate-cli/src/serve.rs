@@ -42,6 +42,10 @@ pub(crate) struct ServeArgs {
     /// product meets its freshness SLA but one, left stale on purpose.
     #[arg(long)]
     sample_today: bool,
+    /// Also refresh derived products on schedule in this process (one per mesh: other
+    /// replicas serve what it publishes). `meshgate refresh` does it as its own process.
+    #[arg(long)]
+    refresh: bool,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -56,6 +60,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(a) = args.pg_addr {
         config.pg_addr = Some(a);
     }
+    // The sample's derived product has no data in a fresh copy: compute it at once.
+    config.refresh |= args.refresh || args.sample_today;
     if args.sample_today {
         let dir = config.mesh.root.join(".meshgate/sample-today");
         // A fresh copy: files of an earlier day must not linger.

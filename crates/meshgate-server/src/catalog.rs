@@ -6,15 +6,19 @@ use std::sync::Arc;
 
 use meshgate_contract::Permission;
 use meshgate_mesh::checks::ProductReport;
+use meshgate_mesh::lineage::{Lineage, ProductRef};
+use meshgate_mesh::publish::RefreshStatus;
 use meshgate_mesh::{Entry, Product};
 use meshgate_policy::{Access as Resolved, Principal};
 use meshgate_proto::catalog::catalog_service_server::CatalogService;
 use meshgate_proto::catalog::{
-    Access, Column, DescribeProductRequest, Grant, Health, ListProductsRequest,
-    ListProductsResponse, ProductDetail, ProductSummary, ValueLabel,
+    Access, Column, ColumnLineage, Derivation, DescribeProductRequest, Downstream, Grant, Health,
+    ListProductsRequest, ListProductsResponse, ProductDetail, ProductSummary, RefreshState,
+    ValueLabel,
 };
 use tonic::{Request, Response, Status};
 
+use crate::audit::redact_text;
 use crate::gateway::Gateway;
 
 pub struct MeshCatalogService {
@@ -65,6 +69,7 @@ pub(crate) fn health(
         quality_ok: r.quality_ok(),
         rows: r.rows,
         withheld: false,
+        refresh_ok: r.refresh_ok(),
     };
     if !every_row {
         h.freshness_age_secs = None;
@@ -109,6 +114,62 @@ fn summary(
             health: None,
         },
     }
+}
+
+/// How a derived product is computed, as the catalog shows it.
+pub(crate) fn derivation(d: &meshgate_mesh::lineage::Derivation) -> Derivation {
+    let last_refresh = d
+        .location
+        .as_deref()
+        .and_then(RefreshStatus::read)
+        .map(|s| RefreshState {
+            attempted_at: s.attempted_at,
+            succeeded_at: s.succeeded_at.unwrap_or_default(),
+            error: s.error.map(|e| redact_text(&e)).unwrap_or_default(),
+            duration_ms: s.duration_ms,
+        });
+    Derivation {
+        sql: d.sql.clone(),
+        refresh_secs: d.refresh.as_secs(),
+        inputs: d.inputs.keys().map(ToString::to_string).collect(),
+        columns: d
+            .columns
+            .iter()
+            .map(|(column, from)| ColumnLineage {
+                column: column.clone(),
+                from: from.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+        problems: d.problems.clone(),
+        last_refresh,
+    }
+}
+
+/// The derived products that read `product`, with their columns that come from it.
+pub(crate) fn downstream(lineage: &Lineage, product: &ProductRef) -> Vec<Downstream> {
+    lineage
+        .downstream(product)
+        .into_iter()
+        .map(|d| Downstream {
+            product: d.product.to_string(),
+            owner: d.owner.clone(),
+            columns: d
+                .columns
+                .iter()
+                .filter_map(|(column, from)| {
+                    let from: Vec<String> = from
+                        .iter()
+                        .filter(|c| &c.product == product)
+                        .map(|c| c.column.clone())
+                        .collect();
+                    (!from.is_empty()).then(|| ColumnLineage {
+                        column: column.clone(),
+                        from,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 pub(crate) fn matches(e: &Entry, search: &str) -> bool {
@@ -175,6 +236,15 @@ impl CatalogService for MeshCatalogService {
             Entry::Quarantined(q) => &q.contract_file,
         };
         detail.contract_yaml = std::fs::read_to_string(file).unwrap_or_default();
+        let (domain, dataset, version) = entry.key();
+        let product = ProductRef {
+            domain,
+            dataset,
+            version,
+        };
+        let lineage = mesh.lineage();
+        detail.derivation = lineage.upstream(&product).map(derivation);
+        detail.downstream = downstream(lineage, &product);
         if let Entry::Served(t) = entry {
             let p = t.product();
             let level = access(p, &principal);

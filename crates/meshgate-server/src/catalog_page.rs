@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::catalog::matches;
 use crate::gateway::Gateway;
 use meshgate_mesh::Entry;
+use meshgate_mesh::lineage::ProductRef;
 
 #[derive(Deserialize)]
 pub(crate) struct Search {
@@ -51,6 +52,7 @@ fn sla_badge(report: Option<&ProductReport>) -> Markup {
                 "SLA breached:"
                 @if !r.freshness_ok() { " stale" }
                 @if !r.quality_ok() { " quality" }
+                @if !r.refresh_ok() { " refresh failing" }
             }
         },
     }
@@ -129,6 +131,14 @@ pub(crate) async fn product(
     };
     let report = reports.get(&p.display_name());
     let c = &p.contract;
+    let me = ProductRef {
+        domain: p.domain.clone(),
+        dataset: p.dataset().to_string(),
+        version: p.version(),
+    };
+    let lineage = mesh.lineage();
+    let upstream = lineage.upstream(&me).map(crate::catalog::derivation);
+    let downstream = crate::catalog::downstream(lineage, &me);
     let title = format!("{}.{} v{}", p.domain, p.dataset(), p.version());
     page(
         &title,
@@ -183,6 +193,65 @@ pub(crate) async fn product(
                     }
                 }
             }
+            @if upstream.is_some() || !downstream.is_empty() {
+                h2 { "Lineage" }
+                // Upstream → this product → downstream, left to right, each linked.
+                table #lineage {
+                    tr { th { "built from" } th { "" } th { "this product" } th { "" } th { "read by" } }
+                    tr {
+                        td.upstream {
+                            @for i in upstream.iter().flat_map(|d| d.inputs.iter()) {
+                                div data-product=(i) { a href=(product_link(i)) { (i) } }
+                            }
+                        }
+                        td { "→" }
+                        td { strong { (title) } }
+                        td { "→" }
+                        td.downstream {
+                            @for d in &downstream {
+                                div data-product=(d.product) { a href=(product_link(&d.product)) { (d.product) } " (" (d.owner) ")" }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(d) = &upstream {
+                h3 { "How it is computed" }
+                p { "Every " (humantime::format_duration(std::time::Duration::from_secs(d.refresh_secs)))
+                    ", as the " code { (p.domain) } " domain's service principal, so its inputs are read \
+                    masked and filtered exactly as that principal reads them:" }
+                pre #source { code { (d.sql.trim()) } }
+                p #refresh {
+                    @match &d.last_refresh {
+                        None => span.muted data-refresh="never" { "not refreshed yet" },
+                        Some(r) if r.error.is_empty() => span.ok data-refresh="ok" {
+                            "last refreshed " (r.attempted_at) " in " (r.duration_ms) " ms" },
+                        Some(r) => span.bad data-refresh="failed" {
+                            "last refresh failed at " (r.attempted_at) ": " (r.error)
+                            @if !r.succeeded_at.is_empty() { " — the data served was computed " (r.succeeded_at) } },
+                    }
+                }
+                table #column-lineage {
+                    tr { th { "column" } th { "comes from" } }
+                    @for c in &d.columns {
+                        tr data-column=(c.column) {
+                            td { (c.column) }
+                            td { @if c.from.is_empty() { span.muted { "no column (computed)" } } @else { (c.from.join(", ")) } }
+                        }
+                    }
+                }
+            }
+            @if !downstream.is_empty() {
+                h3 { "Columns other products derive from this one" }
+                table #downstream-columns {
+                    tr { th { "product" } th { "its column" } th { "from this product's" } }
+                    @for d in &downstream {
+                        @for c in &d.columns {
+                            tr { td { (d.product) } td { (c.column) } td { (c.from.join(", ")) } }
+                        }
+                    }
+                }
+            }
             h2 { "Who may read what" }
             table #grants {
                 tr { th { "role" } th { "sees" } th { "rows" } }
@@ -198,6 +267,17 @@ pub(crate) async fn product(
         },
     )
     .into_response()
+}
+
+/// `domain.dataset vN` → its page.
+fn product_link(name: &str) -> String {
+    match name.split_once(' ') {
+        Some((product, version)) => match product.split_once('.') {
+            Some((domain, dataset)) => format!("/catalog/{domain}/{dataset}_{version}"),
+            None => "/catalog".into(),
+        },
+        None => "/catalog".into(),
+    }
 }
 
 fn checks(col: &meshgate_contract::Column) -> String {

@@ -2,6 +2,7 @@
 //! Secrets (hash key, token key) never live here: they come from the environment, read by
 //! the command line, and are passed in as [`Secrets`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +44,15 @@ pub struct ServerConfig {
     /// user may read, created with a random key on first start. Default
     /// `.meshgate/hash.key` beside meshgate.yaml.
     pub hash_key_file: Option<PathBuf>,
+    /// Who each domain's derived products run as (domain → roles): their SQL reads the
+    /// mesh with exactly these grants, masks and row filters. A domain without one has no
+    /// derived product refreshed.
+    pub service_principals: BTreeMap<String, ServicePrincipal>,
+    /// Run the refresher of derived products in this process (`serve --refresh`). One
+    /// process per mesh should: the other replicas serve what it publishes.
+    pub refresh: bool,
+    /// How often the refresher looks for derived products that are due.
+    pub refresh_check_secs: u64,
     /// The file this configuration was read from: users are reloaded from it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -65,8 +75,26 @@ impl Default for ServerConfig {
             reload_interval_secs: 5,
             distributed: None,
             hash_key_file: None,
+            service_principals: BTreeMap::new(),
+            refresh: false,
+            refresh_check_secs: 10,
             source: None,
         }
+    }
+}
+
+/// A domain's service principal: no password (it never logs in), only roles.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicePrincipal {
+    pub roles: Vec<String>,
+}
+
+impl ServicePrincipal {
+    /// Named `service:<domain>` in the audit trail; no user can take that name (a user
+    /// name holds no colon).
+    pub fn principal(&self, domain: &str) -> meshgate_policy::Principal {
+        meshgate_policy::Principal::new(format!("service:{domain}"), self.roles.iter().cloned())
     }
 }
 
@@ -220,6 +248,16 @@ impl ServerConfig {
             }
         }
         for user in &config.users {
+            if user.name.contains(':') {
+                return Err(ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "users: {:?}: a user name holds no ':' (`service:<domain>` names \
+                         the domains' service principals in the audit trail)",
+                        user.name
+                    ),
+                });
+            }
             if let Some(verifier) = &user.scram_sha_256 {
                 crate::pg::ScramVerifier::parse(verifier).map_err(|message| {
                     ConfigError::Parse {

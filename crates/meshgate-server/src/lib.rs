@@ -12,6 +12,7 @@ mod http;
 mod metrics;
 pub mod pg;
 pub mod query;
+pub mod refresh;
 mod reload;
 mod session_options;
 mod sla;
@@ -158,6 +159,14 @@ impl RunningServer {
                 std::time::Duration::from_secs(every),
             ))
         });
+        let refresher = gateway.config.refresh.then(|| {
+            let refresher = refresh::Refresher::new(
+                Arc::clone(&gateway.query),
+                &gateway.config.service_principals,
+            );
+            let tick = std::time::Duration::from_secs(gateway.config.refresh_check_secs.max(1));
+            tokio::spawn(refresher.run(tick))
+        });
         let pg = pg_listener
             .map(|listener| tokio::spawn(pg::serve(listener, Arc::clone(&gateway), pg_tls)));
         let http = tokio::spawn(http::serve(http_listener, gateway, http_rx));
@@ -169,7 +178,7 @@ impl RunningServer {
             shutdown: Some(tx),
             flight,
             http,
-            background: [sla, reload, pg].into_iter().flatten().collect(),
+            background: [sla, reload, refresher, pg].into_iter().flatten().collect(),
         })
     }
 

@@ -41,6 +41,8 @@ pub(crate) struct ProductMetrics {
     pub(crate) rows: Family<ProductLabels, Gauge>,
     pub(crate) pii_findings: Family<ProductLabels, Gauge>,
     pub(crate) checked_at: Family<ProductLabels, F64Gauge>,
+    /// Derived products only: 1 while the last refresh failed.
+    pub(crate) refresh_failed: Family<ProductLabels, Gauge>,
 }
 
 impl ProductMetrics {
@@ -81,6 +83,11 @@ impl ProductMetrics {
             "checked_timestamp_seconds",
             "When the product was last evaluated (Unix time)",
             self.checked_at.clone(),
+        );
+        r.register(
+            "refresh_failed",
+            "Derived products: 1 when the last refresh failed (the last good data stays served)",
+            self.refresh_failed.clone(),
         );
     }
 }

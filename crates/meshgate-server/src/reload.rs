@@ -56,6 +56,24 @@ fn data_fingerprint(gateway: &Gateway) -> HashMap<String, (PathBuf, DataStamp)> 
         .collect()
 }
 
+/// Each derived product's refresh status file, by contract: a refresher in another
+/// process that publishes (or first creates) a product changes it.
+fn refresh_fingerprint(gateway: &Gateway) -> HashMap<PathBuf, Option<SystemTime>> {
+    gateway
+        .mesh()
+        .lineage()
+        .derivations()
+        .map(|d| {
+            let stamp = d
+                .location
+                .as_deref()
+                .and_then(meshgate_mesh::publish::RefreshStatus::file)
+                .and_then(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok());
+            (d.contract_file.clone(), stamp)
+        })
+        .collect()
+}
+
 /// The configuration file's content, by digest (an edit within the same second and of the
 /// same size still counts).
 fn config_digest(path: Option<&Path>) -> Option<[u8; 32]> {
@@ -84,6 +102,7 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
     let gov = config.governance_file();
     let mut last = fingerprint(&dir, gov.as_deref());
     let mut last_data = data_fingerprint(&gateway);
+    let mut last_refresh = refresh_fingerprint(&gateway);
     let source = gateway.config.source.clone();
     let mut last_config = config_digest(source.as_deref());
     loop {
@@ -114,6 +133,13 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
             }
         }
         last_data = data;
+        let refreshed = refresh_fingerprint(&gateway);
+        for (file, stamp) in &refreshed {
+            if last_refresh.get(file).is_some_and(|was| was != stamp) {
+                relinked.insert(file.clone());
+            }
+        }
+        last_refresh = refreshed;
         if now == last && relinked.is_empty() {
             if !moved.is_empty() {
                 info!(
@@ -137,6 +163,7 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
                 );
                 gateway.set_mesh(Arc::new(mesh));
                 last_data = data_fingerprint(&gateway);
+                last_refresh = refresh_fingerprint(&gateway);
                 crate::sla::evaluate_changed(&gateway, &before).await;
                 crate::sla::evaluate_locations(&gateway, &moved).await;
             }

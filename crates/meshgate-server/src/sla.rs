@@ -126,11 +126,18 @@ async fn evaluate_table(gateway: &Gateway, mesh: &Mesh, table: Arc<ContractTable
             let age = r.freshness_age_secs.unwrap_or(f64::INFINITY);
             m.freshness_age.get_or_create(&labels).set(age);
             m.checked_at.get_or_create(&labels).set(now_secs);
+            if let Some(refresh) = &r.refresh {
+                m.refresh_failed
+                    .get_or_create(&labels)
+                    .set(i64::from(refresh.error.is_some()));
+            }
             if r.sla_ok() {
                 info!(product = %r.product, quality = r.quality, "SLA met");
             } else {
                 warn!(product = %r.product, owner = %r.owner, quality = r.quality,
-                    freshness_age_secs = ?r.freshness_age_secs, "SLA breached");
+                    freshness_age_secs = ?r.freshness_age_secs,
+                    refresh_error = ?r.refresh.as_ref().and_then(|s| s.error.as_deref()),
+                    "SLA breached");
             }
             gateway.set_report(r);
         }
