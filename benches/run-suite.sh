@@ -4,7 +4,8 @@
 # a local PostgreSQL, on files with Utf8 strings and on files as
 # tpchgen-cli writes them; the mask cost; the load test; with --s3, local
 # files vs a local S3 server; small statements (benches/small.rs) and growth with the
-# number of products (benches/mesh_size.rs). Writes benches/RESULTS.md.
+# number of products (benches/mesh_size.rs); the refresh of a derived product
+# (benches/derived.rs). Writes benches/RESULTS.md.
 #
 #   benches/run-suite.sh [--sf 1] [--runs 3] [--load-secs 20] [--clients 1,8,32,64]
 #                        [--memory-limit-mb 1024] [--s3]
@@ -48,6 +49,12 @@ cargo bench --bench tpch -- "$@" --layout tpchgen-cli --load-secs 1 --clients 1 
   echo
   echo '```'
   cargo bench --bench mesh_size 2>/dev/null | sed -n '/^products/,$p'
+  echo '```'
+  echo
+  echo "## Refreshing a derived product: marketing.sales_by_region (\`cargo bench --bench derived\`)"
+  echo
+  echo '```'
+  cargo bench --bench derived 2>/dev/null | sed -n '/^sales_by_region/,$p'
   echo '```'
 } >> benches/RESULTS.md
 echo "suite finished in $(( $(date +%s) - started )) s"

@@ -20,6 +20,7 @@ async fn sample_mesh_is_served_whole() {
             "customers.customer_profiles v2",
             "inventory.stock_levels v1",
             "lab.accounts v1",
+            "marketing.sales_by_region v1",
             "web.web_sessions v1",
         ]
     );
@@ -87,7 +88,8 @@ async fn invalid_governance_rules_stop_the_mesh_from_loading() {
 }
 
 /// `meshgate serve --sample-today`: a newcomer's first look shows SLAs met, and one
-/// product stale on purpose, showing what a breach looks like.
+/// product stale on purpose, showing what a breach looks like. The derived product has no
+/// data in the fresh copy until its refresh, which `--sample-today` runs at once.
 #[tokio::test]
 async fn the_sample_mesh_of_today_meets_its_slas_but_one() {
     use meshgate_mesh::checks::check_product;
@@ -96,6 +98,27 @@ async fn the_sample_mesh_of_today_meets_its_slas_but_one() {
     let mut config = meshgate_mesh::MeshConfig::at(crate::common::repo());
     config.contracts = crate::common::repo().join("contracts");
     config.data = dir.path().to_path_buf();
+    let before = meshgate_mesh::Mesh::load(config.clone()).await.unwrap();
+    let waiting: Vec<String> = before
+        .quarantined()
+        .iter()
+        .map(|q| q.dataset.clone())
+        .collect();
+    assert_eq!(waiting, ["sales_by_region"]);
+    // As the repository's meshgate.yaml configures it.
+    let server =
+        meshgate_server::ServerConfig::load(&crate::common::repo().join("meshgate.yaml")).unwrap();
+    let refresher = meshgate_server::refresh::Refresher::standalone(
+        std::sync::Arc::new(before),
+        &server,
+        meshgate_policy::HashKey::new(crate::common::TEST_KEY).unwrap(),
+        None,
+    )
+    .unwrap();
+    refresher
+        .refresh_named("marketing.sales_by_region")
+        .await
+        .unwrap();
     let mesh = meshgate_mesh::Mesh::load(config).await.unwrap();
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
     let mut verdicts = Vec::new();
@@ -117,6 +140,7 @@ async fn the_sample_mesh_of_today_meets_its_slas_but_one() {
             ("customers.customer_profiles v1".into(), true, true),
             ("customers.customer_profiles v2".into(), true, true),
             ("inventory.stock_levels v1".into(), false, true),
+            ("marketing.sales_by_region v1".into(), true, true),
             ("web.web_sessions v1".into(), true, true),
         ]
     );

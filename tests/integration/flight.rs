@@ -496,7 +496,14 @@ async fn metadata_rpcs_list_the_mesh() {
     let (_, b) = fetch(&mut c, info).await;
     assert_eq!(
         strings(&b, 1),
-        ["checkout", "customers", "inventory", "lab", "web"]
+        [
+            "checkout",
+            "customers",
+            "inventory",
+            "lab",
+            "marketing",
+            "web"
+        ]
     );
 
     let info = c
