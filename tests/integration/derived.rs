@@ -575,3 +575,60 @@ async fn diff_lists_the_derived_columns_a_breaking_change_reaches() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("impact"));
 }
+
+#[tokio::test]
+async fn data_computed_under_other_pii_tags_or_swapped_in_by_hand_is_not_served() {
+    let f = Fixture::new();
+    let served = |mesh: &Arc<Mesh>| {
+        mesh.products()
+            .iter()
+            .any(|p| p.dataset() == "order_contacts")
+    };
+    f.contract(
+        "order_contacts.yaml",
+        &CONTACTS.replace("PII_LINE", "pii: true, mask: hash"),
+    );
+    f.refresher(&["marketing"], None)
+        .await
+        .refresh_named("marketing.order_contacts")
+        .await
+        .unwrap();
+    assert!(served(&f.mesh().await));
+
+    // The author drops the tag and makes the SQL harmless: the hashed e-mails computed
+    // under the old contract must not be served unmasked in the meantime.
+    f.contract(
+        "order_contacts.yaml",
+        &CONTACTS
+            .replace("PII_LINE", "pii: false")
+            .replace("user_email AS contact", "'n/a' AS contact"),
+    );
+    let mesh = f.mesh().await;
+    let q = mesh
+        .quarantined()
+        .iter()
+        .find(|q| q.dataset == "order_contacts")
+        .expect("quarantined until refreshed");
+    assert!(
+        q.reasons[0].contains("not computed by the refresher under this contract"),
+        "{q}"
+    );
+    // Its next refresh computes it under the new contract, and it is served again.
+    f.refresher(&["marketing"], None)
+        .await
+        .refresh_named("marketing.order_contacts")
+        .await
+        .unwrap();
+    assert!(served(&f.mesh().await));
+
+    // Files swapped in by hand are not what the refresher computed.
+    let location = f.location("order_contacts");
+    let dataset = location.parent().unwrap().to_path_buf();
+    copy(
+        &dataset.join(std::fs::read_link(&location).unwrap()),
+        &dataset.join(".v1.by-hand"),
+    );
+    std::fs::remove_file(&location).unwrap();
+    std::os::unix::fs::symlink(".v1.by-hand", &location).unwrap();
+    assert!(!served(&f.mesh().await));
+}

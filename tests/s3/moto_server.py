@@ -12,6 +12,7 @@ authentication is switched on), prints one line
 and serves until its stdin closes (the test that started it is gone).
 """
 
+import os
 import json
 import pathlib
 import socket
@@ -45,8 +46,12 @@ def main():
 
     s3 = boto3.client("s3", **setup)
     s3.create_bucket(Bucket=bucket)
-    for f in sorted(data.rglob("*.parquet")):
-        s3.upload_file(str(f), bucket, f.relative_to(data).as_posix())
+    # The layout as served: a published location is a link to a hidden folder beside it.
+    for root, dirs, files in os.walk(data, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(n for n in files if n.endswith(".parquet")):
+            f = pathlib.Path(root) / name
+            s3.upload_file(str(f), bucket, f.relative_to(data).as_posix())
 
     # From now on every request must be signed with an existing key (the server runs in
     # this process: moto's /moto-api/reset-auth does the same from outside).

@@ -25,7 +25,7 @@ use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider, Session};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::utils::grouping_set_to_exprlist;
+use datafusion::logical_expr::utils::{grouping_set_to_exprlist, split_conjunction};
 use datafusion::logical_expr::{Distinct, Expr, JoinType, LogicalPlan, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -92,6 +92,9 @@ pub struct Derivation {
     pub columns: Vec<(String, BTreeSet<ColumnRef>)>,
     /// Why it cannot be refreshed or served; empty when it can.
     pub problems: Vec<String>,
+    /// What its data depends on in the contract ([`data_digest`]): data computed under
+    /// another digest is not served.
+    pub digest: String,
 }
 
 impl Derivation {
@@ -145,8 +148,21 @@ impl Lineage {
                 inputs: BTreeMap::new(),
                 columns: Vec::new(),
                 problems: Vec::new(),
+                digest: data_digest(d.contract),
             };
-            match ctx.state().create_logical_plan(&source.sql).await {
+            // Optimized: correlated subqueries become joins whose predicates the walk
+            // sees; what cannot be decorrelated is refused below.
+            let state = ctx.state();
+            let planned = match state.create_logical_plan(&source.sql).await {
+                Ok(plan) => state.optimize(&plan),
+                Err(e) => Err(e),
+            };
+            match planned {
+                Ok(plan) if has_outer_references(&plan) => derivation.problems.push(
+                    "source.sql has a correlated subquery meshgate cannot trace to its \
+                     columns: write it as a join"
+                        .into(),
+                ),
                 Ok(plan) => {
                     collect_inputs(&plan, &mut derivation.inputs);
                     match column_lineage(&plan) {
@@ -327,6 +343,27 @@ impl Lineage {
     }
 }
 
+/// A digest of what makes a derived product's data safe to serve under its contract: its
+/// SQL and which of its columns are not PII. Data computed under another SQL, or before a
+/// column lost its PII tag, may hold what the contract no longer masks.
+pub fn data_digest(contract: &Contract) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(contract.source.as_ref().map_or("", |s| s.sql.as_str()));
+    let mut clear: Vec<&str> = contract
+        .schema
+        .iter()
+        .filter(|c| !c.is_pii())
+        .map(|c| c.name.as_str())
+        .collect();
+    clear.sort();
+    for c in clear {
+        h.update([0]);
+        h.update(c);
+    }
+    hex::encode(h.finalize())
+}
+
 pub fn product_ref(domain: &str, contract: &Contract) -> ProductRef {
     ProductRef {
         domain: domain.to_string(),
@@ -498,6 +535,20 @@ impl TableProvider for Shape {
     }
 }
 
+fn has_outer_references(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|p| {
+        for e in p.expressions() {
+            let _ = e.apply(|e| {
+                found |= matches!(e, Expr::OuterReferenceColumn(..));
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 /// The product a scan reads, and whether by its newest name.
 fn shape_of(plan: &LogicalPlan) -> Option<(ProductRef, bool)> {
     let LogicalPlan::TableScan(scan) = plan else {
@@ -548,13 +599,18 @@ pub(crate) fn column_lineage(plan: &LogicalPlan) -> DfResult<Vec<Sources>> {
         LogicalPlan::Aggregate(a) => {
             let input = single(&a.input)?;
             let inputs = [(a.input.as_ref(), &input)];
-            let mut out: Vec<Sources> = grouping_set_to_exprlist(&a.group_expr)?
-                .into_iter()
-                .chain(a.aggr_expr.iter())
+            let group = grouping_set_to_exprlist(&a.group_expr)?;
+            let mut out: Vec<Sources> = group
+                .iter()
                 .map(|e| expr_sources(e, &inputs))
                 .collect::<DfResult<_>>()?;
-            // The grouping id of grouping sets: a number, from no column.
-            out.resize(width, Sources::new());
+            // Grouping sets add their grouping id (a number, from no column) between the
+            // group columns and the aggregates.
+            let id = width.saturating_sub(group.len() + a.aggr_expr.len());
+            out.extend(std::iter::repeat_n(Sources::new(), id));
+            for e in &a.aggr_expr {
+                out.push(expr_sources(e, &inputs)?);
+            }
             out
         }
         LogicalPlan::Window(w) => {
@@ -566,8 +622,23 @@ pub(crate) fn column_lineage(plan: &LogicalPlan) -> DfResult<Vec<Sources>> {
             out
         }
         LogicalPlan::Join(j) => {
-            let left = single(&j.left)?;
-            let right = single(&j.right)?;
+            let mut left = single(&j.left)?;
+            let mut right = single(&j.right)?;
+            // A condition can copy a value from one side to the other (`ON g.n =
+            // year(c.birth_date)`): every column a conjunct names takes its sources.
+            let conjuncts =
+                j.on.iter()
+                    .map(|(l, r)| l.clone().eq(r.clone()))
+                    .chain(
+                        j.filter
+                            .iter()
+                            .flat_map(|f| split_conjunction(f).into_iter().cloned()),
+                    )
+                    .collect::<Vec<_>>();
+            {
+                let mut sides = [(j.left.as_ref(), &mut left), (j.right.as_ref(), &mut right)];
+                taint(&conjuncts, &mut sides)?;
+            }
             match j.join_type {
                 JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
                     left.into_iter().chain(right).collect()
@@ -593,14 +664,31 @@ pub(crate) fn column_lineage(plan: &LogicalPlan) -> DfResult<Vec<Sources>> {
                 .map(|e| expr_sources(e, &[(d.input.as_ref(), &input)]))
                 .collect::<DfResult<_>>()?
         }
-        LogicalPlan::Filter(_)
-        | LogicalPlan::Sort(_)
+        LogicalPlan::Filter(f) => {
+            let mut input = single(&f.input)?;
+            let conjuncts: Vec<Expr> = split_conjunction(&f.predicate)
+                .into_iter()
+                .cloned()
+                .collect();
+            taint(&conjuncts, &mut [(f.input.as_ref(), &mut input)])?;
+            input
+        }
+        LogicalPlan::Values(v) => {
+            let mut out = vec![Sources::new(); width];
+            for row in &v.values {
+                for (o, e) in out.iter_mut().zip(row) {
+                    o.extend(expr_sources(e, &[])?);
+                }
+            }
+            out
+        }
+        LogicalPlan::Sort(_)
         | LogicalPlan::Limit(_)
         | LogicalPlan::Repartition(_)
         | LogicalPlan::SubqueryAlias(_)
         | LogicalPlan::Subquery(_)
         | LogicalPlan::Distinct(Distinct::All(_)) => single(plan.inputs()[0])?,
-        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => vec![Sources::new(); width],
+        LogicalPlan::EmptyRelation(_) => vec![Sources::new(); width],
         // Anything else: each output column may come from any input column.
         other => {
             let inputs = other
@@ -623,6 +711,27 @@ pub(crate) fn column_lineage(plan: &LogicalPlan) -> DfResult<Vec<Sources>> {
     Ok(out)
 }
 
+/// Adds to every column a conjunct names the sources of the whole conjunct.
+fn taint(conjuncts: &[Expr], sides: &mut [(&LogicalPlan, &mut Vec<Sources>)]) -> DfResult<()> {
+    for conjunct in conjuncts {
+        let view: Vec<(&LogicalPlan, &Vec<Sources>)> =
+            sides.iter().map(|(p, l)| (*p, &**l)).collect();
+        let sources = expr_sources(conjunct, &view)?;
+        if sources.is_empty() {
+            continue;
+        }
+        for c in conjunct.column_refs() {
+            for (plan, lineage) in sides.iter_mut() {
+                if let Ok(i) = plan.schema().index_of_column(c) {
+                    lineage[i].extend(sources.iter().cloned());
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn everything(width: usize, inputs: &[Vec<Sources>]) -> Vec<Sources> {
     let all: Sources = inputs.iter().flatten().flatten().cloned().collect();
     vec![all; width]
@@ -633,11 +742,13 @@ fn everything(width: usize, inputs: &[Vec<Sources>]) -> Vec<Sources> {
 fn expr_sources(expr: &Expr, inputs: &[(&LogicalPlan, &Vec<Sources>)]) -> DfResult<Sources> {
     let mut out = Sources::new();
     for c in expr.column_refs() {
-        for (plan, lineage) in inputs {
-            if let Ok(i) = plan.schema().index_of_column(c) {
-                out.extend(lineage[i].iter().cloned());
-                break;
-            }
+        let found = inputs
+            .iter()
+            .find_map(|(plan, lineage)| Some(&lineage[plan.schema().index_of_column(c).ok()?]));
+        match found {
+            Some(sources) => out.extend(sources.iter().cloned()),
+            // Unknown to this walk: refuse rather than lose a source.
+            None => return datafusion::common::plan_err!("column {c} has no known source"),
         }
     }
     let mut failed = None;
@@ -646,6 +757,7 @@ fn expr_sources(expr: &Expr, inputs: &[(&LogicalPlan, &Vec<Sources>)]) -> DfResu
             Expr::ScalarSubquery(s) => Some(&s.subquery),
             Expr::InSubquery(i) => Some(&i.subquery.subquery),
             Expr::Exists(x) => Some(&x.subquery.subquery),
+            Expr::SetComparison(x) => Some(&x.subquery.subquery),
             _ => None,
         };
         if let Some(sub) = sub {

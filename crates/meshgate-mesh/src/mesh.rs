@@ -310,17 +310,32 @@ async fn derivations(
     let lineage = Lineage::of(&declared).await;
     drop(declared);
     candidates.retain(|c| {
-        let refused = lineage
-            .upstream(&product_ref(&c.domain, &c.contract))
-            .filter(|d| !d.problems.is_empty());
-        match refused {
-            Some(d) => {
-                let reasons = d.problems.iter().map(|p| format!("derived product: {p}"));
-                quarantined.push(Arc::new(quarantine_of(c, reasons.collect())));
-                false
-            }
-            None => true,
+        let Some(d) = lineage.upstream(&product_ref(&c.domain, &c.contract)) else {
+            return true;
+        };
+        let mut reasons: Vec<String> = d
+            .problems
+            .iter()
+            .map(|p| format!("derived product: {p}"))
+            .collect();
+        // Data the refresher did not compute under this contract's SQL and PII tags (an
+        // edit since, or files swapped in by hand) waits for the next refresh.
+        if let Some(location) = d.location.as_deref()
+            && location.exists()
+            && reasons.is_empty()
+            && !crate::publish::RefreshStatus::vouches_for(location, &d.digest)
+        {
+            reasons.push(
+                "derived product: its data was not computed by the refresher under this \
+                 contract's source.sql and PII tags; it is served again after its next refresh"
+                    .into(),
+            );
         }
+        if reasons.is_empty() {
+            return true;
+        }
+        quarantined.push(Arc::new(quarantine_of(c, reasons)));
+        false
     });
     lineage
 }

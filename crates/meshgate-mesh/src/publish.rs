@@ -371,6 +371,34 @@ pub struct RefreshStatus {
     pub error: Option<String>,
     pub rows: Option<u64>,
     pub duration_ms: u64,
+    /// The contract's data digest the served data was computed under
+    /// (`lineage::data_digest`).
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// The folder the served data was published to: data swapped in by any other means
+    /// does not match it.
+    #[serde(default)]
+    pub folder: Option<String>,
+}
+
+impl RefreshStatus {
+    /// Whether the data now at `location` is what the refresher computed under a contract
+    /// whose data digest is `digest`.
+    pub fn vouches_for(location: &Path, digest: &str) -> bool {
+        let Some(status) = RefreshStatus::read(location) else {
+            return false;
+        };
+        let linked = std::fs::read_link(
+            location
+                .to_str()
+                .map_or(location, |l| Path::new(l.trim_end_matches('/'))),
+        )
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()));
+        status.digest.as_deref() == Some(digest)
+            && status.folder.is_some()
+            && status.folder == linked
+    }
 }
 
 impl RefreshStatus {

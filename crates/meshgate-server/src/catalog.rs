@@ -244,6 +244,19 @@ impl CatalogService for MeshCatalogService {
         };
         let lineage = mesh.lineage();
         detail.derivation = lineage.upstream(&product).map(derivation);
+        // Why a refresh failed is for those who read the product.
+        let reads = detail
+            .summary
+            .as_ref()
+            .is_some_and(|s| s.access != Access::None as i32);
+        if let Some(r) = detail
+            .derivation
+            .as_mut()
+            .and_then(|d| d.last_refresh.as_mut())
+            .filter(|r| !reads && !r.error.is_empty())
+        {
+            r.error = "failed (the reason is shown to readers of the product)".into();
+        }
         detail.downstream = downstream(lineage, &product);
         if let Entry::Served(t) = entry {
             let p = t.product();

@@ -22,7 +22,7 @@ use meshgate_mesh::publish::{Failpoint, RefreshLock, RefreshStatus, Source, publ
 use meshgate_policy::Principal;
 use tracing::{info, warn};
 
-use crate::audit::{AuditRecord, redact_sql};
+use crate::audit::{AuditRecord, redact_sql, redact_text};
 use crate::config::ServicePrincipal;
 use crate::query::{ErrorKind, Execution, QueryEngine, QueryError};
 
@@ -159,15 +159,38 @@ impl Refresher {
         let attempted_at = Utc::now();
         let previous = RefreshStatus::read(&location);
         let result = self.compute_and_publish(d).await;
-        let status = RefreshStatus {
-            attempted_at: attempted_at.to_rfc3339(),
-            succeeded_at: match &result {
-                Ok(_) => Some(attempted_at.to_rfc3339()),
-                Err(_) => previous.and_then(|p| p.succeeded_at),
+        let status = match &result {
+            Ok(r) => RefreshStatus {
+                attempted_at: attempted_at.to_rfc3339(),
+                succeeded_at: Some(attempted_at.to_rfc3339()),
+                error: None,
+                rows: Some(r.rows),
+                duration_ms: started.elapsed().as_millis() as u64,
+                digest: Some(d.digest.clone()),
+                folder: r
+                    .folder
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string()),
             },
-            error: result.as_ref().err().map(|e| e.to_string()),
-            rows: result.as_ref().ok().map(|r| r.rows),
-            duration_ms: started.elapsed().as_millis() as u64,
+            // What the served data was computed under stays as it was.
+            Err(e) => {
+                let previous = previous.unwrap_or(RefreshStatus {
+                    attempted_at: String::new(),
+                    succeeded_at: None,
+                    error: None,
+                    rows: None,
+                    duration_ms: 0,
+                    digest: None,
+                    folder: None,
+                });
+                RefreshStatus {
+                    attempted_at: attempted_at.to_rfc3339(),
+                    // Literals in an error may quote the data.
+                    error: Some(redact_text(&e.to_string())),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    ..previous
+                }
+            }
         };
         status.write(&location)?;
         match &result {
@@ -258,6 +281,11 @@ impl Refresher {
     /// Refreshes every derived product whose last attempt is older than its interval,
     /// inputs before what reads them; returns what it did.
     pub async fn refresh_due(&self) -> Vec<(ProductRef, Result<Refreshed, RefreshError>)> {
+        // Contracts as they are now (a reload reads only what changed).
+        match self.engine.mesh().reload().await {
+            Ok(mesh) => self.engine.set_mesh(Arc::new(mesh)),
+            Err(e) => warn!("cannot reload the contracts, refreshing as they were: {e}"),
+        }
         let lineage = Arc::clone(self.engine.mesh().lineage());
         let now = Utc::now();
         let mut out = Vec::new();
@@ -267,7 +295,9 @@ impl Refresher {
             }
             // The newest mesh: an input refreshed a moment ago is read as published.
             let current = Arc::clone(self.engine.mesh().lineage());
-            let d = current.upstream(&d.product).unwrap_or(d).clone();
+            let Some(d) = current.upstream(&d.product).cloned() else {
+                continue;
+            };
             let result = self.refresh(&d).await;
             out.push((d.product, result));
         }
@@ -295,6 +325,10 @@ fn is_due(d: &Derivation, now: DateTime<Utc>) -> bool {
     let Some(status) = RefreshStatus::read(location) else {
         return true;
     };
+    // The contract changed since: its data waits, quarantined, for this refresh.
+    if status.digest.as_deref() != Some(d.digest.as_str()) && status.error.is_none() {
+        return true;
+    }
     match DateTime::parse_from_rfc3339(&status.attempted_at) {
         Ok(at) => (now - at.with_timezone(&Utc)).to_std().unwrap_or_default() >= d.refresh,
         Err(_) => true,

@@ -97,23 +97,56 @@ async fn a_column_from_pii_must_be_pii() {
         "SELECT order_id AS contact FROM checkout.orders UNION ALL SELECT email FROM customers.customers",
         "SELECT (SELECT max(email) FROM customers.customers) AS contact FROM checkout.orders",
         "SELECT first_value(email) OVER (ORDER BY amount) AS contact FROM checkout.orders",
+        // A grouping id sits between group columns and aggregates.
+        "SELECT max(email) AS contact FROM checkout.orders GROUP BY ROLLUP(order_id)",
+        "SELECT max(email) AS contact FROM checkout.orders GROUP BY CUBE(order_id, region_code)",
+        // A subquery inside VALUES.
+        "SELECT x AS contact FROM (VALUES ((SELECT max(email) FROM customers.customers))) t(x)",
+        // Conditions that copy a value into a column of another relation.
+        "SELECT v.d AS contact FROM checkout.orders o JOIN (VALUES ('a'), ('b')) v(d) \
+         ON substr(o.email, 1, 1) = v.d",
+        "SELECT CAST(g.value AS VARCHAR) AS contact FROM checkout.orders o \
+         JOIN generate_series(1, 99) g ON g.value = length(o.email)",
+        "SELECT v.d AS contact FROM (VALUES ('a'), ('b')) v(d) \
+         WHERE EXISTS (SELECT 1 FROM checkout.orders o WHERE substr(o.email, 1, 1) = v.d)",
+        "SELECT v.d AS contact FROM (VALUES ('a'), ('b')) v(d) \
+         WHERE v.d = ANY (SELECT email FROM checkout.orders)",
+        "SELECT v.d AS contact FROM (VALUES ('a'), ('b')) v(d) \
+         WHERE v.d IN (SELECT substr(email, 1, 1) FROM checkout.orders)",
     ] {
         let l = lineage_of(&derived(sql, "  - {name: contact, type: string}\n")).await;
         let d = l.upstream(&report()).unwrap();
-        assert!(
-            d.problems
-                .iter()
-                .any(|p| p.contains("comes from PII") && p.contains("email")),
-            "{sql}: {:?}",
-            d.problems
-        );
+        let traced = d
+            .problems
+            .iter()
+            .any(|p| p.contains("comes from PII") && p.contains("email"));
+        let refused = d.problems.iter().any(|p| p.contains("correlated subquery"));
+        assert!(traced || refused, "{sql}: {:?}", d.problems);
         let ok = lineage_of(&derived(
             sql,
             "  - {name: contact, type: string, pii: true}\n",
         ))
         .await;
-        assert!(ok.upstream(&report()).unwrap().problems.is_empty(), "{sql}");
+        let problems = &ok.upstream(&report()).unwrap().problems;
+        assert!(
+            problems.iter().all(|p| !p.contains("comes from PII")),
+            "{sql}: {problems:?}"
+        );
+        assert!(refused || problems.is_empty(), "{sql}: {problems:?}");
     }
+}
+
+#[tokio::test]
+async fn a_join_key_or_filter_on_pii_does_not_make_the_other_columns_pii() {
+    let l = lineage_of(&derived(
+        "SELECT o.region_code AS code, sum(o.amount) AS total FROM checkout.orders o \
+         JOIN customers.customers c ON o.email = c.email WHERE c.email LIKE '%.org' \
+         GROUP BY o.region_code",
+        "  - {name: code, type: string}\n  - {name: total, type: double}\n",
+    ))
+    .await;
+    let d = l.upstream(&report()).unwrap();
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
 }
 
 #[tokio::test]
