@@ -38,20 +38,33 @@ def wait_for_evaluation(http: str) -> None:
 def test_products_by_domain_with_sla_status(gateway):
     wait_for_evaluation(gateway["http"])
     dom = render(f"http://{gateway['http']}/catalog")
-    for domain in ("checkout", "customers", "inventory", "web"):
+    for domain in ("checkout", "customers", "inventory", "marketing", "web"):
         assert f'data-domain="{domain}"' in dom
     assert 'data-name="customers.customer_profiles"' in dom
     assert "team-customers@company.com" in dom
     # The sample data is older than its freshness SLAs: the page says so at a glance.
     assert 'data-sla="breached"' in dom
-    assert "5 of 5 products" in dom
+    assert "6 of 6 products" in dom
 
 
 def test_search_narrows_the_list(gateway):
     dom = render(f"http://{gateway['http']}/catalog?q=sku")
     assert 'data-name="inventory.stock_levels"' in dom
     assert 'data-name="customers.customer_profiles"' not in dom
-    assert "1 of 5 products" in dom
+    assert "1 of 6 products" in dom
+
+
+def test_a_derived_product_page_shows_its_lineage(gateway):
+    dom = render(f"http://{gateway['http']}/catalog/marketing/sales_by_region_v1")
+    # Upstream -> product, each input linked, and where each column comes from.
+    assert 'id="lineage"' in dom
+    assert 'href="/catalog/checkout/checkout_orders_summary_v1"' in dom
+    assert 'href="/catalog/customers/customer_profiles_v2"' in dom
+    assert "checkout.checkout_orders_summary.total_amount (v1)" in dom
+    assert 'data-refresh="ok"' in dom
+    # And the input's page names what is built from it.
+    upstream = render(f"http://{gateway['http']}/catalog/checkout/checkout_orders_summary_v1")
+    assert 'href="/catalog/marketing/sales_by_region_v1"' in upstream
 
 
 def test_a_product_page_shows_schema_masks_and_who_may_read(gateway):
