@@ -84,8 +84,8 @@ impl TestMesh {
     async fn load_with(adjust: impl FnOnce(&mut MeshConfig)) -> TestMesh {
         let dir = tempfile::tempdir().unwrap();
         let contracts = dir.path().join("contracts");
-        copy_yaml(&repo().join("contracts"), &contracts);
-        copy_yaml(&repo().join("tests/fixtures/lab"), &contracts.join("lab"));
+        copy_tree(&repo().join("contracts"), &contracts);
+        copy_tree(&repo().join("tests/fixtures/lab"), &contracts.join("lab"));
         let lab = dir.path().join("lab-data");
         write_lab_data(&lab);
         let mut config = MeshConfig::at(repo());
@@ -137,13 +137,14 @@ impl TestMesh {
     }
 }
 
-fn copy_yaml(from: &Path, to: &Path) {
+/// Copies a folder tree (contracts, data) file by file.
+pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let p = entry.unwrap().path();
         let target = to.join(p.file_name().unwrap());
         if p.is_dir() {
-            copy_yaml(&p, &target);
+            copy_tree(&p, &target);
         } else {
             std::fs::copy(&p, &target).unwrap();
         }

@@ -17,7 +17,7 @@ use meshgate_server::refresh::{LINEAGE_KEY, RefreshError, Refresher};
 use meshgate_server::{RunningServer, Secrets, ServerConfig};
 
 use super::flight::{Client, fetch, strings};
-use crate::common::{TEST_KEY, repo};
+use crate::common::{TEST_KEY, copy_tree, repo};
 
 /// The sample mesh's contracts (marketing's derived product included) and the data of
 /// the products it reads, in a folder of its own; nothing of marketing's is published.
@@ -28,9 +28,9 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        copy(&repo().join("contracts"), &dir.path().join("contracts"));
+        copy_tree(&repo().join("contracts"), &dir.path().join("contracts"));
         for domain in ["checkout", "customers"] {
-            copy(
+            copy_tree(
                 &repo().join("sample-data").join(domain),
                 &dir.path().join("data").join(domain),
             );
@@ -93,6 +93,15 @@ impl Fixture {
         Refresher::standalone(self.mesh().await, &self.config(roles), key(), audit).unwrap()
     }
 
+    /// Refreshes `name` now as marketing's service principal; it must publish.
+    async fn refresh(&self, name: &str) -> meshgate_server::refresh::Refreshed {
+        self.refresher(&["marketing"], None)
+            .await
+            .refresh_named(name)
+            .await
+            .unwrap()
+    }
+
     fn location(&self, dataset: &str) -> PathBuf {
         self.root().join("data/marketing").join(dataset).join("v1")
     }
@@ -111,19 +120,6 @@ impl Fixture {
 
 fn key() -> meshgate_policy::HashKey {
     meshgate_policy::HashKey::new(TEST_KEY).unwrap()
-}
-
-fn copy(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let p = entry.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
-    }
 }
 
 async fn read_folder(folder: &Path) -> Vec<RecordBatch> {
@@ -187,12 +183,7 @@ async fn the_seed_product_is_computed_as_marketing_and_matches_the_same_sql_over
         .expect("not served before its first refresh");
     assert!(q.reasons[0].contains("does not exist"), "{q}");
 
-    let refreshed = f
-        .refresher(&["marketing"], None)
-        .await
-        .refresh_named("marketing.sales_by_region")
-        .await
-        .unwrap();
+    let refreshed = f.refresh("marketing.sales_by_region").await;
     assert_eq!(refreshed.rows, 3);
 
     // Marketing joined hashed e-mails with hashed e-mails; the same join over the clear
@@ -332,11 +323,7 @@ async fn an_author_who_reads_an_input_masked_publishes_masked_values_only() {
         "order_contacts.yaml",
         &CONTACTS.replace("PII_LINE", "pii: true, mask: hash"),
     );
-    f.refresher(&["marketing"], None)
-        .await
-        .refresh_named("marketing.order_contacts")
-        .await
-        .unwrap();
+    f.refresh("marketing.order_contacts").await;
     let raw = read_folder(&f.root().join("data/checkout/checkout_orders_summary/v1")).await;
     let clear: std::collections::HashSet<String> = strings(&raw, 2)
         .into_iter()
@@ -415,11 +402,7 @@ async fn a_derived_contract_that_drops_a_pii_tag_is_refused_by_lint_serve_and_re
 #[tokio::test]
 async fn a_failed_refresh_keeps_the_old_data_is_audited_and_breaches_the_sla() {
     let f = Fixture::new();
-    f.refresher(&["marketing"], None)
-        .await
-        .refresh_named("marketing.sales_by_region")
-        .await
-        .unwrap();
+    f.refresh("marketing.sales_by_region").await;
     let location = f.location("sales_by_region");
     let served = std::fs::read_link(&location).unwrap();
     let good = RefreshStatus::read(&location).unwrap();
@@ -588,11 +571,7 @@ async fn data_computed_under_other_pii_tags_or_swapped_in_by_hand_is_not_served(
         "order_contacts.yaml",
         &CONTACTS.replace("PII_LINE", "pii: true, mask: hash"),
     );
-    f.refresher(&["marketing"], None)
-        .await
-        .refresh_named("marketing.order_contacts")
-        .await
-        .unwrap();
+    f.refresh("marketing.order_contacts").await;
     assert!(served(&f.mesh().await));
 
     // The author drops the tag and makes the SQL harmless: the hashed e-mails computed
@@ -614,17 +593,13 @@ async fn data_computed_under_other_pii_tags_or_swapped_in_by_hand_is_not_served(
         "{q}"
     );
     // Its next refresh computes it under the new contract, and it is served again.
-    f.refresher(&["marketing"], None)
-        .await
-        .refresh_named("marketing.order_contacts")
-        .await
-        .unwrap();
+    f.refresh("marketing.order_contacts").await;
     assert!(served(&f.mesh().await));
 
     // Files swapped in by hand are not what the refresher computed.
     let location = f.location("order_contacts");
     let dataset = location.parent().unwrap().to_path_buf();
-    copy(
+    copy_tree(
         &dataset.join(std::fs::read_link(&location).unwrap()),
         &dataset.join(".v1.by-hand"),
     );
