@@ -66,6 +66,7 @@ async fn run(scales: &[usize], runs: usize) {
                 "marketing".to_string(),
                 ServicePrincipal {
                     roles: vec!["marketing".into()],
+                    attributes: Default::default(),
                 },
             )]
             .into(),

@@ -21,6 +21,11 @@ if ! command -v psql >/dev/null || [ ! -e /usr/share/java/postgresql.jar ] \
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends \
     postgresql-client libpostgresql-jdbc-java default-jdk-headless >/dev/null
 fi
+echo "== openssl, which makes the RSA keys of the identity-provider tests (ring makes no RSA keys)"
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
 echo "== a PostgreSQL server for the benchmark suite's smoke run (psycopg: meshgate vs PostgreSQL)"
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

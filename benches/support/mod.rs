@@ -66,6 +66,7 @@ pub(crate) async fn gateway(mesh: Arc<Mesh>) -> (RunningServer, Vec<Client>) {
         name: name.into(),
         password_hash: meshgate_server::auth::hash_password(name),
         scram_sha_256: None,
+        attributes: Default::default(),
         roles: vec![role.into()],
     };
     let config = ServerConfig {

@@ -57,9 +57,32 @@ pub fn principal(role_dir: &str) -> Principal {
         "guest" => Principal::new("guest", Vec::<String>::new()),
         "eu_support" => Principal::new("support", ["eu_support"]),
         "analyst_marketer" => Principal::new("lead", ["data_analyst", "marketing"]),
+        // One role, rows chosen by the user's own attributes.
+        "regional" => Principal::new("regional", ["regional_support"]).with_attributes(
+            [
+                (
+                    "regions".to_string(),
+                    vec!["US".to_string(), "APAC".to_string()],
+                ),
+                ("home_region".to_string(), vec!["US".to_string()]),
+            ]
+            .into(),
+        ),
+        "regional_unassigned" => Principal::new("newhire", ["regional_support"]),
         other => panic!("no principal for role folder {other}"),
     }
 }
+
+/// Every role folder of tests/slt/, for servers that log each one in.
+pub const ROLE_FOLDERS: &[&str] = &[
+    "analyst",
+    "marketer",
+    "guest",
+    "eu_support",
+    "analyst_marketer",
+    "regional",
+    "regional_unassigned",
+];
 
 pub struct TestMesh {
     pub mesh: Arc<Mesh>,

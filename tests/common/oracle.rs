@@ -220,7 +220,11 @@ impl RoleView {
             let filters: Vec<Option<String>> = grants
                 .iter()
                 .filter(|g| g.permission == permission)
-                .map(|g| g.row_filter.clone())
+                .map(|g| {
+                    g.row_filter
+                        .as_deref()
+                        .map(|f| with_attributes(f, &principal))
+                })
                 .collect();
             let filter = if filters.iter().any(Option::is_none) {
                 None
@@ -380,4 +384,30 @@ fn file_sizes(location: &str) -> Vec<String> {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len().to_string())
         .collect()
+}
+
+/// A row filter with the caller's `:user.<name>` references written out as quoted values,
+/// by text (the oracle's own way; the gateway binds typed literals instead); a missing
+/// attribute makes the filter `false`.
+fn with_attributes(filter: &str, principal: &meshgate_policy::Principal) -> String {
+    let re = regex::Regex::new(r":user\.([A-Za-z_][A-Za-z0-9_]*)").unwrap();
+    let mut missing = false;
+    let out = re.replace_all(filter, |c: &regex::Captures| {
+        match principal.attributes.get(&c[1]) {
+            Some(values) if !values.is_empty() => values
+                .iter()
+                .map(|v| format!("'{}'", v.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => {
+                missing = true;
+                "NULL".to_string()
+            }
+        }
+    });
+    if missing {
+        "false".to_string()
+    } else {
+        out.into_owned()
+    }
 }

@@ -42,23 +42,22 @@ impl TestServer {
     pub async fn with_mesh(mesh: TestMesh, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let audit = dir.path().join("audit.log");
-        let user = |name: &str, roles: &[&str]| UserConfig {
-            name: name.into(),
-            password_hash: meshgate_server::auth::hash_password(name),
-            scram_sha_256: Some(meshgate_server::pg::ScramVerifier::generate(name)),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
+        // Each role folder's principal, its password its name.
+        let user = |role: &&str| {
+            let p = super::principal(role);
+            UserConfig {
+                password_hash: meshgate_server::auth::hash_password(&p.name),
+                scram_sha_256: Some(meshgate_server::pg::ScramVerifier::generate(&p.name)),
+                attributes: p.attributes,
+                roles: p.roles.into_iter().collect(),
+                name: p.name,
+            }
         };
         let mut config = ServerConfig {
             flight_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             pg_addr: Some("127.0.0.1:0".parse().unwrap()),
-            users: vec![
-                user("analyst", &["data_analyst"]),
-                user("marketer", &["marketing"]),
-                user("guest", &[]),
-                user("support", &["eu_support"]),
-                user("lead", &["data_analyst", "marketing"]),
-            ],
+            users: super::ROLE_FOLDERS.iter().map(user).collect(),
             audit_file: Some(audit.clone()),
             // SLA evaluation scans every product; only the tests of it turn it on.
             limits: Limits {

@@ -37,12 +37,13 @@ const DEFAULT_CASES: usize = 80;
 const DEFAULT_SEED: u64 = 20_261_130;
 
 /// Role folder (as in tests/slt) and the gateway user that holds exactly its roles.
-const ROLES: [(&str, &str); 5] = [
+const ROLES: [(&str, &str); 6] = [
     ("analyst", "analyst"),
     ("marketer", "marketer"),
     ("guest", "guest"),
     ("eu_support", "support"),
     ("analyst_marketer", "lead"),
+    ("regional", "regional"),
 ];
 
 struct Args {

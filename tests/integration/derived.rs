@@ -55,6 +55,7 @@ impl Fixture {
             name: name.into(),
             password_hash: meshgate_server::auth::hash_password(name),
             scram_sha_256: None,
+            attributes: Default::default(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         };
         ServerConfig {
@@ -70,6 +71,7 @@ impl Fixture {
                 "marketing".to_string(),
                 ServicePrincipal {
                     roles: roles.iter().map(|r| r.to_string()).collect(),
+                    attributes: Default::default(),
                 },
             )]),
             reload_interval_secs: 1,

@@ -8,6 +8,7 @@ mod distributed;
 mod flight;
 mod leaks;
 mod meaning;
+mod oidc;
 mod plans;
 mod postgres;
 mod publish;

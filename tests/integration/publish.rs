@@ -110,6 +110,7 @@ async fn serve_with(shop: &Shop, reload_interval_secs: u64) -> RunningServer {
         name: name.into(),
         password_hash: meshgate_server::auth::hash_password(name),
         scram_sha_256: None,
+        attributes: Default::default(),
         roles: vec![role.into()],
     };
     let config = ServerConfig {

@@ -263,6 +263,7 @@ async fn tickets_handles_and_tokens_work_on_any_replica_and_for_no_one_else() {
         epoch: "any".into(),
         exp,
         exec: None,
+        iss: None,
     };
     let expired = Signer::new(TOKEN_KEY.as_bytes()).seal_envelope(&fresh(now() - 1));
     let foreign =

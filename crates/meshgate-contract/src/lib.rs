@@ -3,6 +3,7 @@
 //! This crate knows nothing about query engines or networks: it turns contract text into
 //! a validated [`Contract`], or into [`Diagnostic`]s that name the file, line and field.
 
+mod attributes;
 mod diff;
 mod governance;
 mod model;
@@ -13,6 +14,7 @@ mod validate;
 use std::fmt;
 use std::path::PathBuf;
 
+pub use attributes::{ATTRIBUTE_PREFIX, RowFilterSql, row_filter_sql};
 pub use diff::{Change, Diff, Impact, diff};
 pub use governance::{Governance, NamePattern, Violation, load_governed_contract};
 pub use model::{
@@ -320,6 +322,38 @@ access_policy:";
         assert!(d[0].message.contains("subquery"), "{}", d[0]);
         let d = errors(&with("t.order_id = 'x'"));
         assert!(d[0].message.contains("qualifier"), "{}", d[0]);
+    }
+
+    #[test]
+    fn attribute_references_stand_where_a_column_types_them() {
+        let with = |f: &str| {
+            SEED.replace(
+                "    permission: read_masked",
+                &format!("    permission: read_masked\n    row_filter: \"{f}\""),
+            )
+        };
+        for ok in [
+            "order_id IN (:user.orders)",
+            "order_id = :user.order AND :user.order <> order_id",
+            "order_id BETWEEN :user.low AND :user.high",
+            "order_id LIKE :user.prefix OR order_id NOT IN (:user.blocked, 'x')",
+        ] {
+            assert!(parse_contract(Path::new("c"), &with(ok)).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            (
+                "upper(:user.order) = order_id",
+                "compare each :user.<name> with a column",
+            ),
+            (":user.a = :user.b", "compare each"),
+            ("order_id = :user.order || 'x'", "compare each"),
+            ("order_id = :order", "starts a reference"),
+            ("order_id = $1", "parameter $1"),
+        ] {
+            let d = errors(&with(bad));
+            assert_eq!(d[0].field, "access_policy[1].row_filter", "{bad}");
+            assert!(d[0].message.contains(says), "{bad}: {}", d[0]);
+        }
     }
 
     #[test]

@@ -231,10 +231,13 @@ fn scalar_fits(v: &Scalar, ty: &ColumnType) -> bool {
 }
 
 /// A row filter is one SQL predicate over the contract's own columns: no subqueries (they
-/// would read other products as the owner) and no qualified names.
+/// would read other products as the owner) and no qualified names. A `:user.<name>`
+/// reference stands where a column is compared with it (`col = :user.x`,
+/// `col IN (:user.xs)`, `BETWEEN`, `LIKE`), which types it.
 fn check_row_filter(sql: &str, c: &Contract) -> Result<(), String> {
+    let filter = crate::attributes::row_filter_sql(sql)?;
     let expr = Parser::new(&GenericDialect {})
-        .try_with_sql(sql)
+        .try_with_sql(&filter.sql)
         .and_then(|mut p| {
             let e = p.parse_expr()?;
             p.expect_token(&sqlparser::tokenizer::Token::EOF)?;
@@ -244,31 +247,82 @@ fn check_row_filter(sql: &str, c: &Contract) -> Result<(), String> {
 
     struct Check<'a> {
         contract: &'a Contract,
+        /// Attribute references anywhere, and those compared with a column.
+        references: usize,
+        placed: usize,
+    }
+    fn is_reference(e: &Expr) -> bool {
+        matches!(e, Expr::Value(v) if matches!(v.value, sqlparser::ast::Value::Placeholder(_)))
+    }
+    fn is_column(e: &Expr) -> bool {
+        matches!(e, Expr::Identifier(_))
     }
     impl Visitor for Check<'_> {
         type Break = String;
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+            use sqlparser::ast::BinaryOperator as Op;
             match expr {
                 Expr::Identifier(id) if self.contract.column(&id.value).is_none() => {
-                    ControlFlow::Break(format!("row_filter names unknown column {:?}", id.value))
+                    return ControlFlow::Break(format!(
+                        "row_filter names unknown column {:?}",
+                        id.value
+                    ));
                 }
-                Expr::CompoundIdentifier(parts) => ControlFlow::Break(format!(
-                    "row_filter must name columns without a qualifier, found {}",
-                    parts
-                        .iter()
-                        .map(|p| p.value.as_str())
-                        .collect::<Vec<_>>()
-                        .join(".")
-                )),
+                Expr::CompoundIdentifier(parts) => {
+                    return ControlFlow::Break(format!(
+                        "row_filter must name columns without a qualifier, found {}",
+                        parts
+                            .iter()
+                            .map(|p| p.value.as_str())
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    ));
+                }
                 Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
-                    ControlFlow::Break("row_filter must not contain a subquery".into())
+                    return ControlFlow::Break("row_filter must not contain a subquery".into());
                 }
-                _ => ControlFlow::Continue(()),
+                Expr::BinaryOp {
+                    left,
+                    op: Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq,
+                    right,
+                } if (is_reference(left) && is_column(right))
+                    || (is_reference(right) && is_column(left)) =>
+                {
+                    self.placed += 1;
+                }
+                Expr::InList { expr, list, .. } if is_column(expr) => {
+                    self.placed += list.iter().filter(|e| is_reference(e)).count();
+                }
+                Expr::Between {
+                    expr, low, high, ..
+                } if is_column(expr) => {
+                    self.placed += usize::from(is_reference(low)) + usize::from(is_reference(high));
+                }
+                Expr::Like { expr, pattern, .. } | Expr::ILike { expr, pattern, .. }
+                    if is_column(expr) && is_reference(pattern) =>
+                {
+                    self.placed += 1;
+                }
+                e if is_reference(e) => self.references += 1,
+                _ => {}
             }
+            ControlFlow::Continue(())
         }
     }
-    match expr.visit(&mut Check { contract: c }) {
-        ControlFlow::Break(msg) => Err(msg),
-        ControlFlow::Continue(()) => Ok(()),
+    let mut check = Check {
+        contract: c,
+        references: 0,
+        placed: 0,
+    };
+    if let ControlFlow::Break(msg) = expr.visit(&mut check) {
+        return Err(msg);
     }
+    if check.references > check.placed {
+        return Err(format!(
+            "row_filter {sql:?}: compare each {}<name> with a column directly (col = \
+             {0}x, col IN ({0}xs), BETWEEN, LIKE): its type is the column's",
+            crate::attributes::ATTRIBUTE_PREFIX
+        ));
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::common::DFSchema;
+use datafusion::common::{DFSchema, DataFusionError};
 use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
@@ -171,14 +171,7 @@ fn row_filters(
     let mut problems = Vec::new();
     for g in &contract.access_policy {
         let Some(sql) = &g.row_filter else { continue };
-        let planned = ctx.parse_sql_expr(sql, &df_schema).and_then(|e| {
-            let ty = e.get_type(&df_schema)?;
-            if ty == DataType::Boolean {
-                simplifier.simplify(simplifier.coerce(e, &df_schema)?)
-            } else {
-                datafusion::common::plan_err!("it is {ty}, not a boolean predicate")
-            }
-        });
+        let planned = plan_row_filter(ctx, sql, &df_schema, &simplifier);
         match planned {
             Ok(e) => {
                 out.insert(g.role.as_str().to_string(), e);
@@ -193,6 +186,61 @@ fn row_filters(
         Ok(out)
     } else {
         Err(problems)
+    }
+}
+
+/// One row filter, typed against the product's columns. Its `:user.<name>` references
+/// become parameters named so, typed by the column each is compared with; such a filter
+/// is coerced but not simplified here (folding `x IN ($1)` into `x = $1` would lose the
+/// attribute's other values), it is bound per caller.
+fn plan_row_filter(
+    ctx: &SessionContext,
+    sql: &str,
+    schema: &DFSchema,
+    simplifier: &ExprSimplifier,
+) -> datafusion::common::Result<Expr> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let filter = meshgate_contract::row_filter_sql(sql).map_err(DataFusionError::Plan)?;
+    let e = ctx.parse_sql_expr(&filter.sql, schema)?;
+    let e = e
+        .transform(|e| match e {
+            Expr::Placeholder(mut p) => match filter.attribute_of(&p.id) {
+                Some(name) => {
+                    p.id = format!("{}{name}", meshgate_contract::ATTRIBUTE_PREFIX);
+                    Ok(Transformed::yes(Expr::Placeholder(p)))
+                }
+                None => datafusion::common::plan_err!("unexpected parameter {}", p.id),
+            },
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    let (e, attributes) = e.infer_placeholder_types(schema)?;
+    if attributes {
+        let mut untyped = None;
+        e.apply(|e| {
+            if let Expr::Placeholder(p) = e
+                && p.field.is_none()
+            {
+                untyped = Some(p.id.clone());
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })?;
+        if let Some(id) = untyped {
+            return datafusion::common::plan_err!(
+                "{id} must be compared with a column directly (col = {id}, col IN ({id})), \
+                 which gives it a type"
+            );
+        }
+    }
+    let ty = e.get_type(schema)?;
+    if ty != DataType::Boolean {
+        return datafusion::common::plan_err!("it is {ty}, not a boolean predicate");
+    }
+    let coerced = simplifier.coerce(e, schema)?;
+    if attributes {
+        Ok(coerced)
+    } else {
+        simplifier.simplify(coerced)
     }
 }
 

@@ -17,7 +17,7 @@ mod udf;
 mod verify;
 mod view;
 
-pub use access::{Access, Policy, Principal};
+pub use access::{Access, Policy, Principal, bind_attributes};
 pub use masks::{HashKey, KeyTooShort};
 pub use node::{AppliedPolicy, MeshQueryPlanner, applied_policies};
 pub use rule::MeshPolicyRule;

@@ -23,6 +23,9 @@ use tracing::{error, info};
 pub struct AuditRecord {
     pub time: String,
     pub principal: String,
+    /// The identity provider that vouched for the principal; absent for configured users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     pub roles: Vec<String>,
     pub client: String,
     /// The RPC or statement kind: `statement`, `prepared`, `get_tables`, `handshake`…
@@ -72,6 +75,7 @@ impl AuditRecord {
         AuditRecord {
             time: chrono::Utc::now().to_rfc3339(),
             principal: principal.name.clone(),
+            issuer: principal.issuer.clone(),
             roles: principal.roles.iter().cloned().collect(),
             client: client.to_string(),
             kind: kind.to_string(),

@@ -7,7 +7,7 @@
 //! state lives in a gateway's memory. The key id lets replicas rotate keys one at a time:
 //! each signs with its current key and still verifies with the previous one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -69,34 +69,42 @@ impl Users {
 
     /// Checks `authorization: Basic …` and returns the principal with all its roles.
     pub fn verify_basic(&self, header: &str) -> Result<Principal, Status> {
-        let encoded = strip_scheme(header, "basic")
-            .ok_or_else(|| Status::unauthenticated("expected Basic credentials"))?;
-        // Some clients (Go's, hence ADBC) leave out the base64 padding.
-        let decoded = BASIC
-            .decode(encoded.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
-        let (name, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
-        let refused = || Status::unauthenticated("invalid user name or password");
-        let user = self.users.get(name);
-        let stored = user.map_or(DECOY.as_str(), |u| u.password_hash.as_str());
-        let verified = argon2_verify(stored, password);
-        match user {
-            Some(user) if verified => Ok(Principal::new(name, user.roles.iter().cloned())),
-            _ => Err(refused()),
-        }
+        let (name, password) = basic_credentials(header)?;
+        self.verify_password(&name, &password)
+            .ok_or_else(|| Status::unauthenticated("invalid user name or password"))
     }
+
+    /// The attributes `name` holds now.
+    pub fn attributes_of(&self, name: &str) -> BTreeMap<String, Vec<String>> {
+        self.users
+            .get(name)
+            .map(|u| u.attributes.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The user name and password of `authorization: Basic …`.
+pub fn basic_credentials(header: &str) -> Result<(String, String), Status> {
+    let encoded = strip_scheme(header, "basic")
+        .ok_or_else(|| Status::unauthenticated("expected Basic credentials"))?;
+    // Some clients (Go's, hence ADBC) leave out the base64 padding.
+    let decoded = BASIC
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
+    let (name, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
+    Ok((name.to_string(), password.to_string()))
 }
 
 impl Users {
     /// The principal `name` stands for now, with all its roles.
     pub fn principal(&self, name: &str) -> Option<Principal> {
-        self.users
-            .get(name)
-            .map(|u| Principal::new(name, u.roles.iter().cloned()))
+        self.users.get(name).map(|u| {
+            Principal::new(name, u.roles.iter().cloned()).with_attributes(u.attributes.clone())
+        })
     }
 
     /// Checks a password given in the clear, at the same cost whether the user exists.
@@ -104,8 +112,9 @@ impl Users {
         let user = self.users.get(name);
         let stored = user.map_or(DECOY.as_str(), |u| u.password_hash.as_str());
         let verified = argon2_verify(stored, password);
-        user.filter(|_| verified)
-            .map(|u| Principal::new(name, u.roles.iter().cloned()))
+        user.filter(|_| verified).map(|u| {
+            Principal::new(name, u.roles.iter().cloned()).with_attributes(u.attributes.clone())
+        })
     }
 
     /// `name`'s SCRAM-SHA-256 verifier, if it has one (malformed: why).
@@ -198,13 +207,23 @@ pub struct Claims {
     /// Seconds since the epoch.
     pub exp: u64,
     /// When the session ends, whatever refreshing happens (seconds since the epoch): the
-    /// password was checked `max_session_secs` before.
+    /// password was checked `max_session_secs` before, or the identity provider's token
+    /// expires.
     pub end: u64,
+    /// The identity provider that vouched for the login; `None` for configured users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// The attributes the provider's token gave (a configured user's are read from the
+    /// configuration at each call instead).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, Vec<String>>,
 }
 
 impl Claims {
     pub fn principal(&self) -> Principal {
         Principal::new(self.sub.clone(), self.roles.iter().cloned())
+            .with_attributes(self.attrs.clone())
+            .with_issuer(self.iss.clone())
     }
 }
 
@@ -227,6 +246,9 @@ pub struct Envelope {
     /// any replica redeeming it honours the choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<String>,
+    /// The maker's identity provider: the same name at another issuer is someone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
 
 /// Why a sealed value was refused; all are UNAUTHENTICATED, the message says which.
@@ -355,6 +377,11 @@ impl Signer {
                 roles: principal.roles.iter().cloned().collect(),
                 exp: (now() + ttl_secs).min(end),
                 end,
+                iss: principal.issuer.clone(),
+                attrs: match principal.issuer {
+                    Some(_) => principal.attributes.clone(),
+                    None => BTreeMap::new(),
+                },
             },
         )
     }
@@ -393,7 +420,7 @@ impl Signer {
             return Err(Status::unauthenticated("ticket or handle expired"));
         }
         let roles: Vec<String> = caller.roles.iter().cloned().collect();
-        if envelope.sub != caller.name || envelope.roles != roles {
+        if envelope.sub != caller.name || envelope.roles != roles || envelope.iss != caller.issuer {
             return Err(Status::permission_denied(
                 "this ticket or handle was issued to another principal or role",
             ));
@@ -438,7 +465,12 @@ pub fn caller(signer: &Signer, users: &Users, metadata: &MetadataMap) -> Result<
 
 /// The principal a token stands for under the users configured now: a removed user is
 /// refused, a revoked role is gone (a token never grants more than the configuration).
+/// A login an identity provider vouched for stands as the provider's token said, until
+/// that token's expiry ends the session.
 pub fn current(users: &Users, claims: &Claims) -> Result<Principal, Status> {
+    if claims.iss.is_some() {
+        return Ok(claims.principal());
+    }
     let Some(held) = users.roles_of(&claims.sub) else {
         return Err(Status::unauthenticated(format!(
             "user {} no longer exists: log in again",
@@ -448,7 +480,8 @@ pub fn current(users: &Users, claims: &Claims) -> Result<Principal, Status> {
     Ok(Principal::new(
         claims.sub.clone(),
         claims.roles.iter().filter(|r| held.contains(*r)).cloned(),
-    ))
+    )
+    .with_attributes(users.attributes_of(&claims.sub)))
 }
 
 /// An argon2id hash in PHC format, for `users[].password_hash` in meshgate.yaml.
@@ -506,6 +539,7 @@ mod tests {
             epoch: "e1".into(),
             exp: now() + 60,
             exec: None,
+            iss: None,
         };
         let sealed = signer().seal_envelope(&e);
         assert_eq!(signer().open_envelope(&sealed, &analyst).unwrap(), e);
@@ -546,12 +580,14 @@ mod tests {
                 name: "analyst".into(),
                 password_hash: hash_password("analyst"),
                 scram_sha_256: None,
+                attributes: Default::default(),
                 roles: vec!["data_analyst".into(), "marketing".into()],
             },
             UserConfig {
                 name: "marketer".into(),
                 password_hash: hash_password("marketer"),
                 scram_sha_256: None,
+                attributes: Default::default(),
                 roles: vec!["marketing".into()],
             },
         ])
@@ -594,6 +630,7 @@ mod tests {
             name: "analyst".into(),
             password_hash: String::new(),
             scram_sha_256: None,
+            attributes: Default::default(),
             roles: vec!["marketing".into()],
         }]);
         let p = current(&narrowed, &claims).unwrap();

@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub pg_addr: Option<SocketAddr>,
     pub mesh: MeshConfig,
     pub users: Vec<UserConfig>,
+    /// Logins vouched for by an identity provider (`auth.oidc`), beside the users above.
+    pub auth: AuthConfig,
     /// How long a bearer token (and the tickets it mints) stays valid.
     pub token_ttl_secs: u64,
     /// How long a session lasts after its password was checked: refreshing a token never
@@ -66,6 +68,7 @@ impl Default for ServerConfig {
             pg_addr: Some(([127, 0, 0, 1], 15432).into()),
             mesh: MeshConfig::default(),
             users: vec![],
+            auth: AuthConfig::default(),
             token_ttl_secs: 3600,
             max_session_secs: 12 * 3600,
             limits: Limits::default(),
@@ -88,6 +91,9 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServicePrincipal {
     pub roles: Vec<String>,
+    /// What its grants' row filters read as `:user.<name>`.
+    #[serde(default, deserialize_with = "attributes")]
+    pub attributes: BTreeMap<String, Vec<String>>,
 }
 
 impl ServicePrincipal {
@@ -95,6 +101,7 @@ impl ServicePrincipal {
     /// name holds no colon).
     pub fn principal(&self, domain: &str) -> meshgate_policy::Principal {
         meshgate_policy::Principal::new(format!("service:{domain}"), self.roles.iter().cloned())
+            .with_attributes(self.attributes.clone())
     }
 }
 
@@ -113,6 +120,151 @@ pub struct UserConfig {
     pub scram_sha_256: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// What row filters read as `:user.<name>` (`regions: [EU, US]`, `tier: gold`): a
+    /// value or a list of values.
+    #[serde(default, deserialize_with = "attributes")]
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+/// Attributes as text: a scalar is a list of one; maps and nulls are refused, so a typo
+/// in the file is an error rather than a user who silently sees nothing.
+fn attributes<'de, D>(d: D) -> Result<BTreeMap<String, Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let raw = BTreeMap::<String, serde_yaml::Value>::deserialize(d)?;
+    let text = |name: &str, v: &serde_yaml::Value| match v {
+        serde_yaml::Value::String(s) => Ok(s.clone()),
+        serde_yaml::Value::Number(n) => Ok(n.to_string()),
+        serde_yaml::Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(D::Error::custom(format!(
+            "attribute {name}: expected a value or a list of values"
+        ))),
+    };
+    raw.into_iter()
+        .map(|(name, v)| {
+            let values = match &v {
+                serde_yaml::Value::Sequence(items) => items
+                    .iter()
+                    .map(|i| text(&name, i))
+                    .collect::<Result<_, _>>()?,
+                other => vec![text(&name, other)?],
+            };
+            Ok((name, values))
+        })
+        .collect()
+}
+
+/// `auth:` in meshgate.yaml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Identity providers whose tokens (JWTs) are accepted as logins.
+    pub oidc: Vec<OidcIssuer>,
+}
+
+/// One identity provider: how its tokens are checked and what its groups grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    /// The `iss` its tokens carry, exactly.
+    pub issuer: String,
+    /// Where its signing keys are published (JWKS): `https://`, or `http://` on this
+    /// machine only (keys fetched in the clear could be swapped on the way).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Or a JWKS file (relative to meshgate.yaml), read again at each refresh.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The `aud` a token must carry: meshgate's client id at the provider.
+    pub audience: String,
+    /// The signature algorithms accepted; HMAC ones never are (a JWKS holds public keys).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// The claim that names the user (audited, and the login name a client sends).
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// The claim that lists the user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Group → the roles it grants. A group not listed grants nothing.
+    #[serde(default)]
+    pub group_roles: BTreeMap<String, Vec<String>>,
+    /// Attribute (`:user.<name>` in row filters) → the claim it is read from.
+    #[serde(default)]
+    pub attribute_claims: BTreeMap<String, String>,
+    /// How often the keys are fetched again; an unknown key id fetches at once (at most
+    /// every 10 s).
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`, at most 300 s.
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+
+fn default_user_claim() -> String {
+    "sub".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    300
+}
+
+fn default_leeway_secs() -> u64 {
+    60
+}
+
+impl OidcIssuer {
+    /// Refuses, at start, what would make tokens easy to forge or keys easy to swap.
+    pub fn validate(&self) -> Result<(), String> {
+        let at = &self.issuer;
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err("an issuer and an audience are required".into());
+        }
+        match (&self.jwks_url, &self.jwks_file) {
+            (Some(url), None) => {
+                let u = url::Url::parse(url).map_err(|e| format!("{at}: jwks_url {url:?}: {e}"))?;
+                let local = u.host_str().is_some_and(|h| {
+                    h == "localhost"
+                        || h.trim_matches(['[', ']'])
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                });
+                if !(u.scheme() == "https" || (u.scheme() == "http" && local)) {
+                    return Err(format!(
+                        "{at}: jwks_url {url:?}: keys are fetched over https (http only on \
+                         this machine)"
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => return Err(format!("{at}: give one of jwks_url and jwks_file")),
+        }
+        if self.algorithms.is_empty() {
+            return Err(format!("{at}: algorithms: list at least one"));
+        }
+        for a in &self.algorithms {
+            if !crate::oidc::ALGORITHMS.contains(&a.as_str()) {
+                return Err(format!(
+                    "{at}: algorithms: {a} is not accepted (one of {})",
+                    crate::oidc::ALGORITHMS.join(", ")
+                ));
+            }
+        }
+        if self.leeway_secs > 300 {
+            return Err(format!("{at}: leeway_secs: at most 300"));
+        }
+        Ok(())
+    }
 }
 
 /// Protection for the gateway and the machine it runs on; defaults suit a laptop.
@@ -267,6 +419,17 @@ impl ServerConfig {
                 })?;
             }
         }
+        for issuer in &mut config.auth.oidc {
+            if let (Some(base), Some(file)) = (base, &issuer.jwks_file)
+                && file.is_relative()
+            {
+                issuer.jwks_file = Some(base.join(file));
+            }
+            issuer.validate().map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("auth.oidc: {message}"),
+            })?;
+        }
         if let Some(d) = &config.distributed {
             d.validate().map_err(|message| ConfigError::Parse {
                 path: path.to_path_buf(),
@@ -407,5 +570,74 @@ mod distributed_tests {
             let e = config(url, tls).validate().unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    fn issuer(url: &str) -> OidcIssuer {
+        serde_yaml::from_str(&format!(
+            "{{issuer: 'https://idp.example.com/', jwks_url: '{url}', audience: meshgate}}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_are_fetched_over_https_or_on_this_machine_only() {
+        for ok in [
+            "https://idp.example.com/keys",
+            "http://127.0.0.1:8081/keys",
+            "http://localhost/keys",
+            "http://[::1]:80/keys",
+        ] {
+            assert_eq!(issuer(ok).validate(), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://idp.example.com/keys",
+            "http://10.0.0.7/keys",
+            "file:///etc/keys",
+        ] {
+            let e = issuer(bad).validate().unwrap_err();
+            assert!(e.contains("over https"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn hmac_and_unknown_algorithms_a_missing_key_source_and_wide_skew_are_refused() {
+        let mut i = issuer("https://idp.example.com/keys");
+        assert_eq!(i.algorithms, ["RS256"], "RS256 unless listed");
+        for alg in ["HS256", "none", "RS1"] {
+            i.algorithms = vec![alg.into()];
+            let e = i.validate().unwrap_err();
+            assert!(e.contains(&format!("{alg} is not accepted")), "{e}");
+        }
+        i.algorithms = vec!["ES256".into()];
+        i.leeway_secs = 3600;
+        assert!(i.validate().unwrap_err().contains("at most 300"));
+        i.leeway_secs = 60;
+        i.jwks_file = Some("keys.json".into());
+        assert!(
+            i.validate()
+                .unwrap_err()
+                .contains("one of jwks_url and jwks_file")
+        );
+    }
+
+    #[test]
+    fn attributes_are_values_or_lists_of_values() {
+        let u: UserConfig = serde_yaml::from_str(
+            "{name: a, password_hash: x, attributes: {regions: [EU, US], tier: 3, vip: true}}",
+        )
+        .unwrap();
+        assert_eq!(u.attributes["regions"], ["EU", "US"]);
+        assert_eq!(u.attributes["tier"], ["3"]);
+        assert_eq!(u.attributes["vip"], ["true"]);
+        let e = serde_yaml::from_str::<UserConfig>(
+            "{name: a, password_hash: x, attributes: {regions: {eu: 1}}}",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("attribute regions"), "{e}");
     }
 }

@@ -450,23 +450,46 @@ impl FlightSqlService for MeshFlightSql {
         // JDBC's `token=` sends the bearer token it already has to the handshake: a new
         // token, within the same session (refreshing never extends it).
         let ip = request.remote_addr().map(|a| a.ip());
-        let result = if header
-            .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("bearer ")
-        {
-            self.caller(&request).and_then(|p| {
-                let token = header.trim().split_once(' ').map_or("", |(_, t)| t.trim());
-                Ok((p, self.gateway.signer.verify_token(token)?.end))
-            })
-        } else {
-            self.gateway.throttle.check(ip).and_then(|()| {
-                let verified = self.gateway.users().verify_basic(&header);
-                if verified.is_err() {
-                    self.gateway.throttle.failed(ip);
+        let bearer = header
+            .trim()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_string());
+        let gateway = &self.gateway;
+        let result = match bearer {
+            // An identity provider's token: a new session, as with a password.
+            Some(token) if gateway.is_token(&token) => match gateway.throttle.check(ip) {
+                Err(e) => Err(e),
+                Ok(()) => gateway.token_login(&token, None).await.map_err(|m| {
+                    gateway.throttle.failed(ip);
+                    Status::unauthenticated(m)
+                }),
+            },
+            Some(token) => self
+                .caller(&request)
+                .and_then(|p| Ok((p, gateway.signer.verify_token(&token)?.end))),
+            None => match gateway.throttle.check(ip) {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let verified = match crate::auth::basic_credentials(&header) {
+                        // Clients that only send Basic give the provider's token as the
+                        // password.
+                        Ok((name, password)) if gateway.is_token(&password) => gateway
+                            .token_login(&password, Some(&name))
+                            .await
+                            .map_err(Status::unauthenticated),
+                        Ok(_) => gateway
+                            .users()
+                            .verify_basic(&header)
+                            .map(|p| (p, now() + gateway.config.max_session_secs)),
+                        Err(e) => Err(e),
+                    };
+                    if verified.is_err() {
+                        gateway.throttle.failed(ip);
+                    }
+                    verified
                 }
-                verified.map(|p| (p, now() + self.gateway.config.max_session_secs))
-            })
+            },
         };
         let mut record = AuditRecord {
             time: chrono::Utc::now().to_rfc3339(),
@@ -484,6 +507,7 @@ impl FlightSqlService for MeshFlightSql {
             }
         };
         record.principal = principal.name.clone();
+        record.issuer = principal.issuer.clone();
         record.roles = principal.roles.iter().cloned().collect();
         self.gateway.audit_now(record, started, Ok(()));
         let token =

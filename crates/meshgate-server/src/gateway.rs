@@ -27,6 +27,8 @@ pub struct Gateway {
     pub(crate) throttle: LoginThrottle,
     /// Parameters bound through DoPut, for clients that keep using the old handle.
     bound: Mutex<BoundParams>,
+    /// Identity providers and their keys (`auth.oidc`; read at start).
+    pub(crate) oidc: crate::oidc::Oidc,
 }
 
 impl Gateway {
@@ -64,6 +66,7 @@ impl Gateway {
             users: std::sync::RwLock::new(Arc::new(Users::new(&config.users))),
             throttle: LoginThrottle::new(config.limits.max_failed_logins_per_minute),
             bound: Mutex::new(BoundParams::default()),
+            oidc: crate::oidc::Oidc::new(&config.auth.oidc),
             reports: Default::default(),
             config,
         })
@@ -84,6 +87,36 @@ impl Gateway {
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Principal, Status> {
         crate::auth::caller(&self.signer, &self.users(), metadata)
+    }
+
+    /// A login with an identity provider's token, and when its session ends: the
+    /// configured session length, never past the token's expiry. `name`, when the client
+    /// sent one, must be the token's user. The message says why a token was refused.
+    pub(crate) async fn token_login(
+        &self,
+        token: &str,
+        name: Option<&str>,
+    ) -> Result<(Principal, u64), String> {
+        let verified = self
+            .oidc
+            .verify(token)
+            .await
+            .map_err(|e| format!("identity token refused: {e}"))?;
+        if let Some(name) = name.filter(|n| !n.is_empty())
+            && name != verified.principal.name
+        {
+            return Err(format!(
+                "identity token refused: it is {:?}'s, not {name:?}'s",
+                verified.principal.name
+            ));
+        }
+        let end = (now() + self.config.max_session_secs).min(verified.expires);
+        Ok((verified.principal, end))
+    }
+
+    /// Whether `password` is to be checked as an identity provider's token.
+    pub(crate) fn is_token(&self, password: &str) -> bool {
+        !self.oidc.is_empty() && crate::oidc::Oidc::looks_like_jwt(password)
     }
 
     /// The mesh as of now.
@@ -138,6 +171,7 @@ impl Gateway {
             epoch: self.mesh().epoch().to_string(),
             exp: now() + self.config.token_ttl_secs,
             exec: execution.map(|e| e.to_string()),
+            iss: principal.issuer.clone(),
         })
     }
 

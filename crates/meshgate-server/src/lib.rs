@@ -10,6 +10,7 @@ mod flight;
 mod gateway;
 mod http;
 mod metrics;
+pub mod oidc;
 pub mod pg;
 pub mod query;
 pub mod refresh;

@@ -236,6 +236,17 @@ impl StartupHandler for PgService {
                 match step {
                     Login::Cleartext => {
                         let password = message.into_password()?.password;
+                        if gateway.is_token(&password) {
+                            return match gateway.token_login(&password, Some(&user)).await {
+                                Ok((principal, end)) => {
+                                    self.logged_in(client, principal, started, Some(end)).await
+                                }
+                                Err(why) => {
+                                    gateway.throttle.failed(ip);
+                                    Err(refused(QueryError::new(ErrorKind::Unauthenticated, why)))
+                                }
+                            };
+                        }
                         let users = gateway.users();
                         let name = user.clone();
                         let verified = tokio::task::spawn_blocking(move || {
@@ -244,7 +255,9 @@ impl StartupHandler for PgService {
                         .await
                         .map_err(|_| refused(QueryError::internal("password check panicked")))?;
                         match verified {
-                            Some(principal) => self.logged_in(client, principal, started).await?,
+                            Some(principal) => {
+                                self.logged_in(client, principal, started, None).await?
+                            }
                             None => {
                                 gateway.throttle.failed(ip);
                                 return Err(refused(wrong_password(&user, false)));
@@ -291,7 +304,7 @@ impl StartupHandler for PgService {
                                         Authentication::SASLFinal(server_final.into_bytes().into()),
                                     ))
                                     .await?;
-                                self.logged_in(client, principal, started).await?;
+                                self.logged_in(client, principal, started, None).await?;
                             }
                             _ => {
                                 gateway.throttle.failed(ip);
@@ -432,6 +445,7 @@ impl PgService {
         client: &mut C,
         principal: Principal,
         started: Instant,
+        end: Option<u64>,
     ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
@@ -447,7 +461,11 @@ impl PgService {
                 return Err(fatal(&e, "28000"));
             }
         };
+        if let Some(end) = end {
+            session.end_at(end);
+        }
         let mut record = login_record(&client.socket_addr().to_string(), &user);
+        record.issuer = session.principal().issuer;
         record.roles = session.principal().roles.iter().cloned().collect();
         self.gateway.audit_now(record, started, Ok(()));
         let (pid, secret) = self.pids.generate(client);

@@ -35,6 +35,8 @@ struct State {
     settings: BTreeMap<String, String>,
     /// The statement running now, for CancelRequest.
     running: CancellationToken,
+    /// When a login an identity provider vouched for ends (its token's expiry).
+    end: Option<u64>,
 }
 
 /// Client settings a session may set, lower-case, and the value each starts with.
@@ -99,6 +101,7 @@ impl Session {
             execution: None,
             settings: BTreeMap::new(),
             running: CancellationToken::new(),
+            end: None,
         };
         for (name, value) in options {
             state.set(&name, Some(&value))?;
@@ -117,6 +120,22 @@ impl Session {
     /// refused, a revoked role is gone.
     pub(crate) fn current(&self, users: &crate::auth::Users) -> Result<Principal, QueryError> {
         let state = self.lock();
+        if state.login.issuer.is_some() {
+            // As the identity provider's token said, until it expires.
+            if state.end.is_none_or(|end| end <= crate::auth::now()) {
+                return Err(QueryError::new(
+                    ErrorKind::Unauthenticated,
+                    "the identity provider's token has expired: connect again with a new one",
+                ));
+            }
+            return match &state.role {
+                None => Ok(state.login.clone()),
+                Some(role) => state
+                    .login
+                    .narrowed_to(role)
+                    .ok_or_else(|| not_held(&state.login.name, role)),
+            };
+        }
         let Some(held) = users.roles_of(&state.login.name) else {
             return Err(QueryError::new(
                 ErrorKind::Unauthenticated,
@@ -129,13 +148,19 @@ impl Session {
             .iter()
             .filter(|r| held.contains(*r))
             .cloned();
-        let principal = Principal::new(state.login.name.clone(), roles);
+        let principal = Principal::new(state.login.name.clone(), roles)
+            .with_attributes(users.attributes_of(&state.login.name));
         match &state.role {
             None => Ok(principal),
             Some(role) => principal
                 .narrowed_to(role)
                 .ok_or_else(|| not_held(&principal.name, role)),
         }
+    }
+
+    /// Ends the session when an identity provider's token expires.
+    pub(crate) fn end_at(&self, end: u64) {
+        self.lock().end = Some(end);
     }
 
     /// The principal as logged in and narrowed (for the login's audit line).
