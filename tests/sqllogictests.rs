@@ -72,7 +72,7 @@ impl AsyncDB for MeshDb {
             usize::from(planned.route.engine == Engine::Distributed),
             Ordering::Relaxed,
         );
-        let permit = self.engine.slot().await.map_err(Failure)?;
+        let permit = self.engine.slot(&self.principal).await.map_err(Failure)?;
         let record = AuditRecord {
             principal: self.principal.name.clone(),
             kind: "statement".into(),

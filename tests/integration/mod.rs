@@ -12,6 +12,7 @@ mod oidc;
 mod plans;
 mod postgres;
 mod publish;
+mod quotas;
 mod replicas;
 mod s3;
 mod transport;

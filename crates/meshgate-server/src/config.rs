@@ -283,6 +283,23 @@ pub struct Limits {
     /// Failed logins a client address may make per minute before it must wait; 0 turns
     /// the limit off.
     pub max_failed_logins_per_minute: u32,
+    /// Quotas per role, on top of the limits above (which stay every role's default).
+    pub roles: BTreeMap<String, RoleLimits>,
+}
+
+/// One role's quota on one replica, shared by everyone using the role; every bound is
+/// optional (unset: the global limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleLimits {
+    pub max_concurrent_queries: Option<usize>,
+    pub queries_per_minute: Option<u32>,
+    /// What the role's running queries may hold together (within the global pool).
+    pub memory_limit_mb: Option<usize>,
+    pub query_timeout_secs: Option<u64>,
+    /// Rows and size of one answer; beyond them the answer ends with RESOURCE_EXHAUSTED.
+    pub max_result_rows: Option<u64>,
+    pub max_result_mb: Option<u64>,
 }
 
 impl Default for Limits {
@@ -295,6 +312,7 @@ impl Default for Limits {
             target_partitions: None,
             sla_check_interval_secs: 300,
             max_failed_logins_per_minute: 10,
+            roles: BTreeMap::new(),
         }
     }
 }

@@ -144,7 +144,7 @@ impl MeshFlightSql {
             }
             record.catalog_epoch = Some(epoch);
             let engine = &self.gateway.query;
-            let permit = engine.slot().await.map_err(status)?;
+            let permit = engine.slot(&principal).await.map_err(status)?;
             let planned = match engine.take(handle, &principal, execution) {
                 Some(planned) => planned,
                 None => {
@@ -1066,7 +1066,11 @@ pub(crate) fn status(e: QueryError) -> Status {
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     };
-    Status::new(code, e.message)
+    let mut status = Status::new(code, e.message);
+    if let Some(v) = e.retry_after.and_then(|s| s.to_string().parse().ok()) {
+        status.metadata_mut().insert("retry-after", v);
+    }
+    status
 }
 
 /// A failure of the transport's own (authentication, a malformed request) as the audit

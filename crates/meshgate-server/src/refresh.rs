@@ -226,7 +226,7 @@ impl Refresher {
                 .plan(&principal, &d.sql, None, Some(Execution::Local))
                 .await?;
             let schema = Arc::clone(&planned.wire_schema);
-            let permit = self.engine.slot().await?;
+            let permit = self.engine.slot(&principal).await?;
             let batches: Vec<_> = self
                 .engine
                 .execute(planned, permit, record.clone(), Instant::now())?

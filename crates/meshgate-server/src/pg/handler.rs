@@ -121,7 +121,7 @@ impl PgService {
         let execution = session.execution();
         let cancel = session.start_statement();
         let result = async {
-            let permit = engine.slot().await?;
+            let permit = engine.slot(&principal).await?;
             let planned = match prepared {
                 Some((handle, None)) => {
                     engine

@@ -82,6 +82,8 @@ pub struct QueryError {
     /// PostgreSQL's own code when it is finer than the kind's (drivers branch on
     /// "undefined table" or "syntax error"); see [`QueryError::sqlstate`].
     pub code: Option<&'static str>,
+    /// Seconds after which trying again may succeed (a quota or the queue).
+    pub retry_after: Option<u64>,
 }
 
 impl QueryError {
@@ -90,7 +92,13 @@ impl QueryError {
             kind,
             message: message.into(),
             code: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The SQLSTATE a Postgres client is told.

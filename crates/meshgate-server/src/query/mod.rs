@@ -8,6 +8,7 @@ mod error;
 mod handoff;
 mod params;
 mod placeholders;
+mod quota;
 mod route;
 mod stream;
 #[cfg(test)]
@@ -33,7 +34,9 @@ use meshgate_mesh::Mesh;
 use meshgate_policy::{
     AppliedPolicy, HashKey, MeshSession, Policy, Principal, SessionOptions, applied_policies,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
+
+pub use quota::Slot;
 
 use crate::audit::{AuditLog, AuditRecord, redact_text};
 use crate::config::{DistributedConfig, Limits};
@@ -76,6 +79,7 @@ pub struct QueryEngine {
     options: EngineOptions,
     runtime: Arc<RuntimeEnv>,
     slots: Arc<Semaphore>,
+    quotas: quota::Quotas,
     cluster: Option<Cluster>,
     /// Plans waiting for the next call of their statement (see `handoff.rs`).
     handoff: handoff::HandOff,
@@ -128,8 +132,11 @@ impl QueryEngine {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()
             .map_err(|e| QueryError::internal(&format!("the query runtime: {e}")))?;
+        let quotas = quota::Quotas::new(limits, &runtime)
+            .map_err(|e| QueryError::internal(&format!("the roles' quotas: {e}")))?;
         Ok(QueryEngine {
             slots: Arc::new(Semaphore::new(limits.max_concurrent_queries.max(1))),
+            quotas,
             mesh: RwLock::new(mesh),
             sessions: Mutex::new(HashMap::new()),
             key,
@@ -172,10 +179,13 @@ impl QueryEngine {
         if let Some(n) = self.options.limits.target_partitions {
             config = config.with_target_partitions(n);
         }
-        let options = SessionOptions {
-            config,
-            runtime: Arc::clone(&self.runtime),
-        };
+        // A role with a memory quota plans and runs in its capped runtime.
+        let runtime = self
+            .quotas
+            .of(principal)
+            .and_then(|q| q.runtime.clone())
+            .unwrap_or_else(|| Arc::clone(&self.runtime));
+        let options = SessionOptions { config, runtime };
         let session = Arc::new(MeshSession::with_options(
             &self.mesh(),
             Policy::new(principal.clone(), Arc::clone(&self.key)),
@@ -455,19 +465,13 @@ impl QueryEngine {
         Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
     }
 
-    /// Waits for a query slot; ResourceExhausted when none frees up in time.
-    pub async fn slot(&self) -> Result<OwnedSemaphorePermit, QueryError> {
-        let wait = self.options.limits.queue_timeout();
-        match tokio::time::timeout(wait, Arc::clone(&self.slots).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(QueryError::new(
-                ErrorKind::ResourceExhausted,
-                format!(
-                    "too many concurrent queries: no slot freed up within {}s",
-                    wait.as_secs()
-                ),
-            )),
-        }
+    /// Admits a statement of `principal` under the global limits and its role's quota
+    /// (waiting for a slot at most `queue_timeout_secs`); ResourceExhausted, with when to
+    /// retry, otherwise.
+    pub async fn slot(&self, principal: &Principal) -> Result<Slot, QueryError> {
+        self.quotas
+            .admit(principal, &self.slots, &self.options.limits)
+            .await
     }
 
     /// Audits and counts a request that ended before streaming.

@@ -10,10 +10,9 @@ use arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream};
 use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
-use super::{ErrorKind, Planned, QueryEngine, QueryError, fill_policies};
+use super::{ErrorKind, Planned, QueryEngine, QueryError, Slot, fill_policies};
 use crate::audit::AuditRecord;
 
 impl QueryEngine {
@@ -23,7 +22,7 @@ impl QueryEngine {
     pub fn execute(
         self: &Arc<Self>,
         planned: Planned,
-        permit: OwnedSemaphorePermit,
+        slot: Slot,
         mut record: AuditRecord,
         started: Instant,
     ) -> Result<impl Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static, QueryError>
@@ -34,21 +33,24 @@ impl QueryEngine {
         record.engine = Some(planned.route.engine.to_string());
         record.route = Some(planned.route.reason.clone());
         self.metrics.active_queries.inc();
+        let deadline = tokio::time::Instant::now() + slot.timeout;
+        let (max_rows, max_bytes) = (slot.max_rows, slot.max_bytes);
+        let role = slot.role.clone().unwrap_or_default();
         let guard = QueryGuard {
             engine: Arc::clone(self),
             job_id: planned.job_id,
             record,
             started,
             outcome: None,
-            _permit: permit,
+            _slot: slot,
         };
-        let deadline = tokio::time::Instant::now() + self.limits().query_timeout();
         let wire = planned.wire_schema;
         let state = (stream, guard, false);
         Ok(futures::stream::unfold(
             state,
             move |(mut stream, mut guard, done)| {
                 let wire = Arc::clone(&wire);
+                let role = role.clone();
                 async move {
                     if done {
                         return None;
@@ -80,8 +82,29 @@ impl QueryEngine {
                         }
                         Some(Ok(batch)) => match to_wire(&batch, &wire) {
                             Ok(batch) => {
-                                guard.record.rows += batch.num_rows() as u64;
-                                guard.record.bytes += batch.get_array_memory_size() as u64;
+                                let rows = guard.record.rows + batch.num_rows() as u64;
+                                let bytes =
+                                    guard.record.bytes + batch.get_array_memory_size() as u64;
+                                let over = match (max_rows, max_bytes) {
+                                    (Some(max), _) if rows > max => Some(format!("{max} rows")),
+                                    (_, Some(max)) if bytes > max => {
+                                        Some(format!("{} MB", max >> 20))
+                                    }
+                                    _ => None,
+                                };
+                                if let Some(limit) = over {
+                                    let e = QueryError::new(
+                                        ErrorKind::ResourceExhausted,
+                                        format!(
+                                            "role {role}: an answer holds at most {limit}; \
+                                             add a LIMIT, filter or aggregate"
+                                        ),
+                                    );
+                                    guard.finish(Err(&e));
+                                    return Some((Err(e), (stream, guard, true)));
+                                }
+                                guard.record.rows = rows;
+                                guard.record.bytes = bytes;
                                 Some((Ok(batch), (stream, guard, false)))
                             }
                             Err(e) => Some((Err(failed(e, &mut guard)), (stream, guard, true))),
@@ -101,7 +124,7 @@ struct QueryGuard {
     record: AuditRecord,
     started: Instant,
     outcome: Option<Result<(), QueryError>>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl QueryGuard {

@@ -131,7 +131,10 @@ async fn a_panic_while_streaming_is_an_audited_internal_error() {
         },
         job_id: None,
     };
-    let permit = gw.slot().await.unwrap();
+    let permit = gw
+        .slot(&Principal::new("guest", Vec::<String>::new()))
+        .await
+        .unwrap();
     let record = AuditRecord {
         principal: "guest".into(),
         kind: "statement".into(),
@@ -156,7 +159,11 @@ async fn a_panic_while_streaming_is_an_audited_internal_error() {
         "{audit}"
     );
     // The slot is given back: the server goes on serving.
-    assert!(gw.slot().await.is_ok());
+    assert!(
+        gw.slot(&Principal::new("guest", Vec::<String>::new()))
+            .await
+            .is_ok()
+    );
 }
 
 /// A job that failed on the cluster answers as the same failure does here: a query
@@ -196,4 +203,108 @@ fn cluster_failures_read_as_local_ones() {
         !lost.message.contains("10.0.0.7") && lost.message.contains("(id "),
         "{lost:?}"
     );
+}
+
+async fn quota_engine(roles: &[(&str, crate::config::RoleLimits)]) -> QueryEngine {
+    let limits = Limits {
+        queue_timeout_secs: 0,
+        roles: roles
+            .iter()
+            .map(|(r, l)| (r.to_string(), l.clone()))
+            .collect(),
+        ..Limits::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("contracts")).unwrap();
+    let mesh = Mesh::load(MeshConfig::at(dir.path())).await.unwrap();
+    QueryEngine::new(
+        Arc::new(mesh),
+        EngineOptions {
+            limits,
+            ..EngineOptions::default()
+        },
+        Arc::new(HashKey::new(b"test-hash-key-0123456789").unwrap()),
+        None,
+        AuditLog::open(None).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_roles_concurrency_is_shared_by_its_users_and_given_back() {
+    use crate::config::RoleLimits;
+    let gw = quota_engine(&[(
+        "marketing",
+        RoleLimits {
+            max_concurrent_queries: Some(1),
+            ..RoleLimits::default()
+        },
+    )])
+    .await;
+    let ann = Principal::new("ann", ["marketing"]);
+    let bob = Principal::new("bob", ["marketing"]);
+    let held = gw.slot(&ann).await.unwrap();
+    let e = gw.slot(&bob).await.err().unwrap();
+    assert_eq!(e.kind, ErrorKind::ResourceExhausted);
+    assert!(
+        e.message.contains("role marketing: 1 queries at once"),
+        "{e:?}"
+    );
+    assert_eq!(e.retry_after, Some(1));
+    // Another role is not held up; nor is a caller who also holds a role without a quota.
+    assert!(
+        gw.slot(&Principal::new("cy", ["data_analyst"]))
+            .await
+            .is_ok()
+    );
+    let lead = Principal::new("lead", ["data_analyst", "marketing"]);
+    assert!(gw.slot(&lead).await.is_ok());
+    drop(held);
+    assert!(gw.slot(&bob).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_roles_rate_says_when_to_retry_and_the_most_generous_quota_applies() {
+    use crate::config::RoleLimits;
+    let gw = quota_engine(&[
+        (
+            "marketing",
+            RoleLimits {
+                queries_per_minute: Some(2),
+                query_timeout_secs: Some(7),
+                max_result_rows: Some(10),
+                ..RoleLimits::default()
+            },
+        ),
+        (
+            "partners",
+            RoleLimits {
+                queries_per_minute: Some(1),
+                ..RoleLimits::default()
+            },
+        ),
+    ])
+    .await;
+    let ann = Principal::new("ann", ["marketing"]);
+    let first = gw.slot(&ann).await.unwrap();
+    assert_eq!(first.timeout, std::time::Duration::from_secs(7));
+    assert_eq!(first.max_rows, Some(10));
+    drop(first);
+    assert!(gw.slot(&ann).await.is_ok());
+    let e = gw.slot(&ann).await.err().unwrap();
+    assert_eq!(e.kind, ErrorKind::ResourceExhausted);
+    assert!(e.message.contains("2 queries per minute"), "{e:?}");
+    assert!((1..=60).contains(&e.retry_after.unwrap()), "{e:?}");
+    // Holding marketing and partners, the more generous (marketing) is charged: it is
+    // spent, partners' is not, and the caller is refused with marketing's words.
+    let both = Principal::new("dee", ["marketing", "partners"]);
+    let e = gw.slot(&both).await.err().unwrap();
+    assert!(e.message.contains("role marketing"), "{e:?}");
+    // Without a quota role, the global limits only (their timeout).
+    let free = gw
+        .slot(&Principal::new("cy", ["data_analyst"]))
+        .await
+        .unwrap();
+    assert_eq!(free.timeout, Limits::default().query_timeout());
+    assert_eq!(free.max_rows, None);
 }
