@@ -120,3 +120,23 @@ impl TestServer {
         c
     }
 }
+
+/// The Flight handshake with `authorization: <header>` on `channel`: the session token the
+/// gateway answers with, or its refusal.
+pub async fn handshake(channel: Channel, header: &str) -> Result<String, tonic::Status> {
+    let mut req = tonic::Request::new(futures::stream::iter(vec![
+        arrow_flight::HandshakeRequest::default(),
+    ]));
+    req.metadata_mut()
+        .insert("authorization", header.parse().unwrap());
+    let response = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+        .handshake(req)
+        .await?;
+    Ok(response
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim_start_matches("Bearer ")
+        .to_string())
+}

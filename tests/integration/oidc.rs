@@ -176,22 +176,7 @@ fn issuer(jwks_url: &str) -> OidcIssuer {
 
 /// The Flight handshake with `authorization: <header>`: the meshgate token, or why not.
 async fn handshake(s: &TestServer, header: &str) -> Result<String, tonic::Status> {
-    let mut req = tonic::Request::new(futures::stream::iter(vec![
-        arrow_flight::HandshakeRequest::default(),
-    ]));
-    req.metadata_mut()
-        .insert("authorization", header.parse().unwrap());
-    let response = arrow_flight::flight_service_client::FlightServiceClient::new(s.channel().await)
-        .handshake(req)
-        .await?;
-    Ok(response
-        .metadata()
-        .get("authorization")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_start_matches("Bearer ")
-        .to_string())
+    crate::common::server::handshake(s.channel().await, header).await
 }
 
 async fn client(s: &TestServer, token: &str) -> FlightSqlServiceClient<Channel> {
@@ -408,18 +393,8 @@ async fn a_provider_token_is_a_password_on_the_postgres_port() {
     let s = TestServer::with(|c| c.auth.oidc = vec![issuer(&idp.url)]).await;
     let addr = s.server.pg_addr.unwrap();
     let connect = |user: &str, password: &str| {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(addr.ip().to_string())
-            .port(addr.port())
-            .user(user)
-            .password(password)
-            .dbname("mesh");
-        async move {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(connection);
-            Ok::<_, tokio_postgres::Error>(client)
-        }
+        let (user, password) = (user.to_string(), password.to_string());
+        async move { crate::integration::postgres::connect_as(addr, &user, &password, "").await }
     };
     // On loopback the password may travel in the clear; off it only over TLS (the same
     // rule as any password without a SCRAM verifier).

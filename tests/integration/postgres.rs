@@ -10,7 +10,7 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::common::server::TestServer;
 
-async fn connect_as(
+pub(crate) async fn connect_as(
     addr: SocketAddr,
     user: &str,
     password: &str,

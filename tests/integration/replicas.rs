@@ -446,29 +446,14 @@ async fn a_session_ends_after_max_session_secs_however_often_it_is_refreshed() {
     // half second for 1.5 s, well inside it: each new token still ends with the session.
     while started.elapsed() < std::time::Duration::from_millis(1500) {
         assert!(first_column(&a, &token, sql).await.is_ok());
-        let mut req = tonic::Request::new(futures::stream::iter(vec![
-            arrow_flight::HandshakeRequest::default(),
-        ]));
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let response = arrow_flight::flight_service_client::FlightServiceClient::new(
-            Channel::from_shared(format!("http://{}", a.flight))
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        )
-        .handshake(req)
-        .await
-        .unwrap();
-        token = response
-            .metadata()
-            .get("authorization")
+        let channel = Channel::from_shared(format!("http://{}", a.flight))
             .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_start_matches("Bearer ")
-            .to_string();
+            .connect()
+            .await
+            .unwrap();
+        token = crate::common::server::handshake(channel, &format!("Bearer {token}"))
+            .await
+            .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     // Past the end, the last refreshed token is refused, however slow the loop was.

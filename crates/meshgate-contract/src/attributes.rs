@@ -88,22 +88,11 @@ pub fn row_filter_sql(sql: &str) -> Result<RowFilterSql, String> {
             attributes,
         });
     }
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    // Locations count lines and characters from 1.
-    let offset = |at: Location| -> Option<usize> {
-        let start = *line_starts.get(usize::try_from(at.line).ok()?.checked_sub(1)?)?;
-        let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
-        match sql[start..].char_indices().nth(column) {
-            Some((i, _)) => Some(start + i),
-            None => Some(sql.len()),
-        }
-    };
+    let text = crate::SqlText::new(sql);
     let mut out = String::with_capacity(sql.len());
     let mut copied = 0;
     for (start, end, with) in edits {
-        let (Some(s), Some(e)) = (offset(start), offset(end)) else {
+        let (Some(s), Some(e)) = (text.offset(start), text.offset(end)) else {
             return Err(format!(
                 "row_filter {sql:?}: cannot place an attribute reference"
             ));

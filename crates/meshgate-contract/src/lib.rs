@@ -8,6 +8,7 @@ mod diff;
 mod governance;
 mod model;
 mod parse;
+mod sql_text;
 mod types;
 mod validate;
 
@@ -22,6 +23,7 @@ pub use model::{
     Percent, Permission, Role, Scalar, Sla, ValueLabel, Version,
 };
 pub use parse::{Identity, load_contract, parse_contract, peek_identity};
+pub use sql_text::SqlText;
 pub use types::{ColumnType, TIMESTAMP_TZ};
 
 /// One problem in a contract file, located for an editor (`file:line:column`).

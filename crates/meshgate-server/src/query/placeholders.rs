@@ -46,20 +46,14 @@ pub(crate) fn number(sql: &str) -> Result<Cow<'_, str>, QueryError> {
              not both",
         ));
     }
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    // Locations count lines and characters from 1.
-    let offset = |at: Location| -> Option<usize> {
-        let start = *line_starts.get(usize::try_from(at.line).ok()?.checked_sub(1)?)?;
-        let column = usize::try_from(at.column).ok()?.checked_sub(1)?;
-        let (i, _) = sql[start..].char_indices().nth(column)?;
-        Some(start + i)
-    };
+    let text = meshgate_contract::SqlText::new(sql);
     let mut out = String::with_capacity(sql.len() + edits.len() * 2);
     let mut copied = 0;
     for (at, len, with) in edits {
-        let Some(i) = offset(at).filter(|&i| sql[i..].starts_with('?') && i >= copied) else {
+        let Some(i) = text
+            .offset(at)
+            .filter(|&i| sql[i..].starts_with('?') && i >= copied)
+        else {
             return Err(QueryError::internal(&format!(
                 "cannot place the parameter at {at} of the statement"
             )));
