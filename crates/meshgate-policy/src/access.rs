@@ -67,12 +67,9 @@ impl Principal {
 /// A caller without the attribute, with several values where one is needed, or with a
 /// value that is not of the column's type sees no rows: the filter fails closed.
 pub fn bind_attributes(filter: &Expr, principal: &Principal) -> Expr {
-    fn values<'a>(principal: &'a Principal, p: &Placeholder) -> Option<(&'a [String], &'a str)> {
+    fn values<'a>(principal: &'a Principal, p: &Placeholder) -> Option<&'a [String]> {
         let name = p.id.strip_prefix(ATTRIBUTE_PREFIX)?;
-        principal
-            .attributes
-            .get_key_value(name)
-            .map(|(k, v)| (v.as_slice(), k.as_str()))
+        principal.attributes.get(name).map(Vec::as_slice)
     }
     fn typed(p: &Placeholder, value: &str) -> Option<Expr> {
         let ty = p.field.as_ref()?.data_type();
@@ -97,7 +94,7 @@ pub fn bind_attributes(filter: &Expr, principal: &Principal) -> Expr {
                 for item in list {
                     match item {
                         Expr::Placeholder(p) => match values(principal, &p) {
-                            Some((vs, _)) => {
+                            Some(vs) => {
                                 for v in vs {
                                     match typed(&p, v) {
                                         Some(l) => items.push(l),
@@ -120,7 +117,7 @@ pub fn bind_attributes(filter: &Expr, principal: &Principal) -> Expr {
             }
             Expr::Placeholder(p) => {
                 let one = match values(principal, &p) {
-                    Some(([v], _)) => typed(&p, v),
+                    Some([v]) => typed(&p, v),
                     _ => None,
                 };
                 Ok(Transformed::yes(one.unwrap_or_else(|| {

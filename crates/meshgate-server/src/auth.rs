@@ -74,6 +74,21 @@ impl Users {
             .ok_or_else(|| Status::unauthenticated("invalid user name or password"))
     }
 
+    /// What `login` stands for now: a configured user with the roles it logged in with
+    /// that it still holds and its attributes as configured now (`None` once removed); a
+    /// login an identity provider vouched for, as its token said.
+    pub fn current(&self, login: &Principal) -> Option<Principal> {
+        if login.issuer.is_some() {
+            return Some(login.clone());
+        }
+        let held = self.roles_of(&login.name)?;
+        let roles = login.roles.iter().filter(|r| held.contains(*r)).cloned();
+        Some(
+            Principal::new(login.name.clone(), roles)
+                .with_attributes(self.attributes_of(&login.name)),
+        )
+    }
+
     /// The attributes `name` holds now.
     pub fn attributes_of(&self, name: &str) -> BTreeMap<String, Vec<String>> {
         self.users
@@ -468,20 +483,12 @@ pub fn caller(signer: &Signer, users: &Users, metadata: &MetadataMap) -> Result<
 /// A login an identity provider vouched for stands as the provider's token said, until
 /// that token's expiry ends the session.
 pub fn current(users: &Users, claims: &Claims) -> Result<Principal, Status> {
-    if claims.iss.is_some() {
-        return Ok(claims.principal());
-    }
-    let Some(held) = users.roles_of(&claims.sub) else {
-        return Err(Status::unauthenticated(format!(
+    users.current(&claims.principal()).ok_or_else(|| {
+        Status::unauthenticated(format!(
             "user {} no longer exists: log in again",
             claims.sub
-        )));
-    };
-    Ok(Principal::new(
-        claims.sub.clone(),
-        claims.roles.iter().filter(|r| held.contains(*r)).cloned(),
-    )
-    .with_attributes(users.attributes_of(&claims.sub)))
+        ))
+    })
 }
 
 /// An argon2id hash in PHC format, for `users[].password_hash` in meshgate.yaml.

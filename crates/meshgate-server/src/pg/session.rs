@@ -120,36 +120,19 @@ impl Session {
     /// refused, a revoked role is gone.
     pub(crate) fn current(&self, users: &crate::auth::Users) -> Result<Principal, QueryError> {
         let state = self.lock();
-        if state.login.issuer.is_some() {
-            // As the identity provider's token said, until it expires.
-            if state.end.is_none_or(|end| end <= crate::auth::now()) {
-                return Err(QueryError::new(
-                    ErrorKind::Unauthenticated,
-                    "the identity provider's token has expired: connect again with a new one",
-                ));
-            }
-            return match &state.role {
-                None => Ok(state.login.clone()),
-                Some(role) => state
-                    .login
-                    .narrowed_to(role)
-                    .ok_or_else(|| not_held(&state.login.name, role)),
-            };
-        }
-        let Some(held) = users.roles_of(&state.login.name) else {
+        // A login an identity provider vouched for lasts until its token expires.
+        if state.login.issuer.is_some() && state.end.is_none_or(|end| end <= crate::auth::now()) {
             return Err(QueryError::new(
                 ErrorKind::Unauthenticated,
-                format!("user {} no longer exists", state.login.name),
+                "the identity provider's token has expired: connect again with a new one",
             ));
-        };
-        let roles = state
-            .login
-            .roles
-            .iter()
-            .filter(|r| held.contains(*r))
-            .cloned();
-        let principal = Principal::new(state.login.name.clone(), roles)
-            .with_attributes(users.attributes_of(&state.login.name));
+        }
+        let principal = users.current(&state.login).ok_or_else(|| {
+            QueryError::new(
+                ErrorKind::Unauthenticated,
+                format!("user {} no longer exists", state.login.name),
+            )
+        })?;
         match &state.role {
             None => Ok(principal),
             Some(role) => principal
