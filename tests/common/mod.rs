@@ -104,7 +104,8 @@ impl TestMesh {
         .await
     }
 
-    async fn load_with(adjust: impl FnOnce(&mut MeshConfig)) -> TestMesh {
+    /// The test mesh with its configuration (and files under it) adjusted before loading.
+    pub async fn load_with(adjust: impl FnOnce(&mut MeshConfig)) -> TestMesh {
         let dir = tempfile::tempdir().unwrap();
         let contracts = dir.path().join("contracts");
         copy_tree(&repo().join("contracts"), &contracts);

@@ -15,7 +15,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use meshgate_contract::Permission;
+use meshgate_contract::{Contract, MaskKind, Permission};
 use meshgate_mesh::{CATALOG, ContractTable, Mesh};
 use meshgate_policy::{HashKey, Principal};
 
@@ -173,6 +173,11 @@ impl RoleView {
             }
         }
 
+        let governance = mesh
+            .config()
+            .governance_file()
+            .map(|f| serde_yaml::from_str(&std::fs::read_to_string(f).unwrap()).unwrap())
+            .unwrap_or(serde_yaml::Value::Null);
         let mut products = Vec::new();
         let mut raw_forbidden: HashSet<String> = HashSet::new();
         let mut visible_strings: HashSet<String> = HashSet::new();
@@ -196,14 +201,16 @@ impl RoleView {
                 .filter(|c| c.is_pii())
                 .map(|c| c.name.as_str().to_string())
                 .collect();
-            // The grant, from the contract's text: the most permissive level wins; among
-            // its grants a row is visible if any filter lets it through (none: all rows).
-            let grants: Vec<_> = contract
-                .access_policy
+            // The grant, from the contract's text under governance.yaml's policies read as
+            // plain YAML: a denied role is dropped, the most permissive level left wins;
+            // among its roles a row is visible if any role's filters (all of them) let it
+            // through, and a column takes the meet of their masks.
+            let roles = governed_roles(&contract, &domain, &governance);
+            let held: Vec<&GovernedRole> = roles
                 .iter()
-                .filter(|g| principal.roles.contains(g.role.as_str()))
+                .filter(|r| principal.roles.contains(&r.role))
                 .collect();
-            let Some(permission) = grants.iter().map(|g| g.permission).max() else {
+            let Some(permission) = held.iter().map(|r| r.permission).max() else {
                 // No grant: no values of PII columns, no count.
                 raw_forbidden.extend(strings(&raw, |f| pii.contains(f.name()) && is_texty(f)));
                 counts.insert(raw.num_rows().to_string());
@@ -217,13 +224,20 @@ impl RoleView {
                 });
                 continue;
             };
-            let filters: Vec<Option<String>> = grants
+            let top: Vec<&GovernedRole> = held
+                .into_iter()
+                .filter(|r| r.permission == permission)
+                .collect();
+            let filters: Vec<Option<String>> = top
                 .iter()
-                .filter(|g| g.permission == permission)
-                .map(|g| {
-                    g.row_filter
-                        .as_deref()
-                        .map(|f| with_attributes(f, &principal))
+                .map(|r| {
+                    (!r.filters.is_empty()).then(|| {
+                        r.filters
+                            .iter()
+                            .map(|f| format!("({})", with_attributes(f, &principal)))
+                            .collect::<Vec<_>>()
+                            .join(" AND ")
+                    })
                 })
                 .collect();
             let filter = if filters.iter().any(Option::is_none) {
@@ -253,15 +267,15 @@ impl RoleView {
                     concat_batches(&raw.schema(), &batches).unwrap()
                 }
             };
-            let masks: Vec<_> = if permission == Permission::ReadMasked {
-                contract
-                    .schema
-                    .iter()
-                    .filter_map(|c| c.effective_mask().map(|m| (c.name.as_str().to_string(), m)))
-                    .collect()
-            } else {
-                vec![]
-            };
+            let mut masks: Vec<(String, MaskKind)> = Vec::new();
+            for c in &contract.schema {
+                let name = c.name.as_str();
+                let per_role: Vec<Option<MaskKind>> =
+                    top.iter().map(|r| r.masks.get(name).copied()).collect();
+                if let Some(m) = per_role.into_iter().flatten().reduce(meet) {
+                    masks.push((name.to_string(), m));
+                }
+            }
             let masked_names: HashSet<&str> = masks.iter().map(|(c, _)| c.as_str()).collect();
             let visible = mask(&rows, &masks, key);
             visible_strings.extend(strings(&visible, |_| true));
@@ -373,6 +387,105 @@ fn mask(
     }
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// One granted role of a product once governance's policies apply.
+struct GovernedRole {
+    role: String,
+    permission: Permission,
+    masks: BTreeMap<String, MaskKind>,
+    /// Every one must hold.
+    filters: Vec<String>,
+}
+
+/// Two masks on one value: the same one, `null` over anything, otherwise `redact`.
+fn meet(a: MaskKind, b: MaskKind) -> MaskKind {
+    if a == b {
+        a
+    } else if a == MaskKind::Null || b == MaskKind::Null {
+        MaskKind::Null
+    } else {
+        MaskKind::Redact
+    }
+}
+
+/// `governance.yaml`'s `policies:` applied to a contract's grants, from the YAML text.
+fn governed_roles(
+    contract: &Contract,
+    domain: &str,
+    governance: &serde_yaml::Value,
+) -> Vec<GovernedRole> {
+    let strs = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let empty = Vec::new();
+    let policies = governance["policies"].as_sequence().unwrap_or(&empty);
+    let mut out: Vec<GovernedRole> = Vec::new();
+    for g in &contract.access_policy {
+        let role = g.role.as_str();
+        if out.iter().any(|r| r.role == role) {
+            continue;
+        }
+        let mut r = GovernedRole {
+            role: role.to_string(),
+            permission: g.permission,
+            masks: BTreeMap::new(),
+            filters: g.row_filter.iter().cloned().collect(),
+        };
+        if g.permission == Permission::ReadMasked {
+            for c in contract.schema.iter().filter(|c| c.pii == Some(true)) {
+                r.masks.insert(
+                    c.name.as_str().to_string(),
+                    c.mask.unwrap_or(MaskKind::Hash),
+                );
+            }
+        }
+        let mut denied = false;
+        for p in policies {
+            let tags = strs(&p["match"]["tags"]);
+            let domains = strs(&p["match"]["domains"]);
+            let binds = match p.get("roles") {
+                Some(roles) => strs(roles).iter().any(|x| x == role),
+                None => true,
+            } && !strs(&p["except_roles"]).iter().any(|x| x == role);
+            let tagged: Vec<&str> = contract
+                .schema
+                .iter()
+                .filter(|c| c.tags.iter().any(|t| tags.iter().any(|x| x == t.as_str())))
+                .map(|c| c.name.as_str())
+                .collect();
+            let matches = (domains.is_empty() || domains.iter().any(|d| d == domain))
+                && (tags.is_empty() || !tagged.is_empty());
+            if !(binds && matches) {
+                continue;
+            }
+            if p["deny"].as_bool() == Some(true) {
+                denied = true;
+            }
+            if let Some(f) = p["row_filter"].as_str() {
+                r.filters.push(f.to_string());
+            }
+            if let Some(m) = p["mask"].as_str() {
+                let m: MaskKind = serde_yaml::from_str(m).unwrap();
+                for c in &tagged {
+                    let ty = contract.column(c).unwrap().data_type;
+                    let m = if m.fits(&ty) { m } else { MaskKind::Redact };
+                    let merged = r.masks.get(*c).map_or(m, |old| meet(*old, m));
+                    r.masks.insert(c.to_string(), merged);
+                }
+            }
+        }
+        if !denied {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// The sizes of a local product's files, as EXPLAIN would print byte ranges.

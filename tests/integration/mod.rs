@@ -6,6 +6,7 @@ mod codec;
 mod derived;
 mod distributed;
 mod flight;
+mod governance;
 mod leaks;
 mod meaning;
 mod oidc;

@@ -65,12 +65,42 @@ pub(crate) async fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
                 c.name, c.r#type, c.pii, c.mask, c.caller_sees, c.description
             );
         }
+        // Where governance changes what a role reads, say so column by column.
+        let governed: Vec<String> = d
+            .columns
+            .iter()
+            .flat_map(|c| {
+                c.policy
+                    .iter()
+                    .filter(|p| p.sources.iter().any(|s| s != "contract"))
+                    .map(move |p| {
+                        format!(
+                            "  {:<20} {:<18} {} ({})",
+                            c.name,
+                            p.role,
+                            p.mask,
+                            p.sources.join(", ")
+                        )
+                    })
+            })
+            .collect();
+        if !governed.is_empty() {
+            println!("\nmasks from governance");
+            for line in governed {
+                println!("{line}");
+            }
+        }
         println!("\nwho may read");
         for g in &d.grants {
-            let filter = if g.row_filter.is_empty() {
+            let mut filters: Vec<String> = Vec::new();
+            if !g.row_filter.is_empty() {
+                filters.push(g.row_filter.clone());
+            }
+            filters.extend(g.policy_row_filters.iter().cloned());
+            let filter = if filters.is_empty() {
                 String::new()
             } else {
-                format!(" where {}", g.row_filter)
+                format!(" where {}", filters.join(" and "))
             };
             println!("  {:<14} {}{filter}", g.role, g.permission);
         }

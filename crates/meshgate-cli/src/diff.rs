@@ -1,6 +1,9 @@
 //! `meshgate diff OLD NEW`: what a contract change means for consumers, for a producer's CI.
 //! Either side is a file or `REV:PATH` (read with `git show`), so `meshgate diff
 //! origin/main:contracts/x.yaml contracts/x.yaml` checks a branch before it merges.
+//!
+//! Given two versions of `governance.yaml`, it lists what the change does to the effective
+//! policy of every product under `--contracts` (and which would be refused).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,14 +12,16 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use std::collections::BTreeSet;
 
-use meshgate_contract::{Contract, Diff, Impact, diff, parse_contract};
+use meshgate_contract::{
+    Change, Contract, Diff, Governance, Impact, diff, diff_effective, parse_contract,
+};
 use meshgate_mesh::lineage::{Lineage, ProductRef, Reached};
 
 #[derive(Args)]
 pub(crate) struct DiffArgs {
-    /// The published contract: a file, or REV:PATH from git.
+    /// The published contract (or governance.yaml): a file, or REV:PATH from git.
     old: String,
-    /// The proposed contract: a file, or REV:PATH from git.
+    /// The proposed contract (or governance.yaml): a file, or REV:PATH from git.
     new: String,
     /// Print the changes as JSON.
     #[arg(long)]
@@ -24,7 +29,8 @@ pub(crate) struct DiffArgs {
     /// Also fail (exit 1) on changes of this kind, e.g. to require a security review.
     #[arg(long, value_enum)]
     fail_on: Option<FailOn>,
-    /// The mesh's contracts, to list the derived products a breaking change reaches.
+    /// The mesh's contracts: to list the derived products a breaking change reaches, and
+    /// the products a governance change affects.
     #[arg(long, default_value = "contracts")]
     contracts: PathBuf,
 }
@@ -38,6 +44,9 @@ enum FailOn {
 }
 
 pub(crate) async fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    if is_governance(&args.old) || is_governance(&args.new) {
+        return governance(&args);
+    }
     let old = load(&args.old)?;
     let new = load(&args.new)?;
     let d = diff(&old, &new);
@@ -142,8 +151,155 @@ async fn impact(args: &DiffArgs, old: &Contract, new: &Contract, d: &Diff) -> Ve
     lineage.impact(&product, &columns, whole, new.version > old.version)
 }
 
+fn is_governance(spec: &str) -> bool {
+    let path = spec.rsplit_once(':').map_or(spec, |(_, p)| p);
+    let path = if Path::new(spec).exists() { spec } else { path };
+    Path::new(path)
+        .file_stem()
+        .is_some_and(|s| s == "governance")
+}
+
+/// One product's effective changes under a governance change.
+struct ProductChanges {
+    product: String,
+    changes: Vec<Change>,
+    /// Rules of the new governance the product breaks: the gateway would quarantine it.
+    refused: Vec<String>,
+}
+
+fn governance(args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let read = |spec: &str| -> anyhow::Result<Governance> {
+        let (name, text) = read_text(spec)?;
+        Governance::parse(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let (old, new) = (read(&args.old)?, read(&args.new)?);
+    let root = &args.contracts;
+    if !root.is_dir() {
+        bail!(
+            "{} is not a folder: a governance change is measured on the contracts it governs \
+             (--contracts)",
+            root.display()
+        );
+    }
+    let mut files = Vec::new();
+    collect_yaml(root, &mut files)?;
+    files.sort();
+    let mut report = Vec::new();
+    let mut contracts = 0;
+    for f in &files {
+        // Alert rules and other files that are not contracts have no policy to compare.
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        let Ok(c) = parse_contract(f, &text) else {
+            continue;
+        };
+        contracts += 1;
+        let folder = f
+            .strip_prefix(root)
+            .ok()
+            .filter(|rel| rel.components().count() > 1)
+            .and_then(|rel| rel.components().next())
+            .and_then(|d| d.as_os_str().to_str())
+            .map(str::to_string);
+        let Some(domain) = c.domain.as_ref().map(|d| d.to_string()).or(folder) else {
+            continue;
+        };
+        let changes = diff_effective(&old.effective(&c, &domain), &new.effective(&c, &domain));
+        let refused: Vec<String> = new
+            .check(&c, Some(&domain))
+            .into_iter()
+            .filter(|v| !old.check(&c, Some(&domain)).contains(v))
+            .map(|v| format!("{}: {} (governance: {})", v.field, v.message, v.rule))
+            .collect();
+        if changes.is_empty() && refused.is_empty() {
+            continue;
+        }
+        report.push(ProductChanges {
+            product: format!("{domain}.{} {}", c.dataset, c.version),
+            changes,
+            refused,
+        });
+    }
+    let count = |i| {
+        report
+            .iter()
+            .flat_map(|p| &p.changes)
+            .filter(|c| c.impact == i)
+            .count()
+    };
+    if args.json {
+        let json: Vec<serde_json::Value> = report
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "product": p.product,
+                    "changes": p.changes,
+                    "refused": p.refused,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        for p in &report {
+            println!("{}", p.product);
+            for c in &p.changes {
+                println!("  {c}");
+            }
+            for r in &p.refused {
+                println!("  {:<12} {r}", "refused");
+            }
+        }
+        if report.is_empty() {
+            println!("no change to any product's effective policy");
+        }
+        eprintln!(
+            "governance change over {} contract(s): {} product(s) affected, {} security-relevant, \
+             {} breaking, {} refused",
+            contracts,
+            report.len(),
+            count(Impact::Security),
+            count(Impact::Breaking),
+            report.iter().filter(|p| !p.refused.is_empty()).count()
+        );
+    }
+    let failed = match args.fail_on {
+        Some(FailOn::Security) => count(Impact::Security) > 0,
+        Some(FailOn::Any) => !report.is_empty(),
+        None => false,
+    };
+    if failed {
+        eprintln!("error: changes that --fail-on refuses");
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = e?.path();
+        if path.is_dir() {
+            collect_yaml(&path, out)?;
+        } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml")
+            && !is_governance(&path.to_string_lossy())
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
 fn load(spec: &str) -> anyhow::Result<Contract> {
-    let (name, text) = if Path::new(spec).exists() {
+    let (name, text) = read_text(spec)?;
+    parse_contract(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A file's text, or `REV:PATH`'s from git.
+fn read_text(spec: &str) -> anyhow::Result<(PathBuf, String)> {
+    Ok(if Path::new(spec).exists() {
         let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read {spec}"))?;
         (PathBuf::from(spec), text)
     } else if let Some((rev, path)) = spec.split_once(':') {
@@ -160,6 +316,5 @@ fn load(spec: &str) -> anyhow::Result<Contract> {
         (PathBuf::from(spec), String::from_utf8(out.stdout)?)
     } else {
         bail!("cannot read {spec}: no such file");
-    };
-    parse_contract(&name, &text).map_err(|e| anyhow::anyhow!("{e}"))
+    })
 }

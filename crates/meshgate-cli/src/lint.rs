@@ -53,7 +53,8 @@ pub(crate) async fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
                 }
             },
         };
-        if let Err(e) = load_governed_contract(f, governance.as_ref()) {
+        let domain = gov_file.as_deref().and_then(|g| folder_domain(f, g));
+        if let Err(e) = load_governed_contract(f, governance.as_ref(), domain.as_deref()) {
             diagnostics.extend(e.diagnostics());
         }
     }
@@ -131,6 +132,17 @@ async fn derived_products(files: &[PathBuf]) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// The domain the folder layout gives `contract`: the folder under the one holding the
+/// governance rules (`contracts/<domain>/x.yaml`), as the server reads it.
+fn folder_domain(contract: &Path, governance: &Path) -> Option<String> {
+    let root = std::path::absolute(governance.parent()?).ok()?;
+    let rel = std::path::absolute(contract).ok()?;
+    let mut parts = rel.strip_prefix(&root).ok()?.components();
+    let first = parts.next()?;
+    parts.next()?;
+    first.as_os_str().to_str().map(str::to_string)
 }
 
 /// `governance.yaml` in the contract's folder or the closest folder above it.

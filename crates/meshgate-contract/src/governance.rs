@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::model::{Contract, MaskKind, Permission, Role};
 use crate::parse::{SourceMap, syntax_error};
+use crate::policies::{EffectivePolicy, MeshPolicy, loosenings};
 use crate::{ContractError, Diagnostic};
 
 /// The rules as written in `governance.yaml`.
@@ -40,6 +41,10 @@ pub struct Governance {
     /// The masks a PII column may use (`hash` when it names none).
     #[serde(default)]
     pub allowed_masks: Option<Vec<MaskKind>>,
+    /// Masks, denials and row filters imposed on every product they match, as a floor that
+    /// contracts may tighten but not loosen.
+    #[serde(default)]
+    pub policies: Vec<MeshPolicy>,
 }
 
 /// A column-name pattern, kept with its source text for messages.
@@ -74,8 +79,38 @@ impl Governance {
     /// Parses `governance.yaml`; errors are located like a contract's.
     pub fn parse(file: &Path, text: &str) -> Result<Governance, ContractError> {
         let map = SourceMap::new(text);
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-            .map_err(|e| syntax_error(file, &map, e))
+        let g: Governance =
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
+                .map_err(|e| syntax_error(file, &map, e))?;
+        let mut problems = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in g.policies.iter().enumerate() {
+            let mut found = p.problems();
+            if !names.insert(p.name.as_str()) {
+                found.push(("name", format!("policy {} is defined twice", p.name)));
+            }
+            for (field, message) in found {
+                let field = format!("policies[{i}].{field}");
+                let (line, column) = map.locate(&field);
+                problems.push(Diagnostic {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                    field,
+                    message,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(g)
+        } else {
+            Err(ContractError::Invalid(problems))
+        }
+    }
+
+    /// `c`'s effective policy when served in `domain` under these rules.
+    pub fn effective(&self, c: &Contract, domain: &str) -> EffectivePolicy {
+        EffectivePolicy::with_policies(c, domain, &self.policies)
     }
 
     pub fn load(path: &Path) -> Result<Governance, ContractError> {
@@ -86,8 +121,9 @@ impl Governance {
         Governance::parse(path, &text)
     }
 
-    /// Every rule `contract` breaks; empty when it complies.
-    pub fn check(&self, c: &Contract) -> Vec<Violation> {
+    /// Every rule `contract` breaks when served in `domain` (`None` when not known: policies
+    /// of any domain are then checked); empty when it complies.
+    pub fn check(&self, c: &Contract, domain: Option<&str>) -> Vec<Violation> {
         let mut out = Vec::new();
         let mut push = |rule, field: String, message: String| {
             out.push(Violation {
@@ -194,6 +230,10 @@ impl Governance {
                 }
             }
         }
+        let domain = c.domain.as_ref().map(|d| d.as_str()).or(domain);
+        for (field, message) in loosenings(c, domain, &self.policies) {
+            push("policies", field, message);
+        }
         let has_pii = c.schema.iter().any(|col| col.pii == Some(true));
         if let (true, Some(roles)) = (has_pii, &self.pii_read_roles) {
             for (j, g) in c.access_policy.iter().enumerate() {
@@ -215,8 +255,14 @@ impl Governance {
     }
 
     /// [`Governance::check`] as located diagnostics for `file`, whose text is `text`.
-    pub fn diagnostics(&self, file: &Path, text: &str, c: &Contract) -> Vec<Diagnostic> {
-        let violations = self.check(c);
+    pub fn diagnostics(
+        &self,
+        file: &Path,
+        text: &str,
+        c: &Contract,
+        domain: Option<&str>,
+    ) -> Vec<Diagnostic> {
+        let violations = self.check(c, domain);
         if violations.is_empty() {
             return Vec::new();
         }
@@ -246,10 +292,12 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
 }
 
 /// Reads, parses, validates and checks a contract against governance in one pass, so a
-/// caller gets format and governance problems together, each at its line.
+/// caller gets format and governance problems together, each at its line. `domain` is the
+/// domain its folder gives it, when known (a contract's own `domain:` wins).
 pub fn load_governed_contract(
     path: &Path,
     governance: Option<&Governance>,
+    domain: Option<&str>,
 ) -> Result<Contract, ContractError> {
     let text = std::fs::read_to_string(path).map_err(|source| ContractError::Io {
         path: path.to_path_buf(),
@@ -257,7 +305,7 @@ pub fn load_governed_contract(
     })?;
     let contract = crate::parse_contract(path, &text)?;
     let problems = governance
-        .map(|g| g.diagnostics(path, &text, &contract))
+        .map(|g| g.diagnostics(path, &text, &contract, domain))
         .unwrap_or_default();
     if problems.is_empty() {
         Ok(contract)
@@ -305,7 +353,7 @@ access_policy:
 
     #[test]
     fn a_compliant_contract_has_no_violation() {
-        assert_eq!(rules().check(&contract(GOOD)), vec![]);
+        assert_eq!(rules().check(&contract(GOOD), None), vec![]);
     }
 
     #[test]
@@ -323,7 +371,7 @@ access_policy:
   - {role: marketing, permission: read}
 "#;
         let got: Vec<(&str, String)> = rules()
-            .check(&contract(bad))
+            .check(&contract(bad), None)
             .into_iter()
             .map(|v| (v.rule, v.field))
             .collect();
@@ -348,7 +396,7 @@ access_policy:
                     sla: {freshness: 1 hour, quality: 99%}\nschema:\n  - name: order_id\n    \
                     type: string\n  - name: user_email\n    type: string\n    pii: true\n";
         let c = contract(seed);
-        let d = rules().diagnostics(Path::new("seed.yaml"), seed, &c);
+        let d = rules().diagnostics(Path::new("seed.yaml"), seed, &c, None);
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!((d[0].line, d[0].column), (7, 5), "{}", d[0]);
         assert!(
@@ -367,7 +415,56 @@ access_policy:
             "marketing, permission: read_masked",
             "marketing, permission: read",
         ));
-        assert_eq!(rules().check(&c), vec![]);
+        assert_eq!(rules().check(&c, None), vec![]);
+    }
+
+    #[test]
+    fn malformed_policies_are_located() {
+        let text = "policies:\n  - name: a\n    match: {tags: [pii.email]}\n    mask: hash\n    deny: true\n  - name: b\n    match: {}\n    deny: true\n  - name: c\n    match: {domains: [x]}\n    mask: hash\n    roles: [r]\n    except_roles: [s]\n  - name: a\n    match: {domains: [x]}\n    row_filter: \"region = $1\"\n";
+        let e = Governance::parse(Path::new("g.yaml"), text).unwrap_err();
+        let got: Vec<(usize, String)> = e
+            .diagnostics()
+            .iter()
+            .map(|d| (d.line, d.field.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "policies[0].name".to_string()),
+                (7, "policies[1].match".into()),
+                (10, "policies[2].match".into()),
+                (13, "policies[2].except_roles".into()),
+                (16, "policies[3].row_filter".into()),
+                (14, "policies[3].name".into()),
+            ]
+        );
+        let e = Governance::parse(
+            Path::new("g.yaml"),
+            "policies:\n  - name: a\n    match: {tags: [PII Email]}\n    mask: hash\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pii.email"), "{e}");
+    }
+
+    #[test]
+    fn a_contract_below_a_policy_floor_breaks_the_policies_rule() {
+        let g = Governance::parse(
+            Path::new("g.yaml"),
+            "policies:\n  - name: emails\n    match: {tags: [pii.email]}\n    mask: hash\n    except_roles: [data_analyst]\n",
+        )
+        .unwrap();
+        let text = GOOD.replace(
+            "{name: user_email, type: string, pii: true}",
+            "{name: user_email, type: string, pii: true, mask: email, tags: [pii.email]}",
+        );
+        let c = contract(&text);
+        let d = g.diagnostics(Path::new("c.yaml"), &text, &c, Some("checkout"));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].line, d[0].field.as_str()), (9, "schema[1].mask"));
+        assert!(d[0].message.ends_with("(governance: policies)"), "{}", d[0]);
+        // Tightening is fine: redact hides all that hash hides.
+        let text = text.replace("mask: email", "mask: redact");
+        assert_eq!(g.check(&contract(&text), Some("checkout")), vec![]);
     }
 
     #[test]

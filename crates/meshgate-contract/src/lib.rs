@@ -8,6 +8,7 @@ mod diff;
 mod governance;
 mod model;
 mod parse;
+mod policies;
 mod sql_text;
 mod types;
 mod validate;
@@ -20,9 +21,12 @@ pub use diff::{Change, Diff, Impact, diff};
 pub use governance::{Governance, NamePattern, Violation, load_governed_contract};
 pub use model::{
     Column, ColumnName, Contract, DerivedSource, Freshness, Grant, Identifier, MaskKind, Owner,
-    Percent, Permission, Role, Scalar, Sla, ValueLabel, Version,
+    Percent, Permission, Role, Scalar, Sla, Tag, ValueLabel, Version,
 };
 pub use parse::{Identity, load_contract, parse_contract, peek_identity};
+pub use policies::{
+    Effect, EffectivePolicy, MaskRule, MeshPolicy, PolicyMatch, RolePolicy, Source, diff_effective,
+};
 pub use sql_text::SqlText;
 pub use types::{ColumnType, TIMESTAMP_TZ};
 

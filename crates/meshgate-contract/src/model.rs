@@ -105,6 +105,10 @@ pub struct Column {
     /// The unit of a number (`USD`, `kg`, `ms`), so a consumer does not guess it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// What kind of data the column holds (`pii.email`, `finance`): the mesh-wide policies
+    /// of governance.yaml match these, so one rule covers every product that carries it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
 }
 
 /// One code of a column and what it means.
@@ -219,6 +223,25 @@ impl MaskKind {
         }
     }
 
+    /// The strictest mask that shows nothing either `self` or `other` hides: what a value
+    /// may be shown as when two rules each require a mask. Masks are not a line: `hash`
+    /// keeps equality that `last4` loses and `last4` keeps characters `hash` hides, so two
+    /// different masks meet at `redact` (only whether the value is there), and `null`
+    /// (not even that) wins over all.
+    pub fn meet(self, other: MaskKind) -> MaskKind {
+        match (self, other) {
+            (a, b) if a == b => a,
+            (MaskKind::Null, _) | (_, MaskKind::Null) => MaskKind::Null,
+            _ => MaskKind::Redact,
+        }
+    }
+
+    /// Whether `self` shows nothing that `other` hides (`redact` is at least as strict as
+    /// `hash`; `hash` and `email` are not comparable).
+    pub fn at_least_as_strict_as(self, other: MaskKind) -> bool {
+        self.meet(other) == self
+    }
+
     /// Whether the mask is defined for a column of this type. Masks that would change the
     /// meaning of a type (`email` on a number) are refused at validation.
     pub fn fits(self, ty: &ColumnType) -> bool {
@@ -318,6 +341,8 @@ static COLUMN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$").unwrap()
 });
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$").unwrap());
 static ROLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z][A-Za-z0-9_.-]*$").unwrap());
 
 checked_string!(
@@ -337,6 +362,13 @@ checked_string!(
     Owner,
     |s| EMAIL.is_match(s),
     "an e-mail address such as team-checkout@company.com"
+);
+checked_string!(
+    /// A column's kind for mesh-wide policies: lower-case words joined by dots
+    /// (`pii.email`), so a policy on `pii.email` never matches `pii.emails` by accident.
+    Tag,
+    |s| TAG.is_match(s) && s.len() <= 63,
+    "a tag of lower-case words joined by dots, such as pii.email"
 );
 checked_string!(
     Role,

@@ -234,7 +234,7 @@ fn scalar_fits(v: &Scalar, ty: &ColumnType) -> bool {
 /// would read other products as the owner) and no qualified names. A `:user.<name>`
 /// reference stands where a column is compared with it (`col = :user.x`,
 /// `col IN (:user.xs)`, `BETWEEN`, `LIKE`), which types it.
-fn check_row_filter(sql: &str, c: &Contract) -> Result<(), String> {
+pub(crate) fn check_row_filter(sql: &str, c: &Contract) -> Result<(), String> {
     let filter = crate::attributes::row_filter_sql(sql)?;
     let expr = Parser::new(&GenericDialect {})
         .try_with_sql(&filter.sql)

@@ -19,7 +19,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use crate::stores::S3Config;
-use meshgate_contract::{ColumnType, Contract};
+use meshgate_contract::{ColumnType, Contract, EffectivePolicy, Source};
 
 /// A product's files, checked against its contract.
 pub(crate) struct Bound {
@@ -36,6 +36,7 @@ pub(crate) struct Bound {
 pub(crate) async fn bind(
     ctx: &SessionContext,
     contract: &Contract,
+    policy: &EffectivePolicy,
     location: &str,
     shown: &str,
     s3: &S3Config,
@@ -137,7 +138,7 @@ pub(crate) async fn bind(
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let row_filters = row_filters(ctx, contract, &schema)?;
+    let row_filters = row_filters(ctx, policy, &schema)?;
     let options =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(url)
@@ -152,11 +153,12 @@ pub(crate) async fn bind(
     })
 }
 
-/// Plans each grant's row filter against the exposed schema, once, so that a filter that
-/// does not type-check quarantines the product instead of failing every query.
+/// Plans each role's row filters against the exposed schema, once, so that a filter that
+/// does not type-check quarantines the product instead of failing every query. A role's
+/// filters (its grant's and those of governance policies) are joined with AND.
 fn row_filters(
     ctx: &SessionContext,
-    contract: &Contract,
+    policy: &EffectivePolicy,
     schema: &SchemaRef,
 ) -> Result<BTreeMap<String, Expr>, Vec<String>> {
     let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| vec![e.to_string()])?;
@@ -169,17 +171,24 @@ fn row_filters(
     );
     let mut out = BTreeMap::new();
     let mut problems = Vec::new();
-    for g in &contract.access_policy {
-        let Some(sql) = &g.row_filter else { continue };
-        let planned = plan_row_filter(ctx, sql, &df_schema, &simplifier);
-        match planned {
-            Ok(e) => {
-                out.insert(g.role.as_str().to_string(), e);
+    for (role, p) in &policy.roles {
+        let mut all = Vec::new();
+        for (source, sql) in &p.row_filters {
+            match plan_row_filter(ctx, sql, &df_schema, &simplifier) {
+                Ok(e) => all.push(e),
+                Err(e) => problems.push(match source {
+                    Source::Contract => {
+                        format!("row_filter of role {role} ({sql}) is not a valid predicate: {e}")
+                    }
+                    Source::Policy(_) => format!(
+                        "{source} filters role {role} by {sql}, which is not a valid predicate \
+                         over this product: {e}"
+                    ),
+                }),
             }
-            Err(e) => problems.push(format!(
-                "row_filter of role {} ({sql}) is not a valid predicate: {e}",
-                g.role
-            )),
+        }
+        if let Some(e) = all.into_iter().reduce(Expr::and) {
+            out.insert(role.clone(), e);
         }
     }
     if problems.is_empty() {

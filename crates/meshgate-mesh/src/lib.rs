@@ -24,7 +24,9 @@ use std::sync::Arc;
 pub use config::{Location, MeshConfig};
 pub use mesh::{Mesh, contract_files};
 pub use provider::{CATALOG, Entry, MeshCatalogProvider};
-pub use scan::{CallerView, Disclosure, ProductScanExec, ScanView, same_predicate};
+pub use scan::{
+    CallerView, Disclosure, ProductScanExec, ScanView, part_of_row_filter, same_predicate,
+};
 pub use table::{ContractTable, Product};
 
 /// Why a product is not served, and whom to tell.

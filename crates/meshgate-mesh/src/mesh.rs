@@ -8,7 +8,9 @@ use std::time::SystemTime;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use meshgate_contract::{Contract, Governance, load_governed_contract, peek_identity};
+use meshgate_contract::{
+    Contract, EffectivePolicy, Governance, load_governed_contract, peek_identity,
+};
 use tracing::{info, warn};
 
 use crate::config::Location;
@@ -60,6 +62,8 @@ struct Parsed {
 struct Candidate {
     contract: Contract,
     domain: String,
+    /// The contract's grants under the governance policies that match it.
+    policy: EffectivePolicy,
     file: PathBuf,
     location: Location,
     is_default_location: bool,
@@ -362,7 +366,7 @@ async fn bind_candidate(
     let bound = if missing {
         Err(vec![format!("location {shown} does not exist")])
     } else {
-        bind(ctx, &c.contract, &location, &shown, &config.s3).await
+        bind(ctx, &c.contract, &c.policy, &location, &shown, &config.s3).await
     };
     // An object store has no folders: nothing under the prefix means it is missing.
     let bound = match bound {
@@ -381,6 +385,7 @@ async fn bind_candidate(
                 c.file.clone(),
                 location,
                 bound.schema,
+                c.policy.clone(),
                 bound.row_filters,
             ));
             Ok(Arc::new(ContractTable::new(product, bound.files)))
@@ -503,7 +508,7 @@ fn candidate(
         parts.next()?; // a file directly under contracts/ has no folder domain
         first.as_os_str().to_str().map(str::to_string)
     });
-    let contract = match load_governed_contract(file, governance) {
+    let contract = match load_governed_contract(file, governance, folder.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             let hint = std::fs::read_to_string(file)
@@ -642,9 +647,14 @@ fn candidate(
             domain,
         ));
     }
+    let policy = match governance {
+        Some(g) => g.effective(&contract, &domain),
+        None => EffectivePolicy::of_contract(&contract),
+    };
     Ok(Candidate {
         contract,
         domain,
+        policy,
         file: file.to_path_buf(),
         location,
         is_default_location,

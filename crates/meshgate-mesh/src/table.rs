@@ -13,9 +13,9 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExecBuilder;
-use meshgate_contract::Contract;
+use meshgate_contract::{Contract, EffectivePolicy};
 
-use crate::scan::{CallerView, Disclosure, ProductScanExec, same_predicate};
+use crate::scan::{CallerView, Disclosure, ProductScanExec, part_of_row_filter};
 
 /// A served data product: one major version of one dataset, bound to its files.
 #[derive(Debug)]
@@ -27,7 +27,10 @@ pub struct Product {
     pub location: String,
     /// What SQL sees: the contract's columns, in contract order, typed as the contract says.
     pub schema: SchemaRef,
-    /// Each grant's row filter, planned against `schema` (role → unqualified predicate).
+    /// What each granted role reads: the contract under the governance policies matching it.
+    pub policy: EffectivePolicy,
+    /// Each role's row filters (contract and governance, all must hold), planned against
+    /// `schema` as one unqualified predicate; a role without any is absent.
     pub row_filters: BTreeMap<String, Expr>,
     /// SHA-256 of the domain and the contract, for the mesh's epoch.
     digest: String,
@@ -40,6 +43,7 @@ impl Product {
         contract_file: PathBuf,
         location: String,
         schema: SchemaRef,
+        policy: EffectivePolicy,
         row_filters: BTreeMap<String, Expr>,
     ) -> Product {
         use sha2::{Digest, Sha256};
@@ -47,6 +51,8 @@ impl Product {
         h.update(domain.as_bytes());
         h.update([0]);
         h.update(serde_json::to_vec(&contract).unwrap_or_default());
+        // The same contract under other governance policies is another product to a cache.
+        h.update(serde_json::to_vec(&policy).unwrap_or_default());
         Product {
             digest: hex::encode(h.finalize()),
             contract,
@@ -54,6 +60,7 @@ impl Product {
             contract_file,
             location,
             schema,
+            policy,
             row_filters,
         }
     }
@@ -193,7 +200,7 @@ impl TableProvider for ContractTable {
             .iter()
             // A filter without columns (`false`, from a contradiction) runs on no row; the
             // scan ignores it, as it may any inexact filter, and the Filter above applies it.
-            .find(|f| !same_predicate(f, &row_filter) && !f.column_refs().is_empty())
+            .find(|f| !part_of_row_filter(&row_filter, f) && !f.column_refs().is_empty())
         {
             return internal_err!("{other} was pushed into the filtered scan of {name}");
         }

@@ -8,7 +8,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::expr::{InList, Placeholder};
 use datafusion::logical_expr::{Expr, lit, or};
 use meshgate_contract::ATTRIBUTE_PREFIX;
-use meshgate_contract::{MaskKind, Permission};
+use meshgate_contract::{MaskKind, Permission, RolePolicy};
 use meshgate_mesh::{Product, ScanView};
 
 use crate::HashKey;
@@ -140,6 +140,8 @@ pub enum Access {
     Denied,
     Granted {
         permission: Permission,
+        /// Column → the mask it is read with; absent columns are read in the clear.
+        masks: BTreeMap<String, MaskKind>,
         /// Unqualified predicate over the product's columns; `None` shows every row.
         row_filter: Option<Expr>,
     },
@@ -147,33 +149,59 @@ pub enum Access {
 
 impl Access {
     /// The most permissive grant among the principal's roles wins (read > read_masked >
-    /// none, docs/DESIGN.md §4.5). Among grants of that level, a row is visible if any of their
-    /// row filters lets it through, and every row is visible if one of them has none.
+    /// none, docs/DESIGN.md §4.5), after governance policies (which may deny a role, add
+    /// masks and row filters). Among the roles of that level, a row is visible if one of
+    /// them sees it, and a column is shown with the meet of their masks, so no cell shows
+    /// more than the role that sees its row may see.
     pub fn resolve(product: &Product, principal: &Principal) -> Access {
-        let grants: Vec<_> = product
-            .contract
-            .access_policy
+        let roles: Vec<(&String, &RolePolicy)> = product
+            .policy
+            .roles
             .iter()
-            .filter(|g| principal.roles.contains(g.role.as_str()))
+            .filter(|(r, _)| principal.roles.contains(*r))
             .collect();
-        let Some(permission) = grants.iter().map(|g| g.permission).max() else {
+        let Some(permission) = roles.iter().map(|(_, p)| p.permission).max() else {
             return Access::Denied;
         };
+        let top: Vec<_> = roles
+            .into_iter()
+            .filter(|(_, p)| p.permission == permission)
+            .collect();
+        let mut masks: BTreeMap<String, MaskKind> = BTreeMap::new();
+        for (_, p) in &top {
+            for (column, rule) in &p.masks {
+                masks
+                    .entry(column.clone())
+                    .and_modify(|m| *m = m.meet(rule.mask))
+                    .or_insert(rule.mask);
+            }
+        }
         let mut filters = Vec::new();
-        for g in grants.iter().filter(|g| g.permission == permission) {
-            match product.row_filters.get(g.role.as_str()) {
+        let mut every_row = false;
+        for (role, _) in &top {
+            match product.row_filters.get(role.as_str()) {
                 Some(f) => filters.push(bind_attributes(f, principal)),
-                None => {
-                    return Access::Granted {
-                        permission,
-                        row_filter: None,
-                    };
-                }
+                None => every_row = true,
             }
         }
         Access::Granted {
             permission,
-            row_filter: filters.into_iter().reduce(or),
+            masks,
+            row_filter: if every_row {
+                None
+            } else {
+                filters.into_iter().reduce(or)
+            },
+        }
+    }
+
+    /// Whether reading through this access changes anything: masks or hidden rows.
+    pub fn needs_policy(&self) -> bool {
+        match self {
+            Access::Denied => true,
+            Access::Granted {
+                masks, row_filter, ..
+            } => !masks.is_empty() || row_filter.is_some(),
         }
     }
 }
@@ -207,26 +235,12 @@ impl Policy {
                 row_filter: Some(lit(false)),
             },
             Access::Granted {
-                permission,
-                row_filter,
+                masks, row_filter, ..
             } => ScanView {
-                masked: if permission == Permission::ReadMasked {
-                    Policy::masks(product).map(|(c, _)| c.to_string()).collect()
-                } else {
-                    Default::default()
-                },
+                masked: masks.into_keys().collect(),
                 row_filter,
             },
         }
-    }
-
-    /// The masks a `read_masked` caller sees, column by column.
-    pub fn masks(product: &Product) -> impl Iterator<Item = (&str, MaskKind)> {
-        product
-            .contract
-            .schema
-            .iter()
-            .filter_map(|c| c.effective_mask().map(|m| (c.name.as_str(), m)))
     }
 }
 

@@ -10,12 +10,11 @@ use datafusion::logical_expr::{
     Extension, Filter, LogicalPlan, LogicalPlanBuilder, TableScan, TableScanBuilder, col,
 };
 use datafusion::optimizer::AnalyzerRule;
-use meshgate_contract::Permission;
 use meshgate_mesh::{ContractTable, Product};
 
 use crate::node::{AppliedPolicy, PolicyScope};
 use crate::udf::MaskUdf;
-use crate::verify::{allowed_non_product, needs_policy};
+use crate::verify::allowed_non_product;
 use crate::view::CallerTable;
 use crate::{Access, Policy, PolicyError};
 
@@ -86,7 +85,13 @@ impl MeshPolicyRule {
     /// `MeshPolicy → [Projection(masks)] → [Filter(row filter)] → scan`.
     fn enforce(&self, product: &Product, scan: TableScan) -> Result<LogicalPlan> {
         let principal = &self.policy.principal;
-        let (permission, row_filter) = match Access::resolve(product, principal) {
+        let access = Access::resolve(product, principal);
+        if !access.needs_policy() {
+            // Nothing to hide: the scan stays as DataFusion planned it, so plain reads
+            // plan exactly as they would without meshgate. The verifier re-derives this.
+            return Ok(LogicalPlan::TableScan(scan));
+        }
+        let (permission, masks, row_filter) = match access {
             Access::Denied => {
                 return Err(PolicyError::PermissionDenied {
                     product: product.display_name(),
@@ -97,14 +102,10 @@ impl MeshPolicyRule {
             }
             Access::Granted {
                 permission,
+                masks,
                 row_filter,
-            } => (permission, row_filter),
+            } => (permission, masks, row_filter),
         };
-        if !needs_policy(product, permission, row_filter.is_some()) {
-            // Nothing to hide: the scan stays as DataFusion planned it, so plain reads
-            // plan exactly as they would without meshgate. The verifier re-derives this.
-            return Ok(LogicalPlan::TableScan(scan));
-        }
         let qualifier = scan.table_name.clone();
         let scan_schema = Arc::clone(&scan.projected_schema);
         let mut plan = LogicalPlan::TableScan(scan);
@@ -120,23 +121,30 @@ impl MeshPolicyRule {
             plan = LogicalPlan::Filter(Filter::try_new(filter.clone(), Arc::new(plan))?);
         }
 
-        if permission == Permission::ReadMasked {
-            let masks: Vec<_> = Policy::masks(product).collect();
-            if !masks.is_empty() {
-                let exprs = scan_schema
-                    .iter()
-                    .map(|(q, field)| {
-                        let column = col(Column::new(q.cloned(), field.name()));
-                        match masks.iter().find(|(name, _)| *name == field.name()) {
-                            None => column,
-                            Some((_, kind)) => MaskUdf::call(*kind, &self.policy.key, column)
-                                .alias_qualified(q.cloned(), field.name()),
-                        }
-                    })
-                    .collect::<Vec<_>>();
-                plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
-                applied.masks = masks.iter().map(|(c, k)| format!("{c}:{k}")).collect();
-            }
+        if !masks.is_empty() {
+            let exprs = scan_schema
+                .iter()
+                .map(|(q, field)| {
+                    let column = col(Column::new(q.cloned(), field.name()));
+                    match masks.get(field.name()) {
+                        None => column,
+                        Some(kind) => MaskUdf::call(*kind, &self.policy.key, column)
+                            .alias_qualified(q.cloned(), field.name()),
+                    }
+                })
+                .collect::<Vec<_>>();
+            plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+            // In contract order, as before governance could add masks.
+            applied.masks = product
+                .contract
+                .schema
+                .iter()
+                .filter_map(|c| {
+                    masks
+                        .get(c.name.as_str())
+                        .map(|k| format!("{}:{k}", c.name))
+                })
+                .collect();
         }
         let scope = PolicyScope::new(applied, row_filter, plan);
         Ok(LogicalPlan::Extension(Extension {
@@ -234,9 +242,10 @@ mod tests {
                     Projection: web.web_sessions.session_id, mask_email(web.web_sessions.user_email) AS user_email, mask_hash(web.web_sessions.ip_address) AS ip_address, web.web_sessions.user_agent, web.web_sessions.country, web.web_sessions.started_at, web.web_sessions.page_views, web.web_sessions.bounced
                       Filter: web.web_sessions.country IN ([Utf8View("DE"), Utf8View("FR"), Utf8View("IT"), Utf8View("ES"), Utf8View("NL"), Utf8View("PL")])
                         TableScan: web.web_sessions
-              MeshPolicy: customers.customer_profiles v2 read row_filter
-                Filter: customers.customer_profiles.region = Utf8View("EU")
-                  TableScan: customers.customer_profiles
+              MeshPolicy: customers.customer_profiles v2 read row_filter masks=[email:hash, street_address:null]
+                Projection: customers.customer_profiles.customer_id, mask_hash(customers.customer_profiles.email) AS email, customers.customer_profiles.first_name, customers.customer_profiles.last_name, customers.customer_profiles.phone, customers.customer_profiles.birth_date, mask_null(customers.customer_profiles.street_address) AS street_address, customers.customer_profiles.region, customers.customer_profiles.country, customers.customer_profiles.signup_at, customers.customer_profiles.loyalty_tier
+                  Filter: customers.customer_profiles.region = Utf8View("EU")
+                    TableScan: customers.customer_profiles
         "#);
     }
 

@@ -41,8 +41,10 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use meshgate_contract::{MaskKind, Permission};
-use meshgate_mesh::{ContractTable, Disclosure, Product, ProductScanExec, same_predicate};
+use meshgate_contract::MaskKind;
+use meshgate_mesh::{
+    ContractTable, Disclosure, Product, ProductScanExec, part_of_row_filter, same_predicate,
+};
 
 use crate::node::PolicyScope;
 use crate::udf::MaskUdf;
@@ -125,34 +127,21 @@ pub(crate) fn allowed_non_product(scan: &TableScan, provider: &dyn TableProvider
         || any.is::<crate::labels::LabelsTable>()
 }
 
-/// Whether a scan needs a policy subtree: masks to apply or rows to hide.
-pub(crate) fn needs_policy(product: &Product, permission: Permission, row_filter: bool) -> bool {
-    row_filter || (permission == Permission::ReadMasked && Policy::masks(product).next().is_some())
-}
-
-/// The masks the principal reads `product` under, by column name (none for `read`).
-/// The caller's permission and row filter on a product it reads; no grant is a bug here,
-/// since planning refuses an ungranted product before the verifier runs.
-fn granted(product: &Product, policy: &Policy) -> Result<(Permission, Option<Expr>)> {
+/// The masks (by column name) and row filter the caller reads `product` under; no grant
+/// is a bug here, since planning refuses an ungranted product before the verifier runs.
+fn granted(
+    product: &Product,
+    policy: &Policy,
+) -> Result<(HashMap<String, MaskKind>, Option<Expr>)> {
     match Access::resolve(product, &policy.principal) {
         Access::Granted {
-            permission,
-            row_filter,
-        } => Ok((permission, row_filter)),
+            masks, row_filter, ..
+        } => Ok((masks.into_iter().collect(), row_filter)),
         Access::Denied => Err(unenforced(format!(
             "{} read without a grant",
             product.display_name()
         ))),
     }
-}
-
-fn masks_for(product: &Product, permission: Permission) -> HashMap<String, MaskKind> {
-    if permission != Permission::ReadMasked {
-        return HashMap::new();
-    }
-    Policy::masks(product)
-        .map(|(c, k)| (c.to_string(), k))
-        .collect()
 }
 
 fn verify_logical(plan: &LogicalPlan, policy: &Policy, stage: Stage) -> Result<()> {
@@ -170,13 +159,7 @@ fn verify_logical(plan: &LogicalPlan, policy: &Policy, stage: Stage) -> Result<(
                 let provider = source_as_provider(&scan.source)?;
                 if let Some(table) = ContractTable::from_provider(provider.as_ref()) {
                     let product = table.product();
-                    let bare_ok = match Access::resolve(product, &policy.principal) {
-                        Access::Denied => false,
-                        Access::Granted {
-                            permission,
-                            row_filter,
-                        } => !needs_policy(product, permission, row_filter.is_some()),
-                    };
+                    let bare_ok = !Access::resolve(product, &policy.principal).needs_policy();
                     // A clear, unfiltered reader's own predicates may be pushed into the
                     // scan once optimized, never at analysis.
                     if !bare_ok || (stage == Stage::Analyzed && !scan.filters.is_empty()) {
@@ -251,7 +234,7 @@ fn verify_scope(scope: &PolicyScope, policy: &Policy, stage: Stage) -> Result<()
         )));
     };
     let product = table.product();
-    let (permission, row_filter) = granted(product, policy)?;
+    let (masks, row_filter) = granted(product, policy)?;
     let filtered = row_filter.is_some();
     if filtered != scope.row_filter.is_some() || product.display_name() != scope.applied.product {
         return Err(unenforced(format!(
@@ -259,7 +242,6 @@ fn verify_scope(scope: &PolicyScope, policy: &Policy, stage: Stage) -> Result<()
             product.display_name()
         )));
     }
-    let masks = masks_for(product, permission);
 
     // The scan: raw values of masked columns, and what was pushed into it.
     let mut taint = Taint::new();
@@ -268,9 +250,15 @@ fn verify_scope(scope: &PolicyScope, policy: &Policy, stage: Stage) -> Result<()
             taint.insert(Column::new(q.cloned(), field.name()), *kind);
         }
     }
-    // The optimizer may copy the row filter into the scan, and push a masked reader's
-    // predicates there; nothing else.
+    // The optimizer may copy the row filter (whole, or split into its conjuncts) into the
+    // scan, and push a masked reader's predicates there; nothing else.
     let pushed_row_filter = |f: &Expr| {
+        scope
+            .row_filter
+            .as_ref()
+            .is_some_and(|r| part_of_row_filter(r, f))
+    };
+    let whole_row_filter = |f: &Expr| {
         scope
             .row_filter
             .as_ref()
@@ -301,7 +289,11 @@ fn verify_scope(scope: &PolicyScope, policy: &Policy, stage: Stage) -> Result<()
     for node in path.iter().rev().skip(1) {
         match node {
             LogicalPlan::Filter(f) => {
-                let own = pushed_row_filter(&f.predicate);
+                // As analyzed, the rule's own Filter holds the whole row filter.
+                let own = match stage {
+                    Stage::Analyzed => whole_row_filter(&f.predicate),
+                    _ => pushed_row_filter(&f.predicate),
+                };
                 if own && !row_filter_seen {
                     row_filter_seen = true;
                 } else if stage == Stage::Analyzed {
@@ -503,8 +495,7 @@ fn verify_scan(scan: &ProductScanExec, policy: &Policy) -> Result<PhysicalTaint>
             scan.product()
         )));
     };
-    let (permission, row_filter) = granted(product, policy)?;
-    let masks = masks_for(product, permission);
+    let (masks, row_filter) = granted(product, policy)?;
     let expected = if row_filter.is_some() {
         Disclosure::RowsHidden
     } else if masks.is_empty() {

@@ -20,7 +20,6 @@ use datafusion::common::{DFSchema, Result};
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::{Expr, ExprSchemable, col};
 use datafusion::physical_plan::ExecutionPlan;
-use meshgate_contract::Permission;
 use meshgate_mesh::{ContractTable, Product};
 
 use crate::udf::MaskUdf;
@@ -30,14 +29,9 @@ impl Policy {
     /// The schema this principal reads `product` with, if its masks change a type
     /// (`None`: the contract's own schema).
     pub fn caller_schema(&self, product: &Product) -> Result<Option<SchemaRef>> {
-        let Access::Granted {
-            permission: Permission::ReadMasked,
-            ..
-        } = Access::resolve(product, &self.principal)
-        else {
+        let Access::Granted { masks, .. } = Access::resolve(product, &self.principal) else {
             return Ok(None);
         };
-        let masks: Vec<_> = Policy::masks(product).collect();
         if masks.is_empty() {
             return Ok(None);
         }
@@ -46,10 +40,10 @@ impl Policy {
         let fields = raw
             .fields()
             .iter()
-            .map(|f| match masks.iter().find(|(c, _)| *c == f.name()) {
+            .map(|f| match masks.get(f.name()) {
                 None => Ok(Arc::clone(f)),
                 // The field the rule's mask expression yields, so the two never disagree.
-                Some((_, kind)) => {
+                Some(kind) => {
                     let (_, field) =
                         MaskUdf::call(*kind, &self.key, col(f.name())).to_field(&df_schema)?;
                     Ok(Arc::new(

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use meshgate_contract::Permission;
+use meshgate_contract::{Permission, Source};
 use meshgate_mesh::checks::ProductReport;
 use meshgate_mesh::lineage::{Lineage, ProductRef};
 use meshgate_mesh::publish::RefreshStatus;
@@ -12,9 +12,9 @@ use meshgate_mesh::{Entry, Product};
 use meshgate_policy::{Access as Resolved, Principal};
 use meshgate_proto::catalog::catalog_service_server::CatalogService;
 use meshgate_proto::catalog::{
-    Access, Column, ColumnLineage, Derivation, DescribeProductRequest, Downstream, Grant, Health,
-    ListProductsRequest, ListProductsResponse, ProductDetail, ProductSummary, RefreshState,
-    ValueLabel,
+    Access, Column, ColumnLineage, ColumnPolicy, Derivation, DescribeProductRequest, Downstream,
+    Grant, Health, ListProductsRequest, ListProductsResponse, ProductDetail, ProductSummary,
+    RefreshState, ValueLabel,
 };
 use tonic::{Request, Response, Status};
 
@@ -31,13 +31,16 @@ impl MeshCatalogService {
     }
 }
 
+/// `read` only when every column is read in the clear: a governance mask on a reader in
+/// the clear makes it `read_masked` for that caller.
 fn access(product: &Product, principal: &Principal) -> Access {
     match Resolved::resolve(product, principal) {
         Resolved::Denied => Access::None,
         Resolved::Granted {
             permission: Permission::Read,
+            masks,
             ..
-        } => Access::Read,
+        } if masks.is_empty() => Access::Read,
         Resolved::Granted { .. } => Access::ReadMasked,
     }
 }
@@ -260,24 +263,25 @@ impl CatalogService for MeshCatalogService {
         detail.downstream = downstream(lineage, &product);
         if let Entry::Served(t) = entry {
             let p = t.product();
-            let level = access(p, &principal);
+            let caller = Resolved::resolve(p, &principal);
             detail.columns = p
                 .contract
                 .schema
                 .iter()
                 .map(|c| {
+                    let name = c.name.as_str();
                     let mask = c
                         .effective_mask()
                         .map(|m| m.to_string())
                         .unwrap_or_default();
-                    let caller_sees = match level {
-                        Access::Read => "clear".to_string(),
-                        Access::ReadMasked if !mask.is_empty() => mask.clone(),
-                        Access::ReadMasked => "clear".to_string(),
-                        _ => "none".to_string(),
+                    let caller_sees = match &caller {
+                        Resolved::Denied => "none".to_string(),
+                        Resolved::Granted { masks, .. } => masks
+                            .get(name)
+                            .map_or_else(|| "clear".to_string(), |m| m.to_string()),
                     };
                     Column {
-                        name: c.name.as_str().to_string(),
+                        name: name.to_string(),
                         r#type: c.data_type.to_string(),
                         description: c.description.clone().unwrap_or_default(),
                         pii: c.is_pii(),
@@ -294,6 +298,25 @@ impl CatalogService for MeshCatalogService {
                                 description: v.description.clone().unwrap_or_default(),
                             })
                             .collect(),
+                        tags: c.tags.iter().map(|t| t.to_string()).collect(),
+                        policy: p
+                            .policy
+                            .roles
+                            .iter()
+                            .map(|(role, rp)| {
+                                let rule = rp.masks.get(name);
+                                ColumnPolicy {
+                                    role: role.clone(),
+                                    mask: rule
+                                        .map_or_else(|| "clear".into(), |r| r.mask.to_string()),
+                                    sources: rule
+                                        .iter()
+                                        .flat_map(|r| &r.sources)
+                                        .map(|s| s.to_string())
+                                        .collect(),
+                                }
+                            })
+                            .collect(),
                     }
                 })
                 .collect();
@@ -301,10 +324,22 @@ impl CatalogService for MeshCatalogService {
                 .contract
                 .access_policy
                 .iter()
-                .map(|g| Grant {
-                    role: g.role.as_str().to_string(),
-                    permission: g.permission.to_string(),
-                    row_filter: g.row_filter.clone().unwrap_or_default(),
+                .map(|g| {
+                    let role = g.role.as_str();
+                    Grant {
+                        role: role.to_string(),
+                        permission: g.permission.to_string(),
+                        row_filter: g.row_filter.clone().unwrap_or_default(),
+                        policy_row_filters: p
+                            .policy
+                            .roles
+                            .get(role)
+                            .iter()
+                            .flat_map(|rp| &rp.row_filters)
+                            .filter(|(s, _)| *s != Source::Contract)
+                            .map(|(s, sql)| format!("{sql} ({s})"))
+                            .collect(),
+                    }
                 })
                 .collect();
         }

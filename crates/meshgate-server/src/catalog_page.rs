@@ -162,13 +162,14 @@ pub(crate) async fn product(
             }
             h2 { "Schema" }
             table #schema {
-                tr { th { "column" } th { "type" } th { "unit" } th { "PII" } th { "masked as" } th { "checks" } th { "description" } }
+                tr { th { "column" } th { "type" } th { "unit" } th { "PII" } th { "tags" } th { "masked as" } th { "checks" } th { "description" } }
                 @for col in &c.schema {
                     tr class=@if col.is_pii() { "pii" } @else { "" } data-column=(col.name.as_str()) {
                         td { (col.name.as_str()) }
                         td { (col.data_type.to_string()) }
                         td.unit { (col.unit.as_deref().unwrap_or("")) }
                         td { @if col.is_pii() { "yes" } @else { "no" } }
+                        td.tags { (col.tags.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")) }
                         td { (col.effective_mask().map(|m| m.to_string()).unwrap_or_default()) }
                         td { (checks(col)) }
                         td { (col.description.as_deref().unwrap_or("")) }
@@ -256,11 +257,36 @@ pub(crate) async fn product(
             h2 { "Who may read what" }
             table #grants {
                 tr { th { "role" } th { "sees" } th { "rows" } }
-                @for g in &c.access_policy {
-                    tr data-role=(g.role.as_str()) {
-                        td { (g.role.as_str()) }
-                        td { @if g.permission == meshgate_contract::Permission::Read { "everything in the clear" } @else { "PII masked" } }
-                        td { @if let Some(f) = &g.row_filter { "where " code { (f) } } @else { "all" } }
+                // The effective policy: the contract's grants under governance policies.
+                @for (role, rp) in &p.policy.roles {
+                    tr data-role=(role) {
+                        td { (role) }
+                        td {
+                            @if rp.masks.is_empty() { "everything in the clear" } @else {
+                                "masked: "
+                                @for (i, (column, rule)) in rp.masks.iter().enumerate() {
+                                    @if i > 0 { ", " }
+                                    code { (column) } " " (rule.mask)
+                                    " (" (rule.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")) ")"
+                                }
+                            }
+                        }
+                        td {
+                            @if rp.row_filters.is_empty() { "all" } @else {
+                                "where "
+                                @for (i, (source, f)) in rp.row_filters.iter().enumerate() {
+                                    @if i > 0 { " and " }
+                                    code { (f) } " (" (source) ")"
+                                }
+                            }
+                        }
+                    }
+                }
+                @for (role, policy) in &p.policy.denied {
+                    tr data-role=(role) {
+                        td { (role) }
+                        td { "nothing: denied by governance policy " (policy) }
+                        td { "" }
                     }
                 }
                 tr { td { "anyone else" } td { "nothing (metadata only)" } td { "" } }
