@@ -75,9 +75,17 @@ def test_a_product_page_shows_schema_masks_and_who_may_read(gateway):
     assert "yes" in row and "last4" in row
     row = dom.split('data-column="region"')[1].split("</tr>")[0]
     assert "no" in row and "one of EU, US, APAC" in row
-    grants = dom.split('id="grants"')[1]
-    assert "marketing" in grants and "PII masked" in grants
-    assert "region = 'EU'" in grants
+    row = dom.split('data-column="email"')[1].split("</tr>")[0]
+    assert "pii.email" in row
+    grants = dom.split('id="grants"')[1].split("</table>")[0]
+    # Each role's effective view, and where each mask comes from.
+    marketing = grants.split('data-role="marketing"')[1].split("</tr>")[0]
+    assert "masked:" in marketing and "last4 (contract)" in marketing
+    support = grants.split('data-role="eu_support"')[1].split("</tr>")[0]
+    assert "hash (governance policy email-hashed)" in support
+    assert "region = 'EU'" in support
+    analyst = grants.split('data-role="data_analyst"')[1].split("</tr>")[0]
+    assert "everything in the clear" in analyst
 
 
 def test_the_page_needs_no_login_so_it_shows_no_measurements(gateway):

@@ -313,7 +313,7 @@ source:
 sla: {freshness: "2 hours", quality: "90%"}
 schema:
   - {name: order_id, type: string, description: "The order", pii: false}
-  - {name: contact, type: string, description: "Who placed it", PII_LINE}
+  - {name: contact, type: string, description: "Who placed it", PII_LINE, tags: [pii.email]}
 access_policy:
   - {role: data_analyst, permission: read}
 "#;
@@ -358,7 +358,9 @@ async fn a_derived_contract_that_drops_a_pii_tag_is_refused_by_lint_serve_and_re
     let f = Fixture::new();
     f.contract(
         "order_contacts.yaml",
-        &CONTACTS.replace("PII_LINE", "pii: false"),
+        &CONTACTS
+            .replace("PII_LINE", "pii: false")
+            .replace(", tags: [pii.email]", ""),
     );
     let mesh = f.mesh().await;
     let q = mesh
@@ -398,6 +400,28 @@ async fn a_derived_contract_that_drops_a_pii_tag_is_refused_by_lint_serve_and_re
     assert!(
         out.contains("order_contacts.yaml:6:1: source: column \"contact\" comes from PII"),
         "{out}"
+    );
+
+    // Masked, but without the input's tag: governance's policies on e-mails would stop at
+    // this product, so it is refused too.
+    f.contract(
+        "order_contacts.yaml",
+        &CONTACTS
+            .replace("PII_LINE", "pii: true, mask: hash")
+            .replace(", tags: [pii.email]", ""),
+    );
+    let mesh = f.mesh().await;
+    let q = mesh
+        .quarantined()
+        .iter()
+        .find(|q| q.dataset == "order_contacts")
+        .unwrap();
+    assert!(
+        q.reasons.iter().any(|r| r.contains(
+            "column \"contact\" comes from columns tagged pii.email \
+             (checkout.checkout_orders_summary.user_email (v1)): tag it pii.email too"
+        )),
+        "{q}"
     );
 }
 
@@ -582,6 +606,7 @@ async fn data_computed_under_other_pii_tags_or_swapped_in_by_hand_is_not_served(
         "order_contacts.yaml",
         &CONTACTS
             .replace("PII_LINE", "pii: false")
+            .replace(", tags: [pii.email]", "")
             .replace("user_email AS contact", "'n/a' AS contact"),
     );
     let mesh = f.mesh().await;

@@ -342,6 +342,24 @@ fn column(o: &Column, n: &Column, push: &mut impl FnMut(Impact, String, String))
         );
     }
 
+    // Tags decide which governance policies apply: a tag removed may unmask the column.
+    for t in o.tags.iter().filter(|t| !n.tags.contains(t)) {
+        push(
+            Impact::Security,
+            at("tags"),
+            format!("loses tag {t}: governance policies on {t} no longer apply to it"),
+        );
+    }
+    // Governance may tighten what a tag means at any time, so gaining one needs no new
+    // version; `meshgate diff` of the governance change lists its effect.
+    for t in n.tags.iter().filter(|t| !o.tags.contains(t)) {
+        push(
+            Impact::NonBreaking,
+            at("tags"),
+            format!("gains tag {t}: governance policies on {t} now apply to it"),
+        );
+    }
+
     // Visibility of the values to masked readers.
     match (o.effective_mask(), n.effective_mask()) {
         (Some(_), None) => push(
@@ -620,6 +638,27 @@ access_policy:
         let d = diff(&parse(&scored("points")), &parse(&scored("percent")));
         assert_eq!(d.changes[0].impact, Impact::Breaking);
         assert_eq!(d.changes[0].field, "schema.score.unit");
+    }
+
+    #[test]
+    fn a_lost_tag_is_a_security_change_and_a_new_one_is_not_breaking() {
+        let tagged = V1.replace(
+            "{name: email, type: string, pii: true}",
+            "{name: email, type: string, pii: true, tags: [pii.email]}",
+        );
+        let d = diff(&parse(&tagged), &parse(V1));
+        assert_eq!(
+            d.changes
+                .iter()
+                .map(|c| (c.impact, c.field.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(Impact::Security, "schema.email.tags")]
+        );
+        assert!(d.changes[0].message.contains("pii.email"), "{d:?}");
+        assert_eq!(
+            changes(&tagged),
+            vec![(Impact::NonBreaking, "schema.email.tags".to_string())]
+        );
     }
 
     #[test]

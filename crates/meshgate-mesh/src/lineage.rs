@@ -410,6 +410,23 @@ fn check(result: &[Field], contract: &Contract, shapes: &Shapes, d: &mut Derivat
                 col.data_type
             ));
         }
+        // Governance policies follow tags: a value computed from a tagged column carries
+        // the tag on, or the policies on it would stop at the derived product.
+        let mut missing: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for s in d.sources(name) {
+            for t in shapes.tags(s) {
+                if !col.tags.contains(t) {
+                    missing.entry(t.as_str()).or_default().push(s.to_string());
+                }
+            }
+        }
+        for (tag, from) in missing {
+            d.problems.push(format!(
+                "column {name:?} comes from columns tagged {tag} ({}): tag it {tag} too, so \
+                 that the mesh's policies on {tag} apply to this product",
+                from.join(", ")
+            ));
+        }
         if col.is_pii() {
             continue;
         }
@@ -433,6 +450,7 @@ struct Shapes {
     /// domain → table name → shape.
     tables: BTreeMap<String, BTreeMap<String, Arc<Shape>>>,
     pii: BTreeSet<ColumnRef>,
+    tags: BTreeMap<ColumnRef, Vec<meshgate_contract::Tag>>,
 }
 
 impl Shapes {
@@ -446,6 +464,7 @@ impl Shapes {
         }
         let mut tables: BTreeMap<String, BTreeMap<String, Arc<Shape>>> = BTreeMap::new();
         let mut pii = BTreeSet::new();
+        let mut tags = BTreeMap::new();
         for d in contracts {
             let product = product_ref(d.domain, d.contract);
             let fields: Vec<Field> = d
@@ -461,11 +480,17 @@ impl Shapes {
                     Field::new(c.name.as_str(), ty, true)
                 })
                 .collect();
-            for c in d.contract.schema.iter().filter(|c| c.is_pii()) {
-                pii.insert(ColumnRef {
+            for c in &d.contract.schema {
+                let at = ColumnRef {
                     product: product.clone(),
                     column: c.name.as_str().to_string(),
-                });
+                };
+                if !c.tags.is_empty() {
+                    tags.insert(at.clone(), c.tags.clone());
+                }
+                if c.is_pii() {
+                    pii.insert(at);
+                }
             }
             let schema = Arc::new(Schema::new(fields));
             let domain = tables.entry(d.domain.to_string()).or_default();
@@ -482,11 +507,15 @@ impl Shapes {
                 domain.insert(dataset.to_string(), shape(true));
             }
         }
-        Shapes { tables, pii }
+        Shapes { tables, pii, tags }
     }
 
     fn is_pii(&self, c: &ColumnRef) -> bool {
         self.pii.contains(c)
+    }
+
+    fn tags(&self, c: &ColumnRef) -> &[meshgate_contract::Tag] {
+        self.tags.get(c).map_or(&[], Vec::as_slice)
     }
 
     fn context(&self) -> SessionContext {
