@@ -24,6 +24,22 @@ pub async fn connect(
     Ok(client)
 }
 
+/// The rows of a simple query, as text (`None` for NULL).
+pub async fn simple_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Rows as a Postgres driver decodes them (binary format), back into the Arrow types they
 /// left as, so that they format exactly as the engine's batches do.
 pub fn rows_to_batch(

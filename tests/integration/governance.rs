@@ -72,19 +72,14 @@ async fn pg_query(s: &TestServer, user: &str, sql: &str) -> Vec<String> {
     let client = crate::common::pg::connect(s.server.pg_addr.unwrap(), user)
         .await
         .unwrap();
-    client
-        .simple_query(sql)
+    crate::common::pg::simple_rows(&client, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
-            _ => None,
+        .map(|r| {
+            r.into_iter()
+                .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect()
 }
