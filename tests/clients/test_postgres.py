@@ -41,6 +41,15 @@ def test_psql_runs_queries_and_describes_tables(gateway):
     out = subprocess.run(base + ["-c", r"\dt checkout.*"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert "checkout_orders_summary" in out.stdout, out.stderr
+    # The "+" form: the contract's description as the comment, no size of any product.
+    out = subprocess.run(base + ["-c", r"\dt+ checkout.*"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Completed orders" in out.stdout and "bytes" not in out.stdout, out.stdout
+    for command in (r"\df", r"\du"):
+        out = subprocess.run(base + ["-c", command],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0, (command, out.stderr)
     # A refusal is an error with its SQLSTATE, and psql's exit status says so.
     out = subprocess.run(base[:-4] + ["-U", "guest", "-d", "mesh", "-v", "VERBOSITY=verbose",
                                       "-c", "SELECT * FROM customers.customer_profiles"],

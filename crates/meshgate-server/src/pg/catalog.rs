@@ -90,7 +90,10 @@ impl SessionSetup for PgCatalog {
             pg::array_bounds_udf::create_array_lower_udf(),
             version_udf(),
             type_is_visible_udf(),
-        ] {
+        ]
+        .into_iter()
+        .chain(super::describe::udfs())
+        {
             ctx.register_udf(udf);
         }
         ctx.register_udtf(

@@ -64,12 +64,14 @@ fn parser() -> &'static PostgresCompatibilityParser {
     &PARSER
 }
 
-/// The statements of `sql` as the Postgres parser reads and rewrites them; `None` when
-/// that parser does not know the text, which then goes to the query path as it came, to
-/// be planned or refused exactly as on Flight (DataFusion's own syntax, several
-/// statements where one is expected).
+/// The statements of `sql` as the Postgres parser reads and rewrites them (and psql's
+/// describe idioms, see `describe.rs`); `None` when that parser does not know the text,
+/// which then goes to the query path as it came, to be planned or refused exactly as on
+/// Flight (DataFusion's own syntax, several statements where one is expected).
 fn parse(sql: &str) -> Option<Vec<Statement>> {
-    parser().parse(sql).ok()
+    let mut statements = parser().parse(sql).ok()?;
+    statements.iter_mut().for_each(super::describe::rewrite);
+    Some(statements)
 }
 
 /// The session of a logged-in connection.

@@ -8,6 +8,7 @@
 
 mod auth;
 mod catalog;
+mod describe;
 mod handler;
 mod session;
 
