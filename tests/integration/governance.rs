@@ -108,9 +108,9 @@ async fn policies_hold_whatever_the_query_and_the_protocol() {
         assert_eq!(query(&s, "support", &sql).await, de, "{sql}");
         assert_eq!(pg_query(&s, "support", &sql).await, de, "{sql} over Postgres");
     }
-    // Other domains are not filtered by it.
+    // Other domains are not filtered by it: the EU profiles, as the contract says.
     let profiles = "SELECT count(*) FROM customers.customer_profiles";
-    assert_ne!(query(&s, "support", profiles).await, vec!["0".to_string()]);
+    assert_eq!(query(&s, "support", profiles).await, ["6659"]);
 
     // Support's contract grant shows birth dates in the clear; the policy hides them
     // entirely, and no predicate or aggregate sees through it.
@@ -127,15 +127,16 @@ async fn policies_hold_whatever_the_query_and_the_protocol() {
             "{sql} over Postgres"
         );
     }
-    // Marketing keeps what its contract gives it: the year.
+    // Marketing keeps what its contract gives it: the year (every date a 1 January).
     assert_eq!(
         query(
             &s,
             "marketer",
-            "SELECT count(birth_date) > 0 FROM customers.customer_profiles"
+            "SELECT count(birth_date) > 0, count(*) FILTER (WHERE date_part('month', birth_date) \
+             <> 1 OR date_part('day', birth_date) <> 1) FROM customers.customer_profiles"
         )
         .await,
-        ["true"]
+        ["true 0"]
     );
     // The analyst is not bound by either policy.
     let dates = query(
@@ -146,7 +147,7 @@ async fn policies_hold_whatever_the_query_and_the_protocol() {
     .await;
     assert_eq!(dates, ["true"]);
 
-    // EXPLAIN shows the policy's filter and mask, never a raw value or hidden statistic.
+    // EXPLAIN shows the policy's filter and mask.
     let plan = query(
         &s,
         "support",
@@ -163,6 +164,37 @@ async fn policies_hold_whatever_the_query_and_the_protocol() {
     .await
     .join("\n");
     assert!(plan.contains("birth_date:null"), "{plan}");
+}
+
+#[tokio::test]
+async fn several_roles_show_no_cell_beyond_the_role_that_sees_its_row() {
+    use meshgate_policy::{MeshSession, Policy, Principal};
+    let mesh = governed_mesh().await;
+    let run = |roles: &'static [&'static str], sql: &'static str| {
+        let session = MeshSession::new(
+            &mesh.mesh,
+            Policy::new(
+                Principal::new("x", roles.iter().copied()),
+                crate::common::key(),
+            ),
+        );
+        async move {
+            let batches = session.sql(sql).await.unwrap().collect().await.unwrap();
+            lines(&batches)
+        }
+    };
+    let emails = "SELECT count(*), count(DISTINCT email), max(length(email)) FROM customers.customer_profiles";
+    // Support alone: EU rows, e-mails hashed by governance (64 hex digits).
+    let support = run(&["eu_support"], emails).await;
+    assert!(support[0].ends_with(" 64"), "{support:?}");
+    // With the analysts' role, which reads every row in the clear: the analyst's view.
+    let both = run(&["eu_support", "data_analyst"], emails).await;
+    assert_eq!(both, run(&["data_analyst"], emails).await);
+    assert!(!both[0].ends_with(" 64"), "{both:?}");
+    // And the birth dates governance nulls for support alone are the analyst's too.
+    let dates = "SELECT count(birth_date) FROM customers.customer_profiles";
+    assert_eq!(run(&["eu_support"], dates).await, ["0"]);
+    assert_ne!(run(&["eu_support", "data_analyst"], dates).await, ["0"]);
 }
 
 #[tokio::test]
@@ -394,29 +426,38 @@ async fn diff_of_a_governance_change_lists_each_product_and_fails_on_loosening()
         "{report}"
     );
     assert!(!report.contains("street_address.marketing"), "{report}");
-    // Without --fail-on the report is the same and the exit code 0; tightening alone passes.
+    // Denying a role a contract grants is no security change, but it refuses the contract,
+    // which fails the diff on its own.
     let tight = dir.path().join("tight");
     std::fs::create_dir(&tight).unwrap();
-    std::fs::copy(&old, tight.join("governance.yaml")).unwrap();
-    edit(
-        &tight,
-        "governance.yaml",
-        "roles: [eu_support, regional_support]",
-        "roles: [eu_support, regional_support, marketing]",
-    );
-    let out = meshgate(
-        dir.path(),
-        &[
-            "diff",
-            "governance-before.yaml",
-            "tight/governance.yaml",
-            "--fail-on",
-            "security",
-        ],
-    )
-    .await;
+    let diff_with = |roles: &'static str| {
+        let tight = tight.clone();
+        let old = old.clone();
+        let dir = dir.path().to_path_buf();
+        async move {
+            std::fs::copy(&old, tight.join("governance.yaml")).unwrap();
+            edit(
+                &tight,
+                "governance.yaml",
+                "roles: [eu_support, regional_support]",
+                roles,
+            );
+            meshgate(
+                &dir,
+                &[
+                    "diff",
+                    "governance-before.yaml",
+                    "tight/governance.yaml",
+                    "--fail-on",
+                    "security",
+                ],
+            )
+            .await
+        }
+    };
+    let out = diff_with("roles: [eu_support, regional_support, marketing]").await;
     let report = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(out.status.code(), Some(1), "{report}");
     assert!(
         report.contains("breaking     access_policy.marketing: role marketing is denied by policy no-revenue-for-support"),
         "{report}"
@@ -424,5 +465,17 @@ async fn diff_of_a_governance_change_lists_each_product_and_fails_on_loosening()
     assert!(
         report.contains("refused      access_policy[1].role"),
         "{report}"
+    );
+    assert!(
+        report.contains("error: the new rules refuse some contracts"),
+        "{report}"
+    );
+    // A tightening every contract already meets passes.
+    let out = diff_with("roles: [eu_support, regional_support, newcomers]").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("no change to any product's effective policy"),
+        "{}",
+        text(&out)
     );
 }

@@ -263,12 +263,20 @@ fn governance(args: &DiffArgs) -> anyhow::Result<ExitCode> {
             report.iter().filter(|p| !p.refused.is_empty()).count()
         );
     }
-    let failed = match args.fail_on {
-        Some(FailOn::Security) => count(Impact::Security) > 0,
-        Some(FailOn::Any) => !report.is_empty(),
-        None => false,
-    };
-    if failed {
+    // A product the new rules refuse goes offline for every consumer: never a silent pass.
+    let refused = report.iter().any(|p| !p.refused.is_empty());
+    let failed = refused
+        || match args.fail_on {
+            Some(FailOn::Security) => count(Impact::Security) > 0,
+            Some(FailOn::Any) => !report.is_empty(),
+            None => false,
+        };
+    if refused {
+        eprintln!(
+            "error: the new rules refuse some contracts: the gateway would quarantine those \
+             products until their contracts comply"
+        );
+    } else if failed {
         eprintln!("error: changes that --fail-on refuses");
     }
     Ok(if failed {

@@ -53,7 +53,9 @@ pub(crate) async fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
                 }
             },
         };
-        let domain = gov_file.as_deref().and_then(|g| folder_domain(f, g));
+        // The contracts root is where the server finds governance.yaml, whichever rules lint
+        // was told to apply.
+        let domain = nearest_governance(f).and_then(|g| folder_domain(f, &g));
         if let Err(e) = load_governed_contract(f, governance.as_ref(), domain.as_deref()) {
             diagnostics.extend(e.diagnostics());
         }

@@ -223,7 +223,7 @@ impl MaskKind {
         }
     }
 
-    /// The strictest mask that shows nothing either `self` or `other` hides: what a value
+    /// The least strict mask that hides everything `self` or `other` hides: what a value
     /// may be shown as when two rules each require a mask. Masks are not a line: `hash`
     /// keeps equality that `last4` loses and `last4` keeps characters `hash` hides, so two
     /// different masks meet at `redact` (only whether the value is there), and `null`

@@ -314,9 +314,7 @@ pub fn diff_effective(old: &EffectivePolicy, new: &EffectivePolicy) -> Vec<Chang
             push(
                 Impact::Breaking,
                 format!("access_policy.{role}"),
-                format!(
-                    "role {role} is denied by policy {policy}: its queries of the product fail"
-                ),
+                format!("role {role} is denied by policy {policy}"),
             );
         }
     }
@@ -431,6 +429,18 @@ pub(crate) fn loosenings(
                         continue;
                     }
                     let name = col.name.as_str();
+                    // The newest value of the freshness column is shown as the product's
+                    // age, to every reader of the catalog.
+                    if c.sla.as_ref().and_then(|s| s.freshness_column.as_deref()) == Some(name) {
+                        out.push((
+                            "sla.freshness_column".to_string(),
+                            format!(
+                                "column {name} is masked by policy {}, so its values cannot \
+                                 measure freshness (the catalog would show its newest value)",
+                                p.name
+                            ),
+                        ));
+                    }
                     let mask = if mask.fits(&col.data_type) {
                         mask
                     } else {
@@ -742,6 +752,24 @@ access_policy:
         );
         // Unknown domain: domain policies are checked as if they matched.
         assert_eq!(loosenings(&c, None, &policies()).len(), 5);
+        // A masked column cannot be the freshness column.
+        let dated = contract(
+            &PROFILES
+                .replace(
+                    "schema:",
+                    "sla: {freshness: 1 hour, freshness_column: seen_at}\nschema:",
+                )
+                .replace(
+                    "  - {name: region,",
+                    "  - {name: seen_at, type: timestamp, \
+                     tags: [pii.location]}\n  - {name: region,",
+                ),
+        );
+        let found: Vec<String> = loosenings(&dated, Some("customers"), &policies())
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(found, vec!["sla.freshness_column"]);
         // The compliant product has nothing to say.
         assert_eq!(
             loosenings(&contract(PROFILES), Some("customers"), &policies()),

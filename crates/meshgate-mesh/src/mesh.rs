@@ -190,7 +190,9 @@ impl Mesh {
         )
         .await?;
         let invalid = |q: &Quarantine| q.reasons.iter().all(|r| r.starts_with("invalid contract"));
-        if !next.quarantined.iter().any(|q| invalid(q)) {
+        // New governance rules may refuse a contract that did not change: its last good
+        // table was bound under the old rules' (looser) policy, so it is not kept.
+        if self.governance != next.governance || !next.quarantined.iter().any(|q| invalid(q)) {
             return Ok(next);
         }
         let mut products = next.products;
@@ -1211,5 +1213,22 @@ mod tests {
         std::fs::write(d.join("contracts/governance.yaml"), "explicit_pii: true\n").unwrap();
         let m7 = m6.reload().await.unwrap();
         assert!(!same(&m6, &m7, "a") && !same(&m6, &m7, "b"));
+
+        // A policy that denies what a's contract grants: a is refused at once, not kept
+        // under the policy it was bound with; the others are bound under the new floor.
+        std::fs::write(
+            d.join("contracts/governance.yaml"),
+            "policies:\n  - name: no-a\n    match: {domains: [inventory]}\n    deny: true\n    \
+             roles: [data_analyst]\n",
+        )
+        .unwrap();
+        let m8 = m7.reload().await.unwrap();
+        assert!(m8.tables().is_empty(), "{:?}", m8.tables().len());
+        assert!(m8.kept().is_empty());
+        assert!(
+            m8.quarantined()
+                .iter()
+                .any(|q| q.dataset == "a" && q.reasons.iter().any(|r| r.contains("no-a")))
+        );
     }
 }

@@ -78,10 +78,6 @@ impl ScanView {
     }
 }
 
-/// Whether two predicates are the same row filter, whatever qualifiers and casts planning
-/// added to one of them (the rule qualifies it, type coercion may cast its operands, the
-/// simplifier folds a cast literal into a literal of the column's string type, and the
-/// optimizer copies it into the scan).
 /// Whether `f` is `row_filter` or one of its conjuncts: what the optimizer may push into a
 /// filtered scan (it splits `a AND b` into `a` and `b`), all of which the scan applies.
 pub fn part_of_row_filter(row_filter: &Expr, f: &Expr) -> bool {
@@ -91,6 +87,10 @@ pub fn part_of_row_filter(row_filter: &Expr, f: &Expr) -> bool {
             .any(|c| same_predicate(c, f))
 }
 
+/// Whether two predicates are the same row filter, whatever qualifiers and casts planning
+/// added to one of them (the rule qualifies it, type coercion may cast its operands, the
+/// simplifier folds a cast literal into a literal of the column's string type, and the
+/// optimizer copies it into the scan).
 pub fn same_predicate(a: &Expr, b: &Expr) -> bool {
     fn canonical(e: &Expr) -> Expr {
         use datafusion::common::tree_node::{Transformed, TreeNode};

@@ -150,9 +150,12 @@ pub enum Access {
 impl Access {
     /// The most permissive grant among the principal's roles wins (read > read_masked >
     /// none, docs/DESIGN.md §4.5), after governance policies (which may deny a role, add
-    /// masks and row filters). Among the roles of that level, a row is visible if one of
-    /// them sees it, and a column is shown with the meet of their masks, so no cell shows
-    /// more than the role that sees its row may see.
+    /// masks and row filters). Among the roles of that level, no cell may show more than a
+    /// role that sees its row would show:
+    /// - if some of them see every row, the caller reads as one of those does (the one
+    ///   whose masks are nowhere stricter than the others', or else with their masks met);
+    /// - otherwise a row is visible if one of them sees it, and each column takes the
+    ///   meet of all their masks.
     pub fn resolve(product: &Product, principal: &Principal) -> Access {
         let roles: Vec<(&String, &RolePolicy)> = product
             .policy
@@ -163,35 +166,28 @@ impl Access {
         let Some(permission) = roles.iter().map(|(_, p)| p.permission).max() else {
             return Access::Denied;
         };
-        let top: Vec<_> = roles
+        let top: Vec<(&String, &RolePolicy)> = roles
             .into_iter()
             .filter(|(_, p)| p.permission == permission)
             .collect();
-        let mut masks: BTreeMap<String, MaskKind> = BTreeMap::new();
-        for (_, p) in &top {
-            for (column, rule) in &p.masks {
-                masks
-                    .entry(column.clone())
-                    .and_modify(|m| *m = m.meet(rule.mask))
-                    .or_insert(rule.mask);
-            }
+        let (every_row, filtered): (Vec<_>, Vec<_>) = top
+            .iter()
+            .partition(|(role, _)| !product.row_filters.contains_key(role.as_str()));
+        if !every_row.is_empty() {
+            return Access::Granted {
+                permission,
+                masks: least_masked(&every_row),
+                row_filter: None,
+            };
         }
-        let mut filters = Vec::new();
-        let mut every_row = false;
-        for (role, _) in &top {
-            match product.row_filters.get(role.as_str()) {
-                Some(f) => filters.push(bind_attributes(f, principal)),
-                None => every_row = true,
-            }
-        }
+        let filters = filtered
+            .iter()
+            .filter_map(|(role, _)| product.row_filters.get(role.as_str()))
+            .map(|f| bind_attributes(f, principal));
         Access::Granted {
             permission,
-            masks,
-            row_filter: if every_row {
-                None
-            } else {
-                filters.into_iter().reduce(or)
-            },
+            masks: met(&filtered),
+            row_filter: filters.reduce(or),
         }
     }
 
@@ -203,6 +199,39 @@ impl Access {
                 masks, row_filter, ..
             } => !masks.is_empty() || row_filter.is_some(),
         }
+    }
+}
+
+/// Each column masked by any of `roles`, with the meet of their masks.
+fn met(roles: &[&(&String, &RolePolicy)]) -> BTreeMap<String, MaskKind> {
+    let mut masks: BTreeMap<String, MaskKind> = BTreeMap::new();
+    for (_, p) in roles {
+        for (column, rule) in &p.masks {
+            masks
+                .entry(column.clone())
+                .and_modify(|m| *m = m.meet(rule.mask))
+                .or_insert(rule.mask);
+        }
+    }
+    masks
+}
+
+/// The masks of the role among `roles` that shows at least what each other one shows,
+/// column by column; without such a role, the meet of all of theirs.
+fn least_masked(roles: &[&(&String, &RolePolicy)]) -> BTreeMap<String, MaskKind> {
+    let shows_all_of = |a: &RolePolicy, b: &RolePolicy| {
+        a.masks.iter().all(|(column, mine)| {
+            b.masks
+                .get(column)
+                .is_some_and(|theirs| theirs.mask.at_least_as_strict_as(mine.mask))
+        })
+    };
+    match roles
+        .iter()
+        .find(|(_, a)| roles.iter().all(|(_, b)| shows_all_of(a, b)))
+    {
+        Some((_, p)) => p.masks.iter().map(|(c, r)| (c.clone(), r.mask)).collect(),
+        None => met(roles),
     }
 }
 

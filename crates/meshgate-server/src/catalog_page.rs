@@ -162,7 +162,7 @@ pub(crate) async fn product(
             }
             h2 { "Schema" }
             table #schema {
-                tr { th { "column" } th { "type" } th { "unit" } th { "PII" } th { "tags" } th { "masked as" } th { "checks" } th { "description" } }
+                tr { th { "column" } th { "type" } th { "unit" } th { "PII" } th { "tags" } th { "contract mask" } th { "checks" } th { "description" } }
                 @for col in &c.schema {
                     tr class=@if col.is_pii() { "pii" } @else { "" } data-column=(col.name.as_str()) {
                         td { (col.name.as_str()) }
