@@ -92,16 +92,21 @@ pub(crate) async fn run(args: DiffArgs) -> anyhow::Result<ExitCode> {
         Some(FailOn::Any) => !d.changes.is_empty(),
         None => false,
     };
-    if let Some(e) = &d.version_error {
+    Ok(verdict(d.version_error.clone(), failed))
+}
+
+/// The exit status, saying why it fails: a refusal of the change itself, or `--fail-on`.
+fn verdict(refusal: Option<String>, failed: bool) -> ExitCode {
+    if let Some(e) = &refusal {
         eprintln!("error: {e}");
     } else if failed {
         eprintln!("error: changes that --fail-on refuses");
     }
-    Ok(if failed {
+    if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// The derived products of the mesh under `--contracts` that the breaking changes reach:
@@ -181,9 +186,7 @@ fn governance(args: &DiffArgs) -> anyhow::Result<ExitCode> {
             root.display()
         );
     }
-    let mut files = Vec::new();
-    collect_yaml(root, &mut files)?;
-    files.sort();
+    let files = meshgate_mesh::contract_files(root)?;
     let mut report = Vec::new();
     let mut contracts = 0;
     for f in &files {
@@ -206,10 +209,11 @@ fn governance(args: &DiffArgs) -> anyhow::Result<ExitCode> {
             continue;
         };
         let changes = diff_effective(&old.effective(&c, &domain), &new.effective(&c, &domain));
+        let already = old.check(&c, Some(&domain));
         let refused: Vec<String> = new
             .check(&c, Some(&domain))
             .into_iter()
-            .filter(|v| !old.check(&c, Some(&domain)).contains(v))
+            .filter(|v| !already.contains(v))
             .map(|v| format!("{}: {} (governance: {})", v.field, v.message, v.rule))
             .collect();
         if changes.is_empty() && refused.is_empty() {
@@ -271,33 +275,12 @@ fn governance(args: &DiffArgs) -> anyhow::Result<ExitCode> {
             Some(FailOn::Any) => !report.is_empty(),
             None => false,
         };
-    if refused {
-        eprintln!(
-            "error: the new rules refuse some contracts: the gateway would quarantine those \
-             products until their contracts comply"
-        );
-    } else if failed {
-        eprintln!("error: changes that --fail-on refuses");
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = e?.path();
-        if path.is_dir() {
-            collect_yaml(&path, out)?;
-        } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml")
-            && !is_governance(&path.to_string_lossy())
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
+    let refusal = refused.then(|| {
+        "the new rules refuse some contracts: the gateway would quarantine those products \
+         until their contracts comply"
+            .to_string()
+    });
+    Ok(verdict(refusal, failed))
 }
 
 fn load(spec: &str) -> anyhow::Result<Contract> {
