@@ -3,6 +3,7 @@ mod checks;
 mod cli;
 mod cluster_tls;
 mod codec;
+mod delta;
 mod derived;
 mod distributed;
 mod flight;

@@ -3,7 +3,7 @@ holding the sample mesh.
 
     python tests/s3/moto_server.py BUCKET DATA_DIR
 
-Uploads every Parquet file under DATA_DIR to BUCKET (same relative paths), creates an IAM
+Uploads every Parquet file (and Delta log) under DATA_DIR to BUCKET (same relative paths), creates an IAM
 user whose key is the only one accepted from then on (moto checks signatures once
 authentication is switched on), prints one line
 
@@ -49,7 +49,9 @@ def main():
     # The layout as served: a published location is a link to a hidden folder beside it.
     for root, dirs, files in os.walk(data, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(n for n in files if n.endswith(".parquet")):
+        # A Delta table's log travels with its files.
+        in_log = pathlib.Path(root).name == "_delta_log"
+        for name in sorted(n for n in files if n.endswith(".parquet") or in_log):
             f = pathlib.Path(root) / name
             s3.upload_file(str(f), bucket, f.relative_to(data).as_posix())
 

@@ -20,8 +20,8 @@ pub use attributes::{ATTRIBUTE_PREFIX, RowFilterSql, row_filter_sql};
 pub use diff::{Change, Diff, Impact, diff};
 pub use governance::{Governance, NamePattern, Violation, load_governed_contract};
 pub use model::{
-    Column, ColumnName, Contract, DerivedSource, Freshness, Grant, Identifier, MaskKind, Owner,
-    Percent, Permission, Role, Scalar, Sla, Tag, ValueLabel, Version,
+    Column, ColumnName, Contract, DeltaPin, DerivedSource, Freshness, Grant, Identifier, MaskKind,
+    Owner, Percent, Permission, Role, Scalar, Sla, StorageFormat, Tag, ValueLabel, Version,
 };
 pub use parse::{Identity, load_contract, parse_contract, peek_identity};
 pub use policies::{
@@ -146,6 +146,45 @@ access_policy:
         let sla = c.sla.unwrap();
         assert_eq!(sla.freshness.unwrap().0.as_secs(), 3600);
         assert_eq!(sla.quality.unwrap().0, 99.9);
+    }
+
+    #[test]
+    fn delta_format_and_pins_parse_and_bad_ones_are_located() {
+        let delta = SEED.replace("owner:", "format: delta\ndelta: {version: 12}\nowner:");
+        let c = parse_contract(Path::new("c.yaml"), &delta).unwrap();
+        assert_eq!(c.format, crate::StorageFormat::Delta);
+        assert_eq!(c.delta, Some(crate::DeltaPin::Version(12)));
+        let at = SEED.replace(
+            "owner:",
+            "format: delta\ndelta: {timestamp: \"2026-11-30T12:00:00+01:00\"}\nowner:",
+        );
+        let c = parse_contract(Path::new("c.yaml"), &at).unwrap();
+        assert_eq!(
+            c.delta.unwrap().to_string(),
+            "as of 2026-11-30T11:00:00+00:00"
+        );
+        assert_eq!(
+            parse_contract(Path::new("c.yaml"), SEED).unwrap().format,
+            crate::StorageFormat::Parquet
+        );
+
+        let d = errors(&SEED.replace("owner:", "format: iceberg\nowner:"));
+        assert_eq!(d[0].field, "format");
+        assert!(d[0].message.contains("iceberg"), "{}", d[0]);
+        let d = errors(&SEED.replace(
+            "owner:",
+            "format: delta\ndelta: {version: 1, timestamp: \"2026-01-01T00:00:00Z\"}\nowner:",
+        ));
+        assert_eq!(d[0].field, "delta");
+        assert!(d[0].message.contains("exactly one"), "{}", d[0]);
+        let d = errors(&SEED.replace(
+            "owner:",
+            "format: delta\ndelta: {timestamp: yesterday}\nowner:",
+        ));
+        assert!(d[0].message.contains("RFC 3339"), "{}", d[0]);
+        let d = errors(&SEED.replace("owner:", "delta: {version: 3}\nowner:"));
+        assert_eq!(d[0].field, "delta");
+        assert!(d[0].message.contains("not format: delta"), "{}", d[0]);
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct Contract {
     /// Where the Parquet files live; `None` means the default under the domain's data root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// How the location is laid out: a folder of Parquet files, or a Delta Lake table.
+    #[serde(default, skip_serializing_if = "StorageFormat::is_default")]
+    pub format: StorageFormat,
+    /// A Delta table read as of one version or time rather than its latest commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaPin>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sla: Option<Sla>,
     pub schema: Vec<Column>,
@@ -37,6 +43,98 @@ pub struct Contract {
     /// published by the refresher rather than by a producer's pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<DerivedSource>,
+}
+
+/// How a product's location holds its data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageFormat {
+    /// Every `*.parquet` file under the location is the product.
+    #[default]
+    Parquet,
+    /// A Delta Lake table: its transaction log says which files are the product, so files
+    /// it has removed (overwritten, deleted, compacted) are never read.
+    Delta,
+}
+
+impl StorageFormat {
+    pub fn is_default(&self) -> bool {
+        *self == StorageFormat::Parquet
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageFormat::Parquet => "parquet",
+            StorageFormat::Delta => "delta",
+        }
+    }
+}
+
+impl fmt::Display for StorageFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which snapshot of a Delta table the product serves, when not the latest: consumers of a
+/// pinned product see the same rows whatever the producer commits next. Written
+/// `delta: {version: 12}` or `delta: {timestamp: "2026-11-30T12:00:00Z"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "DeltaPinYaml", into = "DeltaPinYaml")]
+pub enum DeltaPin {
+    /// A table version (the number of its commit).
+    Version(u64),
+    /// The table as of this instant: the last version committed at or before it.
+    Timestamp(chrono::DateTime<chrono::Utc>),
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct DeltaPinYaml {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timestamp: Option<String>,
+}
+
+impl TryFrom<DeltaPinYaml> for DeltaPin {
+    type Error = String;
+
+    fn try_from(y: DeltaPinYaml) -> Result<Self, String> {
+        match (y.version, y.timestamp) {
+            (Some(v), None) => Ok(DeltaPin::Version(v)),
+            (None, Some(text)) => chrono::DateTime::parse_from_rfc3339(&text)
+                .map(|t| DeltaPin::Timestamp(t.with_timezone(&chrono::Utc)))
+                .map_err(|e| {
+                    format!("{text:?} is not an RFC 3339 time (2026-11-30T12:00:00Z): {e}")
+                }),
+            _ => Err("pin exactly one of version or timestamp".into()),
+        }
+    }
+}
+
+impl From<DeltaPin> for DeltaPinYaml {
+    fn from(p: DeltaPin) -> Self {
+        match p {
+            DeltaPin::Version(v) => DeltaPinYaml {
+                version: Some(v),
+                timestamp: None,
+            },
+            DeltaPin::Timestamp(t) => DeltaPinYaml {
+                version: None,
+                timestamp: Some(t.to_rfc3339()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeltaPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeltaPin::Version(v) => write!(f, "version {v}"),
+            DeltaPin::Timestamp(t) => write!(f, "as of {}", t.to_rfc3339()),
+        }
+    }
 }
 
 /// How a derived product is computed and how often.

@@ -55,6 +55,19 @@ pub(crate) fn validate(c: &Contract) -> Vec<(String, String)> {
         check_column_checks(col, &mut |f, m| push(at(f), m));
     }
 
+    if c.delta.is_some() && c.format != crate::StorageFormat::Delta {
+        push(
+            "delta".into(),
+            "a Delta version or timestamp is pinned but the product is not format: delta".into(),
+        );
+    }
+    if c.format == crate::StorageFormat::Delta && c.source.is_some() {
+        push(
+            "format".into(),
+            "a derived product is published by meshgate as Parquet; leave format out".into(),
+        );
+    }
+
     if let Some(sla) = &c.sla
         && let Some(name) = &sla.freshness_column
     {

@@ -104,21 +104,35 @@ pub async fn check_product(
     let product = Arc::clone(table.product());
     let dir = std::path::PathBuf::from(product.location.trim_end_matches('/'));
     let ctx = mesh.session_context();
-    let mut report = check_data(ctx, table, &product.contract, &product.domain, &dir, now).await?;
+    // A Delta table's data is as new as its last commit (what the checks read is that
+    // commit's snapshot too: the scan takes the latest one).
+    let written = match table.latest_delta_snapshot().await? {
+        Some(snapshot) => Written::Committed(snapshot.committed_at),
+        None => Written::Files(&dir),
+    };
+    let mut report =
+        check_data(ctx, table, &product.contract, &product.domain, written, now).await?;
     if product.contract.source.is_some() {
         report.refresh = crate::publish::RefreshStatus::read(&dir);
     }
     Ok(report)
 }
 
-/// Checks data that is not served yet (a publish being staged) the same way; `files` is
-/// the folder whose modification times tell freshness when there is no freshness column.
+/// When the data was written, for freshness without a freshness column.
+pub(crate) enum Written<'a> {
+    /// The newest modification time of the files in this folder.
+    Files(&'a Path),
+    /// The time of the Delta commit being read.
+    Committed(Option<SystemTime>),
+}
+
+/// Checks data that is not served yet (a publish being staged) the same way.
 pub(crate) async fn check_data(
     ctx: SessionContext,
     table: Arc<dyn TableProvider>,
     c: &Contract,
     domain: &str,
-    files: &Path,
+    written: Written<'_>,
     now: SystemTime,
 ) -> Result<ProductReport> {
     ctx.register_table("product", table)?;
@@ -206,14 +220,20 @@ pub(crate) async fn check_data(
             (!newest.is_null(0)).then(|| now_secs - newest.value(0)),
             format!("column {col}"),
         ),
-        None => (
-            newest_file(files).map(|t| {
-                now.duration_since(t)
-                    .unwrap_or(Duration::ZERO)
-                    .as_secs_f64()
-            }),
-            "file modification time".into(),
-        ),
+        None => {
+            let (time, source) = match written {
+                Written::Files(dir) => (newest_file(dir), "file modification time"),
+                Written::Committed(t) => (t, "last Delta commit"),
+            };
+            (
+                time.map(|t| {
+                    now.duration_since(t)
+                        .unwrap_or(Duration::ZERO)
+                        .as_secs_f64()
+                }),
+                source.into(),
+            )
+        }
     };
     let checks = checks
         .into_iter()

@@ -19,14 +19,15 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use crate::stores::S3Config;
-use meshgate_contract::{ColumnType, Contract, EffectivePolicy, Source};
+use crate::table::Files;
+use meshgate_contract::{ColumnType, Contract, EffectivePolicy, Source, StorageFormat};
 
 /// A product's files, checked against its contract.
 pub(crate) struct Bound {
     pub(crate) schema: SchemaRef,
     pub(crate) row_filters: BTreeMap<String, Expr>,
-    pub(crate) files: ListingTable,
-    /// How many Parquet files the location holds.
+    pub(crate) files: Files,
+    /// How many Parquet files the location holds (a Delta table: always at least its log).
     pub(crate) files_found: usize,
 }
 
@@ -56,6 +57,25 @@ pub(crate) async fn bind(
         .runtime_env()
         .object_store(url.object_store())
         .map_err(|e| failed("cannot reach", &e))?;
+    if contract.format == StorageFormat::Delta {
+        let redact = |text: &str| redact_paths(&s3.scrub(text), location, shown);
+        let (table, schema) = crate::delta::bind(
+            store,
+            contract,
+            &|seen| exposed_schema(contract, seen),
+            location,
+            shown,
+            &redact,
+        )
+        .await?;
+        let row_filters = row_filters(ctx, policy, &schema)?;
+        return Ok(Bound {
+            schema,
+            row_filters,
+            files: Files::Delta(Box::new(table)),
+            files_found: 1,
+        });
+    }
     let state = ctx.state();
     let files: Vec<_> = url
         .list_all_files(&state, store.as_ref(), "parquet")
@@ -121,10 +141,29 @@ pub(crate) async fn bind(
         return Err(problems);
     }
 
+    let schema = exposed_schema(contract, &seen);
+    let row_filters = row_filters(ctx, policy, &schema)?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(Arc::clone(&schema));
+    let table = ListingTable::try_new(config).map_err(|e| one(e.to_string()))?;
+    Ok(Bound {
+        schema,
+        row_filters,
+        files: Files::Listing(Box::new(table)),
+        files_found: files.len(),
+    })
+}
+
+/// What SQL sees: the contract's columns in its order, each in the type it is served as;
+/// a bare `decimal` takes the precision the data has (`seen`, per column).
+fn exposed_schema(contract: &Contract, seen: &[Option<DataType>]) -> SchemaRef {
     let fields: Vec<Field> = contract
         .schema
         .iter()
-        .zip(seen)
+        .zip(seen.iter().cloned())
         .map(|(col, seen)| {
             let ty = col.data_type.scan_type().unwrap_or(match seen {
                 Some(DataType::Decimal256(p, s)) => DataType::Decimal256(p, s),
@@ -137,20 +176,7 @@ pub(crate) async fn bind(
             Field::new(col.name.as_str(), ty, true)
         })
         .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let row_filters = row_filters(ctx, policy, &schema)?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(Arc::clone(&schema));
-    let table = ListingTable::try_new(config).map_err(|e| one(e.to_string()))?;
-    Ok(Bound {
-        schema,
-        row_filters,
-        files: table,
-        files_found: files.len(),
-    })
+    Arc::new(Schema::new(fields))
 }
 
 /// Plans each role's row filters against the exposed schema, once, so that a filter that

@@ -1,4 +1,4 @@
-//! The mesh catalog: contracts bound to their Parquet data and exposed as SQL tables.
+//! The mesh catalog: contracts bound to their data (Parquet folders or Delta tables) and exposed as SQL tables.
 //!
 //! [`Mesh::load`] discovers every contract under the contracts folder, resolves each to its
 //! location, checks that its files conform, and keeps what it found as an immutable
@@ -9,6 +9,7 @@
 pub mod checks;
 mod config;
 mod conformance;
+mod delta;
 pub mod lineage;
 mod mesh;
 mod provider;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::{Location, MeshConfig};
+pub use delta::Snapshot as DeltaSnapshot;
 pub use mesh::{Mesh, contract_files};
 pub use provider::{CATALOG, Entry, MeshCatalogProvider};
 pub use scan::{

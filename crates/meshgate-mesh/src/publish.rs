@@ -326,7 +326,7 @@ async fn stage_and_check(
         table,
         contract,
         domain,
-        staging,
+        crate::checks::Written::Files(staging),
         SystemTime::now(),
     )
     .await?;

@@ -15,6 +15,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use meshgate_contract::{Contract, EffectivePolicy};
 
+use crate::delta::{DeltaFiles, Snapshot as DeltaSnapshot};
 use crate::scan::{CallerView, Disclosure, ProductScanExec, part_of_row_filter};
 
 /// A served data product: one major version of one dataset, bound to its files.
@@ -96,11 +97,46 @@ impl Product {
 /// and wraps them. Any other table provider is refused by that rule.
 pub struct ContractTable {
     product: Arc<Product>,
-    files: ListingTable,
+    files: Files,
+}
+
+/// Where a product's files come from: every Parquet file under its location, or the files
+/// the current snapshot of a Delta table names.
+pub(crate) enum Files {
+    Listing(Box<ListingTable>),
+    Delta(Box<DeltaFiles>),
+}
+
+impl Files {
+    async fn scan(
+        &self,
+        name: &str,
+        state: &dyn Session,
+        projection: Option<&[usize]>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match self {
+            Files::Listing(table) => Ok(table
+                .scan_with_args(
+                    state,
+                    ScanArgs::default()
+                        .with_projection(projection)
+                        .with_filters(Some(filters))
+                        .with_limit(limit),
+                )
+                .await?
+                .into_inner()),
+            Files::Delta(table) => {
+                let snapshot = table.latest(name).await?;
+                table.scan(state, &snapshot, projection, limit).await
+            }
+        }
+    }
 }
 
 impl ContractTable {
-    pub(crate) fn new(product: Arc<Product>, files: ListingTable) -> Self {
+    pub(crate) fn new(product: Arc<Product>, files: Files) -> Self {
         ContractTable { product, files }
     }
 
@@ -108,13 +144,32 @@ impl ContractTable {
         &self.product
     }
 
+    /// The Delta snapshot being served, for a product stored as a Delta table.
+    pub fn delta_snapshot(&self) -> Option<Arc<DeltaSnapshot>> {
+        match &self.files {
+            Files::Delta(table) => Some(table.snapshot()),
+            Files::Listing(_) => None,
+        }
+    }
+
+    /// The Delta snapshot a query would read now (a newer commit is checked and taken).
+    pub async fn latest_delta_snapshot(&self) -> Result<Option<Arc<DeltaSnapshot>>> {
+        match &self.files {
+            Files::Delta(table) => Ok(Some(table.latest(&self.product.display_name()).await?)),
+            Files::Listing(_) => Ok(None),
+        }
+    }
+
     /// The object-store path of the product's location, the prefix of its files' paths.
     fn location_prefix(&self) -> String {
-        self.files
-            .table_paths()
-            .first()
-            .map(|u| u.prefix().as_ref().to_string())
-            .unwrap_or_default()
+        match &self.files {
+            Files::Listing(table) => table
+                .table_paths()
+                .first()
+                .map(|u| u.prefix().as_ref().to_string())
+                .unwrap_or_default(),
+            Files::Delta(table) => table.url().prefix().as_ref().to_string(),
+        }
     }
 
     /// The contract table behind a provider, if it is one.
@@ -177,7 +232,16 @@ impl TableProvider for ContractTable {
         let location = self.location_prefix();
         let name = self.product.display_name();
         let Some(row_filter) = view.row_filter else {
-            let inner = self.files.scan_with_args(state, args).await?.into_inner();
+            let inner = self
+                .files
+                .scan(
+                    &name,
+                    state,
+                    args.projection(),
+                    args.filters().unwrap_or_default(),
+                    args.limit(),
+                )
+                .await?;
             let disclosure = if view.masked.is_empty() {
                 Disclosure::Full
             } else {
@@ -217,14 +281,8 @@ impl TableProvider for ContractTable {
         let filters = [row_filter.clone()];
         let files = self
             .files
-            .scan_with_args(
-                state,
-                ScanArgs::default()
-                    .with_projection(Some(&read))
-                    .with_filters(Some(&filters)),
-            )
-            .await?
-            .into_inner();
+            .scan(&name, state, Some(&read), &filters, None)
+            .await?;
         let schema = DFSchema::try_from(files.schema().as_ref().clone())?;
         let predicate = state.create_physical_expr(row_filter, &schema)?;
         let keep = (read.len() > wanted.len()).then(|| (0..wanted.len()).collect());
@@ -246,6 +304,11 @@ impl TableProvider for ContractTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        self.files.supports_filters_pushdown(filters)
+        match &self.files {
+            Files::Listing(table) => table.supports_filters_pushdown(filters),
+            // Every filter is applied again above the scan; the Parquet reader may still
+            // prune files, row groups and pages with it.
+            Files::Delta(_) => Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()]),
+        }
     }
 }
