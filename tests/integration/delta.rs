@@ -477,3 +477,50 @@ async fn a_delta_product_is_served_from_s3() {
         .await;
     assert!(regions.contains("| 2 |"), "{regions}");
 }
+
+#[tokio::test]
+async fn a_delta_product_answers_over_flight_and_postgres_and_the_catalog_shows_its_version() {
+    let mut contracts = served();
+    contracts.push(("history", contract("history", "delta: {version: 1}\n")));
+    let shop = Shop::new(&contracts).await;
+    let mesh = crate::common::TestMesh {
+        mesh: Arc::clone(&shop.mesh),
+        dir: shop.dir,
+    };
+    let server = crate::common::server::TestServer::with_mesh(mesh, |_| {}).await;
+
+    let sql = "SELECT order_id, email FROM shop.orders ORDER BY order_id";
+    let mut flight = server.client("support").await;
+    let info = flight.execute(sql.into(), None).await.unwrap();
+    let (_, batches) = crate::integration::flight::fetch(&mut flight, info).await;
+    let over_flight = pretty_format_batches(&batches).unwrap().to_string();
+    assert!(over_flight.contains("ann@example.com"), "{over_flight}");
+    assert!(
+        !over_flight.contains("dee@example.com"),
+        "a US row: {over_flight}"
+    );
+
+    let pg = crate::common::pg::connect(server.server.pg_addr.unwrap(), "marketer")
+        .await
+        .unwrap();
+    let rows = crate::common::pg::simple_rows(&pg, sql).await;
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .all(|r| r[1].as_deref() != Some("ann@example.com")),
+        "{rows:?}"
+    );
+
+    let latest = server.describe_product("analyst", "shop.orders").await;
+    let s = latest.summary.unwrap();
+    assert_eq!(
+        (s.format.as_str(), s.delta_version, s.delta_pin.as_str()),
+        ("delta", Some(4), "")
+    );
+    let pinned = server.describe_product("analyst", "shop.history").await;
+    let s = pinned.summary.unwrap();
+    assert_eq!(
+        (s.delta_version, s.delta_pin.as_str()),
+        (Some(1), "version 1")
+    );
+}

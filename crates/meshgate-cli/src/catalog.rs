@@ -34,6 +34,12 @@ pub(crate) async fn run(args: CatalogArgs) -> anyhow::Result<ExitCode> {
         println!("owner        {}", s.owner);
         println!("description  {}", s.description);
         println!("your access  {}", access(s.access));
+        if let Some(v) = s.delta_version {
+            match s.delta_pin.as_str() {
+                "" => println!("storage      Delta table, version {v} (the latest commit)"),
+                pin => println!("storage      Delta table, version {v} (pinned: {pin})"),
+            }
+        }
         if !s.served {
             println!("QUARANTINED  {}", s.quarantine_reasons.join("; "));
         }

@@ -102,6 +102,14 @@ fn summary(
                 quarantine_reasons: vec![],
                 access: access(p, principal) as i32,
                 health: Some(health(reports.get(&p.display_name()), p, principal)),
+                format: p.contract.format.to_string(),
+                delta_version: t.delta_snapshot().map(|s| s.version),
+                delta_pin: p
+                    .contract
+                    .delta
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             }
         }
         Entry::Quarantined(q) => ProductSummary {
@@ -115,6 +123,9 @@ fn summary(
             quarantine_reasons: q.reasons.clone(),
             access: Access::None as i32,
             health: None,
+            format: String::new(),
+            delta_version: None,
+            delta_pin: String::new(),
         },
     }
 }
