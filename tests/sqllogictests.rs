@@ -12,6 +12,9 @@
 //! product files runs on a Ballista cluster of real processes (a scheduler and two
 //! executors), its physical plan shipped as the gateway ships it, with the same expected
 //! output again.
+//! And as `delta/<role>/<file>`: the sample domains stored as Delta Lake tables written
+//! by the `deltalake` package (`TestMesh::load_delta`), the same expected output but for
+//! records marked `skipif delta` (plans that name the files a writer chose).
 //! And once more as `postgres/<role>/<file>`: each statement sent by a Postgres driver
 //! (tokio-postgres, extended protocol, binary rows) to a running gateway's Postgres port,
 //! logged in as the role's user; the rows are decoded back into Arrow and formatted as the
@@ -334,12 +337,21 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn run_file(path: &Path, role: &str, s3: bool, distributed: bool) -> Result<(), Failed> {
+/// Where a file's products are read from.
+#[derive(Clone, Copy, PartialEq)]
+enum Storage {
+    Local,
+    S3,
+    Delta,
+}
+
+fn run_file(path: &Path, role: &str, storage: Storage, distributed: bool) -> Result<(), Failed> {
+    let s3 = storage == Storage::S3;
     runtime()?.block_on(async {
-        let mesh = if s3 {
-            common::TestMesh::load_s3(self::s3()).await
-        } else {
-            common::TestMesh::load().await
+        let mesh = match storage {
+            Storage::S3 => common::TestMesh::load_s3(self::s3()).await,
+            Storage::Delta => common::TestMesh::load_delta().await,
+            Storage::Local => common::TestMesh::load().await,
         };
         let engine = mesh.engine(distributed.then(|| cluster(s3)));
         let (reads, ran_distributed) =
@@ -354,7 +366,13 @@ fn run_file(path: &Path, role: &str, s3: bool, distributed: bool) -> Result<(), 
         };
         let mut runner = sqllogictest::Runner::new(make);
         runner.with_normalizer(if s3 { normalize_s3 } else { normalize });
-        if std::env::var_os("MESHGATE_SLT_COMPLETE").is_some() && !s3 && !distributed {
+        if storage == Storage::Delta {
+            runner.add_label("delta");
+        }
+        if std::env::var_os("MESHGATE_SLT_COMPLETE").is_some()
+            && storage == Storage::Local
+            && !distributed
+        {
             let col_sep = " ";
             let validator = sqllogictest::default_validator;
             runner
@@ -407,10 +425,16 @@ fn main() {
     let trials = files
         .into_iter()
         .flat_map(|f| {
-            [(false, false), (true, false), (false, true), (true, true)]
-                .map(|(s3, distributed)| (f.clone(), s3, distributed))
+            [
+                (Storage::Local, false),
+                (Storage::S3, false),
+                (Storage::Local, true),
+                (Storage::S3, true),
+                (Storage::Delta, false),
+            ]
+            .map(|(storage, distributed)| (f.clone(), storage, distributed))
         })
-        .map(|(f, s3, distributed)| {
+        .map(|(f, storage, distributed)| {
             let role = f
                 .parent()
                 .unwrap()
@@ -419,17 +443,18 @@ fn main() {
                 .to_str()
                 .unwrap()
                 .to_string();
-            let prefix = match (s3, distributed) {
-                (false, false) => "",
-                (true, false) => "s3/",
-                (false, true) => "distributed/",
-                (true, true) => "s3-distributed/",
+            let prefix = match (storage, distributed) {
+                (Storage::Local, false) => "",
+                (Storage::S3, false) => "s3/",
+                (Storage::Local, true) => "distributed/",
+                (Storage::S3, true) => "s3-distributed/",
+                (Storage::Delta, _) => "delta/",
             };
             let name = format!(
                 "{prefix}{role}/{}",
                 f.file_name().unwrap().to_str().unwrap()
             );
-            Trial::test(name, move || run_file(&f, &role, s3, distributed))
+            Trial::test(name, move || run_file(&f, &role, storage, distributed))
         })
         .chain(files_for_postgres.into_iter().map(|f| {
             let role = f

@@ -104,6 +104,43 @@ impl TestMesh {
         .await
     }
 
+    /// The same mesh with the sample domains stored as Delta tables (a copy written by the
+    /// `deltalake` package once per process, tests/delta/sample_as_delta.py); marketing,
+    /// whose product meshgate derives, and the lab domain stay Parquet folders.
+    pub async fn load_delta() -> TestMesh {
+        static COPY: std::sync::OnceLock<TempDir> = std::sync::OnceLock::new();
+        const DOMAINS: [&str; 4] = ["checkout", "customers", "inventory", "web"];
+        let copy = COPY.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new(s3::python())
+                .arg(repo().join("tests/delta/sample_as_delta.py"))
+                .arg(repo().join("sample-data"))
+                .arg(dir.path())
+                .args(DOMAINS)
+                .output()
+                .expect("MESHGATE_TEST_PYTHON runs (tests/run-all.sh makes a venv with deltalake)");
+            assert!(
+                out.status.success(),
+                "sample_as_delta.py: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir
+        });
+        TestMesh::load_with(|config| {
+            for domain in DOMAINS {
+                config
+                    .domain_roots
+                    .insert(domain.into(), copy.path().join(domain));
+                for f in std::fs::read_dir(config.contracts.join(domain)).unwrap() {
+                    let f = f.unwrap().path();
+                    let text = std::fs::read_to_string(&f).unwrap();
+                    std::fs::write(&f, format!("format: delta\n{text}")).unwrap();
+                }
+            }
+        })
+        .await
+    }
+
     /// The test mesh with its configuration (and files under it) adjusted before loading.
     pub async fn load_with(adjust: impl FnOnce(&mut MeshConfig)) -> TestMesh {
         let dir = tempfile::tempdir().unwrap();
