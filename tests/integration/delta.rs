@@ -524,3 +524,115 @@ async fn a_delta_product_answers_over_flight_and_postgres_and_the_catalog_shows_
         (Some(1), "version 1")
     );
 }
+
+fn order_rows(ids: &[Option<i64>]) -> Vec<(&'static str, arrow::array::ArrayRef)> {
+    use arrow::array::{Date32Array, Float64Array, Int64Array, StringArray};
+    let n = ids.len();
+    vec![
+        ("order_id", Arc::new(Int64Array::from(ids.to_vec())) as _),
+        ("customer_id", Arc::new(Int64Array::from(vec![42; n])) as _),
+        (
+            "email",
+            Arc::new(StringArray::from(vec!["new@example.com"; n])) as _,
+        ),
+        ("region", Arc::new(StringArray::from(vec!["EU"; n])) as _),
+        ("amount", Arc::new(Float64Array::from(vec![1.5; n])) as _),
+        ("day", Arc::new(Date32Array::from(vec![20_000; n])) as _),
+    ]
+}
+
+/// What a real Delta reader (the `deltalake` package) reads at the table's latest version.
+fn read_with_deltalake(table: &Path) -> (u64, Vec<i64>) {
+    let script = "import sys, json; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]); \
+                  print(json.dumps([t.version(), sorted(t.to_pyarrow_table()['order_id'].to_pylist())]))";
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(table)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn publishing_commits_one_checked_version_and_a_rejected_publish_commits_nothing() {
+    use meshgate_mesh::publish::{PublishError, Source, publish};
+    let required = contract("orders", "").replace(
+        "{name: order_id, type: long}",
+        "{name: order_id, type: long, required: true}",
+    );
+    let shop = Shop::new(&[("orders", required)]).await;
+    let table = shop.data().join("orders/v1");
+    let contract_file = shop.dir.path().join("contracts/shop/orders.yaml");
+    let files = |dir: &Path| std::fs::read_dir(dir).unwrap().count();
+    let (log, data) = (files(&table.join("_delta_log")), files(&table));
+
+    // Data that breaks the contract: refused before anything is written.
+    let bad = shop.dir.path().join("bad.parquet");
+    crate::common::write_parquet(&bad, order_rows(&[Some(100), None]));
+    let err = publish(shop.mesh.config(), &contract_file, Source::File(bad))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PublishError::Rejected(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("order_id required: 1 failing rows"),
+        "{err}"
+    );
+    assert_eq!(
+        (files(&table.join("_delta_log")), files(&table)),
+        (log, data)
+    );
+    assert_eq!(read_with_deltalake(&table).0, 4);
+
+    // A good publish is one version that replaces the table's rows, read by a real reader
+    // and by the gateway already serving the product.
+    let good = shop.dir.path().join("good.parquet");
+    crate::common::write_parquet(&good, order_rows(&[Some(100), Some(101)]));
+    let published = publish(shop.mesh.config(), &contract_file, Source::File(good))
+        .await
+        .unwrap();
+    assert_eq!(published.delta_version, Some(5));
+    assert_eq!(read_with_deltalake(&table), (5, vec![100, 101]));
+    let served = shop
+        .rows(
+            "analyst",
+            "SELECT order_id FROM mesh.shop.orders ORDER BY 1",
+        )
+        .await;
+    assert!(
+        served.contains("| 100 ") && !served.contains("| 1 "),
+        "{served}"
+    );
+
+    // A product whose table does not exist yet: the publish creates it.
+    let fresh = contract("fresh", "");
+    std::fs::write(shop.dir.path().join("contracts/shop/fresh.yaml"), &fresh).unwrap();
+    let input = shop.dir.path().join("fresh.parquet");
+    crate::common::write_parquet(&input, order_rows(&[Some(7)]));
+    let created = publish(
+        shop.mesh.config(),
+        &shop.dir.path().join("contracts/shop/fresh.yaml"),
+        Source::File(input),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.delta_version, Some(0));
+    assert_eq!(
+        read_with_deltalake(&shop.data().join("fresh/v1")),
+        (0, vec![7])
+    );
+    let reloaded = Mesh::load(shop.mesh.config().clone()).await.unwrap();
+    assert!(
+        reloaded
+            .tables()
+            .iter()
+            .any(|t| t.product().dataset() == "fresh"),
+        "{:?}",
+        reloaded.quarantined()
+    );
+}

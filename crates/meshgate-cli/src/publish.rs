@@ -82,6 +82,10 @@ pub(crate) struct PublishArgs {
     /// Transform it first: a query over the table `input`.
     #[arg(long)]
     sql: Option<String>,
+    /// How the product is stored, as its contract's `format:` says (`parquet`, `delta`):
+    /// given, it must agree, so a script cannot publish a product the wrong way.
+    #[arg(long, value_parser = ["parquet", "delta"])]
+    format: Option<String>,
     /// The deployment's configuration (where the contracts and data are).
     #[arg(long, env = "MESHGATE_CONFIG", default_value = "meshgate.yaml")]
     config: PathBuf,
@@ -92,6 +96,17 @@ pub(crate) async fn publish_cmd(args: PublishArgs) -> anyhow::Result<ExitCode> {
         return crate::refresh::publish_derived(&args.config, &args.contract).await;
     }
     let config = crate::load_config(&args.config)?;
+    if let Some(format) = &args.format {
+        let contract =
+            meshgate_contract::load_contract(&args.contract).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if contract.format.as_str() != format {
+            bail!(
+                "{} says format: {}; --format {format} would publish it the wrong way",
+                args.contract.display(),
+                contract.format
+            );
+        }
+    }
     let from = args.from.expect("clap requires --from without --derived");
     let source = match args.sql {
         Some(sql) => Source::Query { from, sql },
@@ -103,12 +118,15 @@ pub(crate) async fn publish_cmd(args: PublishArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     match publish_with(&config.mesh, &args.contract, source, failpoint).await {
         Ok(p) => {
+            let served = match p.delta_version {
+                Some(v) => format!("Delta version {v} of {}", p.folder.display()),
+                None => p.folder.display().to_string(),
+            };
             println!(
-                "published {}: {} rows, quality {:.3}%, now served from {}",
+                "published {}: {} rows, quality {:.3}%, now served from {served}",
                 p.product,
                 p.report.rows,
                 p.report.quality * 100.0,
-                p.folder.display()
             );
             if !p.dropped_columns.is_empty() {
                 println!(

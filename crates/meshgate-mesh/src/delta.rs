@@ -541,6 +541,93 @@ impl Layout {
     }
 }
 
+/// Commits `batches` as the table's new content at `location` (a local folder): one
+/// version that removes every file of the previous one and adds the new files, or the
+/// table's first version. Files are written before the commit and are not part of the
+/// table until it lands; a failed commit leaves no version (its files are removed).
+/// Returns the version committed.
+pub(crate) async fn publish(
+    location: &std::path::Path,
+    schema: SchemaRef,
+    batches: Vec<datafusion::arrow::array::RecordBatch>,
+) -> std::result::Result<u64, deltalake_core::DeltaTableError> {
+    use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
+    use deltalake_core::kernel::transaction::CommitBuilder;
+    use deltalake_core::kernel::{Action, MetadataExt, StructType};
+    use deltalake_core::operations::create::CreateBuilder;
+    use deltalake_core::protocol::{DeltaOperation, SaveMode};
+    use deltalake_core::writer::{DeltaWriter, RecordBatchWriter};
+
+    std::fs::create_dir_all(location)?;
+    let url = url::Url::from_directory_path(location).map_err(|()| {
+        deltalake_core::DeltaTableError::InvalidTableLocation(location.display().to_string())
+    })?;
+    let mut table = deltalake_core::DeltaTableBuilder::from_url(url.clone())?.build()?;
+    let exists = table.verify_deltatable_existence().await?;
+    if exists {
+        table.load().await?;
+    }
+    // The new version is the contract's columns, in the table's partitioning.
+    let partitions = match exists {
+        true => table.snapshot()?.metadata().partition_columns().to_vec(),
+        false => vec![],
+    };
+    let mut writer = RecordBatchWriter::try_new(
+        url.as_str(),
+        Arc::clone(&schema),
+        (!partitions.is_empty()).then_some(partitions),
+        None,
+    )?;
+    let kernel: StructType = schema.as_ref().try_into_kernel()?;
+    for batch in batches {
+        writer.write(batch).await?;
+    }
+    let adds = writer.flush().await?;
+    let written: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+    let committed = async {
+        if exists {
+            let state = table.snapshot()?;
+            let mut actions: Vec<Action> = state
+                .log_data()
+                .iter()
+                .map(|f| Action::Remove(f.remove_action(true)))
+                .collect();
+            actions.extend(adds.into_iter().map(Action::Add));
+            // Columns the contract does not declare (a writer merged them in) go with
+            // the files that held them.
+            if *state.schema() != kernel {
+                actions.push(Action::Metadata(
+                    state.metadata().clone().with_schema(&kernel)?,
+                ));
+            }
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by: None,
+                predicate: None,
+            };
+            let done = CommitBuilder::default()
+                .with_actions(actions)
+                .build(Some(state), table.log_store(), operation)
+                .await?;
+            Ok(done.version())
+        } else {
+            let created = CreateBuilder::new()
+                .with_location(url.as_str())
+                .with_columns(kernel.fields().cloned())
+                .with_actions(adds.into_iter().map(Action::Add))
+                .await?;
+            Ok(created.version().unwrap_or(0))
+        }
+    }
+    .await;
+    if committed.is_err() {
+        for path in written {
+            let _ = std::fs::remove_file(location.join(path));
+        }
+    }
+    committed
+}
+
 fn delta_error(name: &str, e: &deltalake_core::DeltaTableError) -> DataFusionError {
     DataFusionError::Execution(format!("cannot read the Delta log of {name}: {e}"))
 }

@@ -24,7 +24,7 @@ use datafusion::datasource::listing::{
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{cast, col};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
-use meshgate_contract::Contract;
+use meshgate_contract::{Contract, StorageFormat};
 use tracing::info;
 
 use crate::MeshConfig;
@@ -54,6 +54,8 @@ pub struct Published {
     pub report: ProductReport,
     /// Input columns the contract does not declare: not published.
     pub dropped_columns: Vec<String>,
+    /// A Delta table: the version this publish committed.
+    pub delta_version: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,8 @@ pub enum PublishError {
     Rejected(String),
     #[error("publishing failed, the old data is still served: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the Delta commit failed, the table's last version is still served: {0}")]
+    Delta(String),
     #[error("publishing failed, the old data is still served: {0}")]
     DataFusion(#[from] DataFusionError),
 }
@@ -142,6 +146,18 @@ pub async fn publish_with(
     };
     let input_df = df.clone();
     let (df, dropped_columns) = conform(df, &contract)?;
+    if contract.format == StorageFormat::Delta {
+        return publish_delta(
+            df,
+            &input_df,
+            &contract,
+            &domain,
+            &location,
+            failpoint,
+            dropped_columns,
+        )
+        .await;
+    }
 
     let dataset_dir = location
         .parent()
@@ -181,6 +197,66 @@ pub async fn publish_with(
         folder,
         report,
         dropped_columns,
+        delta_version: None,
+    })
+}
+
+/// A product stored as a Delta table: the rows are checked in memory, then committed as
+/// one new version of the table (every earlier file removed, the new ones added); readers
+/// see the old version or the new one, never part of it.
+async fn publish_delta(
+    df: datafusion::dataframe::DataFrame,
+    input_df: &datafusion::dataframe::DataFrame,
+    contract: &Contract,
+    domain: &str,
+    location: &Path,
+    failpoint: Failpoint,
+    dropped_columns: Vec<String>,
+) -> Result<Published, PublishError> {
+    let product = format!(
+        "{domain}.{} {}",
+        contract.dataset.as_str(),
+        contract.version
+    );
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = match df.collect().await {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(PublishError::Schema(
+                match uncastable_column(input_df, contract).await {
+                    Some(where_) => format!("{where_}: {e}"),
+                    None => e.to_string(),
+                },
+            ));
+        }
+    };
+    let staged = Arc::new(MemTable::try_new(
+        Arc::clone(&schema),
+        vec![batches.clone()],
+    )?);
+    let report = check_data(
+        SessionContext::new(),
+        staged,
+        contract,
+        domain,
+        crate::checks::Written::Committed(Some(SystemTime::now())),
+        SystemTime::now(),
+    )
+    .await?;
+    let report = verdict(report)?;
+    if failpoint == Failpoint::AbortBeforeSwap {
+        std::process::abort();
+    }
+    let version = crate::delta::publish(location, schema, batches)
+        .await
+        .map_err(|e| PublishError::Delta(e.to_string()))?;
+    info!(%product, version, rows = report.rows, "published a Delta version");
+    Ok(Published {
+        product,
+        folder: location.to_path_buf(),
+        report,
+        dropped_columns,
+        delta_version: Some(version),
     })
 }
 
@@ -330,6 +406,11 @@ async fn stage_and_check(
         SystemTime::now(),
     )
     .await?;
+    verdict(report)
+}
+
+/// The report of checks on data about to be published, or why it may not be.
+fn verdict(report: ProductReport) -> Result<ProductReport, PublishError> {
     let mut problems = Vec::new();
     // Without an SLA, every row must pass every check.
     let required = report.quality_sla.unwrap_or(1.0);
