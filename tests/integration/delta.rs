@@ -543,8 +543,11 @@ fn order_rows(ids: &[Option<i64>]) -> Vec<(&'static str, arrow::array::ArrayRef)
 
 /// What a real Delta reader (the `deltalake` package) reads at the table's latest version.
 fn read_with_deltalake(table: &Path) -> (u64, Vec<i64>) {
-    let script = "import sys, json; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]); \
-                  print(json.dumps([t.version(), sorted(t.to_pyarrow_table()['order_id'].to_pylist())]))";
+    // Exits at once after printing: the package's runtime may abort while the interpreter
+    // tears down.
+    let script = "import os, sys, json; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]); \
+                  print(json.dumps([t.version(), sorted(t.to_pyarrow_table()['order_id'].to_pylist())]), flush=True); \
+                  os._exit(0)";
     let out = Command::new(python())
         .args(["-c", script])
         .arg(table)

@@ -83,6 +83,7 @@ pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<meshgate_ser
 
 /// Runs the command line; `main` is only this.
 pub fn main() -> ExitCode {
+    meshgate_mesh::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -66,6 +66,7 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, ClusterError> {
 impl ClusterTls {
     /// Reads and checks the three files, naming the one that is wrong.
     pub fn load(files: &TlsFiles) -> Result<ClusterTls, ClusterError> {
+        meshgate_mesh::install_crypto_provider();
         let ca = read("CA certificate", &files.ca)?;
         let cert = read("certificate", &files.cert)?;
         let key = read("key", &files.key)?;

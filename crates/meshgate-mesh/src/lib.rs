@@ -31,6 +31,14 @@ pub use scan::{
 };
 pub use table::{ContractTable, Product};
 
+/// Makes ring the process's TLS crypto provider, as tonic's TLS and the S3 client are
+/// built with. The Delta kernel's HTTP client compiles in aws-lc-rs as well, and with two
+/// providers rustls no longer picks one by itself: every TLS entry point calls this first
+/// (installing it again is a no-op).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Why a product is not served, and whom to tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quarantine {

@@ -111,9 +111,8 @@ impl S3Config {
 
     fn build(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         self.validate().map_err(DataFusionError::Configuration)?;
-        // The S3 client's rustls needs a process-wide crypto provider; installing it again
-        // (or after tonic did) is a no-op.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // The S3 client's rustls needs a process-wide crypto provider.
+        crate::install_crypto_provider();
         // Client options first: they replace allow_http, which lives among them.
         // As `AmazonS3Builder::from_env` would, from the variables handed in.
         let mut b = self

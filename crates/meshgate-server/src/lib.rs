@@ -97,6 +97,7 @@ impl RunningServer {
         config: ServerConfig,
         secrets: Secrets,
     ) -> Result<RunningServer, ServerError> {
+        meshgate_mesh::install_crypto_provider();
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &config.tls {
             builder = builder

@@ -91,8 +91,8 @@ struct PublishedKey {
 
 impl Oidc {
     pub fn new(issuers: &[OidcIssuer]) -> Oidc {
-        // reqwest's rustls needs a crypto provider; meshgate's is ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // reqwest's rustls needs a crypto provider.
+        meshgate_mesh::install_crypto_provider();
         Oidc {
             issuers: issuers
                 .iter()
