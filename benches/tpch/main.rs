@@ -19,8 +19,8 @@
 //! Data is cached in `benches/.cache/tpch-sf<SF>[-tpchgen-cli]/` (not committed).
 //!
 //! Under `cargo test` it runs the whole suite small (SF 0.01, one run, one second per load
-//! level) so that it cannot rot; DuckDB and S3 are included when `MESHGATE_BENCH_PYTHON`
-//! is set.
+//! level) so that it cannot rot; DuckDB, S3 and Delta tables are included when
+//! `MESHGATE_BENCH_PYTHON` is set.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -29,6 +29,7 @@ mod support;
 #[allow(dead_code, unreachable_pub)]
 mod common;
 mod data;
+mod delta;
 mod duckdb;
 mod load;
 mod postgres;
@@ -153,6 +154,7 @@ fn smoke_checks(markdown: &str, with_python: bool) {
         sections.extend([
             "| DuckDB |",
             "## Local files vs a local S3 server",
+            "## Delta tables vs Parquet folders",
             "psycopg fetching tpch.lineitem",
         ]);
     }
@@ -307,6 +309,14 @@ async fn run(o: &Options) -> String {
         _ => Vec::new(),
     };
 
+    let delta = match &o.python {
+        Some(python) => {
+            println!("\nDelta tables vs the same Parquet folders, through the mesh");
+            delta::run(python, repo, &cache, &data_dir, &ctx, &queries, o.runs).await
+        }
+        None => Vec::new(),
+    };
+
     println!("\nscale-out: the gateway as marketer, local and on the cluster");
     let mut others = Vec::new();
     for (name, c) in [
@@ -385,6 +395,7 @@ async fn run(o: &Options) -> String {
         pg_fetch: pg_fetch.as_ref(),
         duckdb: duckdb.as_ref(),
         s3: &s3,
+        delta: &delta,
         distributed: &distributed,
         replicas: &replicas,
         load: &levels,

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::delta::DeltaQuery;
 use crate::duckdb::DuckDb;
 use crate::load::Level;
 use crate::postgres::{Fetch, PgQuery};
@@ -22,6 +23,7 @@ pub(crate) struct Run<'a> {
     pub(crate) pg_fetch: Option<&'a Fetch>,
     pub(crate) duckdb: Option<&'a DuckDb>,
     pub(crate) s3: &'a [S3Query],
+    pub(crate) delta: &'a [DeltaQuery],
     pub(crate) distributed: &'a [DistributedQuery],
     pub(crate) replicas: &'a [ReplicaQuery],
     pub(crate) load: &'a [Level],
@@ -80,6 +82,17 @@ impl Run<'_> {
             let r = ratio(p, f);
             t.push(Target {
                 what: "TPC-H total over Postgres / over Flight SQL (analyst)",
+                goal: "≤ 1.1".into(),
+                measured: format!("{r:.2}"),
+                met: r <= 1.1,
+            });
+        }
+        if !self.delta.is_empty() {
+            let p: Duration = self.delta.iter().map(|q| q.parquet).sum();
+            let d: Duration = self.delta.iter().map(|q| q.delta).sum();
+            let r = ratio(d, p);
+            t.push(Target {
+                what: "TPC-H total from Delta tables / from the same Parquet folders",
                 goal: "≤ 1.1".into(),
                 measured: format!("{r:.2}"),
                 met: r <= 1.1,
@@ -279,6 +292,39 @@ impl Run<'_> {
                 ms(l),
                 ms(s3),
                 ratio(s3, l)
+            );
+        }
+
+        if !self.delta.is_empty() {
+            let _ = writeln!(
+                w,
+                "\n## Delta tables vs Parquet folders (the same files' rows, written by the deltalake package; through the mesh's contract tables, median of {} runs, ms)\n",
+                self.runs
+            );
+            let _ = writeln!(
+                w,
+                "| query | Parquet folder | Delta table | Delta / Parquet |\n|---|--:|--:|--:|"
+            );
+            for q in self.delta {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {:.2} |",
+                    q.name,
+                    ms(q.parquet),
+                    ms(q.delta),
+                    ratio(q.delta, q.parquet)
+                );
+            }
+            let (p, d): (Duration, Duration) = (
+                self.delta.iter().map(|q| q.parquet).sum(),
+                self.delta.iter().map(|q| q.delta).sum(),
+            );
+            let _ = writeln!(
+                w,
+                "| **total** | {} | {} | **{:.2}** |",
+                ms(p),
+                ms(d),
+                ratio(d, p)
             );
         }
 

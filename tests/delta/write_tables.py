@@ -18,6 +18,8 @@ Writes under ROOT (a domain's data root, `shop`):
 - plain/v1: a Parquet folder without a log.
 - wrongtype/v1: the orders schema, for a contract that says otherwise.
 - history/v1: three versions, for contracts that pin one.
+- nullparts/v1: partitioned by region, two rows with no region (a null partition).
+- piiparts/v1: partitioned by email, a PII column.
 
     python tests/delta/write_tables.py ROOT append    # orders/v1: one more row (order 7)
     python tests/delta/write_tables.py ROOT break     # orders/v1: overwritten without amount
@@ -129,6 +131,16 @@ def main():
     t = root / "history" / "v1"
     for n in range(3):
         write_deltalake(t, orders([(n, n, "h@example.com", "EU", float(n), day(n + 1))]), mode="append")
+
+    t = root / "nullparts" / "v1"
+    write_deltalake(t, orders([
+        (1, 1, "a@example.com", "EU", 1.0, day(1)),
+        (2, 2, "b@example.com", None, 2.0, day(2)),
+        (3, 3, "c@example.com", None, 3.0, day(3)),
+    ]), partition_by=["region"])
+
+    t = root / "piiparts" / "v1"
+    write_deltalake(t, orders([(1, 1, "a@example.com", "EU", 1.0, day(1))]), partition_by=["email"])
 
     print(json.dumps(versions))
 

@@ -402,11 +402,12 @@ async fn a_pinned_product_serves_its_version_whatever_is_committed_next() {
     );
     let table = shop.table("history");
     assert_eq!(table.delta_snapshot().unwrap().version, 1);
-    // Two contracts over one table are two products claiming the same data.
-    let overlap = shop.reasons("history_future");
+    // A second contract over the same table is refused (two products claiming the same
+    // data, and a pin in the future, which would follow whatever each replica loaded).
+    let refused = shop.reasons("history_future");
     assert!(
-        overlap.contains("overlap") || overlap.contains("same"),
-        "{overlap}"
+        refused.contains("overlap") || refused.contains("in the future"),
+        "{refused}"
     );
 
     // A pin the log cannot satisfy quarantines, saying which.
@@ -414,6 +415,65 @@ async fn a_pinned_product_serves_its_version_whatever_is_committed_next() {
     let shop = Shop::new(&contracts).await;
     let reason = shop.reasons("history");
     assert!(reason.contains("at version 9"), "{reason}");
+    let future = "delta: {timestamp: \"2999-01-01T00:00:00Z\"}\n";
+    let shop = Shop::new(&[("history", contract("history", future))]).await;
+    let reason = shop.reasons("history");
+    assert!(reason.contains("in the future"), "{reason}");
+}
+
+#[tokio::test]
+async fn null_partitions_count_as_null_and_a_pii_partition_column_is_refused() {
+    let shop = Shop::new(&[
+        ("nullparts", contract("nullparts", "")),
+        ("piiparts", contract("piiparts", "")),
+    ])
+    .await;
+    // Answered from the log's statistics where they are exact (an aggregate alone is):
+    // the null partition's rows have no region.
+    let counts = shop
+        .rows(
+            "analyst",
+            "SELECT count(*) AS n, count(region) AS with_region FROM mesh.shop.nullparts",
+        )
+        .await;
+    insta::assert_snapshot!(counts, @r"
+    +---+-------------+
+    | n | with_region |
+    +---+-------------+
+    | 3 | 1           |
+    +---+-------------+
+    ");
+    let distinct = shop
+        .rows(
+            "analyst",
+            "SELECT count(DISTINCT region) AS regions FROM mesh.shop.nullparts",
+        )
+        .await;
+    assert!(distinct.contains("| 1 "), "{distinct}");
+    let nulls = shop
+        .rows(
+            "analyst",
+            "SELECT order_id FROM mesh.shop.nullparts WHERE region IS NULL ORDER BY 1",
+        )
+        .await;
+    assert!(
+        nulls.contains("| 2 ") && nulls.contains("| 3 ") && !nulls.contains("| 1 "),
+        "{nulls}"
+    );
+    let eu = shop
+        .rows(
+            "eu_support",
+            "SELECT count(*) AS n FROM mesh.shop.nullparts",
+        )
+        .await;
+    assert!(eu.contains("| 1 |"), "{eu}");
+
+    // Partition values are in file paths: a PII one would show in a masked reader's plan.
+    let pii = shop.reasons("piiparts");
+    assert!(
+        pii.contains("partitioned by email, which the contract marks PII"),
+        "{pii}"
+    );
 }
 
 #[tokio::test]

@@ -58,14 +58,17 @@ pub(crate) async fn bind(
         .object_store(url.object_store())
         .map_err(|e| failed("cannot reach", &e))?;
     if contract.format == StorageFormat::Delta {
-        let redact = |text: &str| redact_paths(&s3.scrub(text), location, shown);
+        let redact: crate::delta::Redact = {
+            let (s3, location, shown) = (s3.clone(), location.to_string(), shown.to_string());
+            Arc::new(move |text: &str| redact_paths(&s3.scrub(text), &location, &shown))
+        };
         let (table, schema) = crate::delta::bind(
             store,
             contract,
             &|seen| exposed_schema(contract, seen),
             location,
             shown,
-            &redact,
+            redact,
         )
         .await?;
         let row_filters = row_filters(ctx, policy, &schema)?;

@@ -36,8 +36,8 @@ use datafusion_datasource::compute_all_files_statistics;
 use deltalake_core::DeltaTable;
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use meshgate_contract::{Contract, DeltaPin};
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 /// Reader features whose tables this reader reads correctly: they change how the log is
 /// kept, which the Delta kernel handles, or add a type it reads (`timestampNtz`).
@@ -50,8 +50,12 @@ const SUPPORTED_READER_FEATURES: [&str; 4] = [
     "checkpointProtection",
 ];
 
+/// Replaces the server's paths (and any credential) in a message by what callers see.
+pub(crate) type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// A bound Delta table: its log, and the snapshot queries read now.
 pub(crate) struct DeltaFiles {
+    redact: Redact,
     table: tokio::sync::Mutex<DeltaTable>,
     current: RwLock<Arc<Snapshot>>,
     pin: Option<DeltaPin>,
@@ -89,7 +93,7 @@ pub(crate) async fn bind(
     schema: &(dyn Fn(&[Option<DataType>]) -> SchemaRef + Sync),
     location: &str,
     shown: &str,
-    redact: &(dyn Fn(&str) -> String + Sync),
+    redact: Redact,
 ) -> std::result::Result<(DeltaFiles, SchemaRef), Vec<String>> {
     let url = ListingTableUrl::parse(location).map_err(|e| vec![e.to_string()])?;
     let failed = |e: &dyn std::fmt::Display| {
@@ -103,20 +107,33 @@ pub(crate) async fn bind(
     let log_store: LogStoreRef = default_logstore(Arc::from(prefixed), store, &table_url, &config);
     let mut table = DeltaTable::new(log_store);
     let pin = contract.delta.clone();
+    if let Some(DeltaPin::Timestamp(t)) = &pin
+        && *t > chrono::Utc::now()
+    {
+        // It would resolve to whatever is latest when each replica loads: the same
+        // contract serving different data.
+        return Err(vec![format!(
+            "Delta table {shown} is pinned {}, which is in the future; pin a past time or a \
+             version, or leave the pin out to follow the latest commit",
+            pin.as_ref().map(ToString::to_string).unwrap_or_default()
+        )]);
+    }
     let loaded = match &pin {
         None => table.load().await,
         Some(DeltaPin::Version(v)) => table.load_version(*v).await,
         Some(DeltaPin::Timestamp(t)) => table.load_with_datetime(*t).await,
     };
     if let Err(e) = loaded {
-        return Err(vec![describe_load_error(&e, shown, &pin, redact)]);
+        return Err(vec![describe_load_error(&e, shown, &pin, redact.as_ref())]);
     }
     let (partitions, seen) = check_table(&table, contract, shown)?;
     let product_schema = schema(&seen);
     let layout = layout_of(&product_schema, &partitions);
-    let snapshot = snapshot_of(&table, &url, &layout, shown)?;
+    let mut snapshot = snapshot_of(&table, &url, &layout, shown)?;
+    snapshot.committed_at = committed_at(&table, snapshot.version).await;
     Ok((
         DeltaFiles {
+            redact,
             table: tokio::sync::Mutex::new(table),
             current: RwLock::new(Arc::new(snapshot)),
             pin,
@@ -132,7 +149,7 @@ fn describe_load_error(
     e: &deltalake_core::DeltaTableError,
     shown: &str,
     pin: &Option<DeltaPin>,
-    redact: &(dyn Fn(&str) -> String + Sync),
+    redact: &(dyn Fn(&str) -> String + Send + Sync),
 ) -> String {
     use deltalake_core::DeltaTableError as E;
     match e {
@@ -223,6 +240,19 @@ fn check_table(
             ));
         }
         seen.push(Some(ty.clone()));
+    }
+    for p in partition_cols {
+        // Partition values are written in the files' paths, which EXPLAIN shows callers
+        // who read the column masked.
+        if let Some(col) = contract.column(p)
+            && (col.is_pii() || !col.tags.is_empty())
+        {
+            problems.push(format!(
+                "Delta table {shown} (version {version}) is partitioned by {p}, which the \
+                 contract marks PII or tags: its values are in every file's path; partition \
+                 by a column that is not"
+            ));
+        }
     }
     if let Some(missing) = partition_cols.iter().find(|p| contract.column(p).is_none()) {
         // Its values are not in the files; a contract that leaves it out would serve rows
@@ -333,20 +363,45 @@ fn snapshot_of(
         }
         pf.partition_values = values;
         let stats = file_statistics(file.stats().as_deref(), &layout.file_schema, size);
-        files.push(pf.with_statistics(Arc::new(stats)));
+        let mut pf = pf.with_statistics(Arc::new(stats));
+        // `with_statistics` says a partition value is never null, with one distinct value:
+        // for a null one, every row is null and nothing else is known.
+        let nulls: Vec<usize> = pf
+            .partition_values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_null())
+            .map(|(i, _)| layout.file_schema.fields().len() + i)
+            .collect();
+        if let Some(stats) = pf.statistics.as_mut().filter(|_| !nulls.is_empty()) {
+            let stats = Arc::make_mut(stats);
+            let rows = stats.num_rows;
+            for i in nulls {
+                stats.column_statistics[i] = ColumnStatistics {
+                    null_count: rows,
+                    ..ColumnStatistics::new_unknown()
+                };
+            }
+        }
+        files.push(pf);
     }
     if !problems.is_empty() {
         return Err(problems);
     }
-    let committed_at = state
-        .version_timestamp(version)
-        .and_then(|ms| u64::try_from(ms).ok())
-        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
     Ok(Snapshot {
         version,
-        committed_at,
+        committed_at: None,
         files,
     })
+}
+
+/// When `version` was committed: its commit file's time, which the log keeps also for a
+/// version a checkpoint summarises.
+async fn committed_at(table: &DeltaTable, version: u64) -> Option<SystemTime> {
+    let commit = deltalake_core::logstore::commit_uri_from_version(Some(version));
+    let meta = table.object_store().head(&commit).await.ok()?;
+    let ms = u64::try_from(meta.last_modified.timestamp_millis()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 /// A path the log names relative to the table root, without a scheme and without `..`:
@@ -367,9 +422,9 @@ fn partition_value(raw: Option<String>, ty: &DataType) -> Result<ScalarValue, St
 }
 
 /// Statistics of one file from its `add` action, as a footer would give them: the row
-/// count exactly, null counts exactly, and min/max (as bounds) only for numbers and dates
-/// whose text form is exact; a writer truncates strings and timestamps, so those stay
-/// unknown rather than wrong.
+/// count exactly, null counts exactly, and min/max (as bounds) only for integers and dates,
+/// whose JSON form is exact. A writer truncates strings and timestamps, and a decimal
+/// read through JSON numbers may round inward, so those stay unknown rather than wrong.
 fn file_statistics(stats: Option<&str>, file_schema: &SchemaRef, size: u64) -> Statistics {
     let mut out = Statistics::new_unknown(file_schema);
     out.total_byte_size = Precision::Inexact(size as usize);
@@ -415,12 +470,7 @@ fn file_statistics(stats: Option<&str>, file_schema: &SchemaRef, size: u64) -> S
 fn exact_in_stats(ty: &DataType) -> bool {
     matches!(
         ty,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::Date32
-            | DataType::Decimal128(..)
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::Date32
     )
 }
 
@@ -445,7 +495,7 @@ impl DeltaFiles {
         let latest = table
             .get_latest_version()
             .await
-            .map_err(|e| delta_error(name, &e))?;
+            .map_err(|e| self.delta_error(name, &e))?;
         let served = self.snapshot();
         if latest == served.version {
             return Ok(served);
@@ -456,9 +506,24 @@ impl DeltaFiles {
             table
                 .update_incremental(None)
                 .await
-                .map_err(|e| delta_error(name, &e))?;
+                .map_err(|e| self.delta_error(name, &e))?;
         }
-        let checked = check_table(&table, &self.contract, name).and_then(|(partitions, _)| {
+        let bound = self.layout.product_schema();
+        let checked = check_table(&table, &self.contract, name).and_then(|(partitions, seen)| {
+            // A bare `decimal` is served in the precision it was bound with.
+            for ((col, seen), field) in self.contract.schema.iter().zip(&seen).zip(bound.fields()) {
+                if col.data_type == meshgate_contract::ColumnType::Decimal
+                    && seen.as_ref() != Some(field.data_type())
+                {
+                    return Err(vec![format!(
+                        "column {} is {} in the new version but was bound as {}; pin \
+                         decimal(p,s) in the contract",
+                        col.name,
+                        seen.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        field.data_type()
+                    )]);
+                }
+            }
             let layout = layout_of(&self.layout.product_schema(), &partitions);
             if layout != self.layout {
                 return Err(vec![format!(
@@ -468,14 +533,15 @@ impl DeltaFiles {
             snapshot_of(&table, &self.url, &self.layout, name)
         });
         match checked {
-            Ok(snapshot) => {
+            Ok(mut snapshot) => {
+                snapshot.committed_at = committed_at(&table, snapshot.version).await;
                 let snapshot = Arc::new(snapshot);
                 *self.current.write().expect("not poisoned") = Arc::clone(&snapshot);
                 Ok(snapshot)
             }
             Err(problems) => Err(DataFusionError::Plan(format!(
                 "{name} is not served: its latest Delta version breaks the contract: {}",
-                problems.join("; ")
+                (self.redact)(&problems.join("; "))
             ))),
         }
     }
@@ -605,7 +671,12 @@ pub(crate) async fn publish(
                 partition_by: None,
                 predicate: None,
             };
-            let done = CommitBuilder::default()
+            // No checkpoint or log clean-up after the commit: their failure would read as
+            // the commit's, and the files of a version that did land would be removed.
+            let properties = deltalake_core::kernel::transaction::CommitProperties::default()
+                .with_create_checkpoint(false)
+                .with_cleanup_expired_logs(Some(false));
+            let done = CommitBuilder::from(properties)
                 .with_actions(actions)
                 .build(Some(state), table.log_store(), operation)
                 .await?;
@@ -621,15 +692,34 @@ pub(crate) async fn publish(
     }
     .await;
     if committed.is_err() {
-        for path in written {
-            let _ = std::fs::remove_file(location.join(path));
+        // Files no version names are invisible to readers; removing them is tidying,
+        // and only once it is sure that the commit did not land after all.
+        let landed = match (table.version(), table.get_latest_version().await) {
+            (Some(before), Ok(latest)) => latest > before,
+            // A log now exists where there was none: the first version is there.
+            (None, Ok(_)) => true,
+            (None, Err(_)) => false,
+            // Cannot tell: keep them.
+            (Some(_), Err(_)) => true,
+        };
+        if !landed {
+            for path in written {
+                let _ = std::fs::remove_file(location.join(path));
+            }
         }
     }
     committed
 }
 
-fn delta_error(name: &str, e: &deltalake_core::DeltaTableError) -> DataFusionError {
-    DataFusionError::Execution(format!("cannot read the Delta log of {name}: {e}"))
+impl DeltaFiles {
+    /// A failure to read the log, as callers may see it: no server path, no credential.
+    fn delta_error(&self, name: &str, e: &deltalake_core::DeltaTableError) -> DataFusionError {
+        tracing::warn!("cannot read the Delta log of {name}: {e}");
+        DataFusionError::Execution(format!(
+            "cannot read the Delta log of {name}: {}",
+            (self.redact)(&e.to_string())
+        ))
+    }
 }
 
 #[cfg(test)]

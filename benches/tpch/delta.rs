@@ -1,0 +1,109 @@
+//! The same TPC-H data as Delta Lake tables against the Parquet folders: the 22 queries
+//! through the mesh (contract tables, product scans) over each, row counts checked equal.
+//! The tables are written by the `deltalake` package (tests/delta/sample_as_delta.py),
+//! one commit per Parquet file, so both hold the same rows in the same files' worth.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+use meshgate_mesh::{Mesh, MeshConfig};
+
+use crate::support;
+
+pub(crate) struct DeltaQuery {
+    pub(crate) name: String,
+    pub(crate) parquet: Duration,
+    pub(crate) delta: Duration,
+}
+
+pub(crate) async fn run(
+    python: &Path,
+    repo: &Path,
+    cache: &Path,
+    data: &Path,
+    parquet: &SessionContext,
+    queries: &[(String, String)],
+    runs: usize,
+) -> Vec<DeltaQuery> {
+    let tables = cache.join("delta");
+    if !tables.join("tpch/lineitem/v1/_delta_log").exists() {
+        let started = Instant::now();
+        let _ = std::fs::remove_dir_all(&tables);
+        let out = Command::new(python)
+            .arg(repo.join("tests/delta/sample_as_delta.py"))
+            .arg(data)
+            .arg(&tables)
+            .arg("tpch")
+            .output()
+            .expect("the suite's Python runs");
+        assert!(
+            out.status.success(),
+            "sample_as_delta.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!(
+            "Delta tables written by the deltalake package in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    // The suite's contracts, each saying `format: delta`.
+    let contracts = repo.join("benches/tpch/contracts");
+    let delta_contracts = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(delta_contracts.path().join("tpch")).unwrap();
+    std::fs::copy(
+        contracts.join("governance.yaml"),
+        delta_contracts.path().join("governance.yaml"),
+    )
+    .unwrap();
+    for f in std::fs::read_dir(contracts.join("tpch")).unwrap() {
+        let f = f.unwrap().path();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let target = delta_contracts
+            .path()
+            .join("tpch")
+            .join(f.file_name().unwrap());
+        std::fs::write(target, format!("format: delta\n{text}")).unwrap();
+    }
+    let mut config = MeshConfig::at(repo);
+    config.contracts = delta_contracts.path().to_path_buf();
+    config.data = tables.clone();
+    let mesh = Mesh::load(config).await.unwrap();
+    assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
+    let delta = support::embedded(&mesh, "tpch");
+
+    let mut out = Vec::new();
+    println!(
+        "{:<5} {:>12} {:>12} {:>8}",
+        "query", "parquet", "delta", "ratio"
+    );
+    for (name, sql) in queries {
+        let (mut tp, mut td) = (Vec::new(), Vec::new());
+        for run in 0..=runs {
+            let s = Instant::now();
+            let a = support::embedded_run(parquet, sql).await;
+            let dp = s.elapsed();
+            let s = Instant::now();
+            let b = support::embedded_run(&delta, sql).await;
+            let dd = s.elapsed();
+            assert_eq!(
+                support::rows(&a),
+                support::rows(&b),
+                "{name}: the same rows from Delta tables as from Parquet folders"
+            );
+            if run > 0 {
+                tp.push(dp);
+                td.push(dd);
+            }
+        }
+        let q = DeltaQuery {
+            name: name.clone(),
+            parquet: support::median(tp),
+            delta: support::median(td),
+        };
+        support::print_pair(&q.name, q.parquet, q.delta);
+        out.push(q);
+    }
+    out
+}
