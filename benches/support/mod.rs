@@ -120,6 +120,39 @@ pub(crate) fn print_pair(name: &str, a: Duration, b: Duration) {
     );
 }
 
+/// Each query on `a` then on `b`, interleaved, `runs` times after a warm-up, row counts
+/// checked equal (`what` says what differs, for the message): each query's medians.
+#[allow(dead_code)] // not every bench that includes this file compares two contexts
+pub(crate) async fn compare_contexts(
+    a: &SessionContext,
+    b: &SessionContext,
+    queries: &[(String, String)],
+    runs: usize,
+    what: &str,
+) -> Vec<(String, Duration, Duration)> {
+    let mut out = Vec::new();
+    for (name, sql) in queries {
+        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        for run in 0..=runs {
+            let s = std::time::Instant::now();
+            let x = embedded_run(a, sql).await;
+            let da = s.elapsed();
+            let s = std::time::Instant::now();
+            let y = embedded_run(b, sql).await;
+            let db = s.elapsed();
+            assert_eq!(rows(&x), rows(&y), "{name}: the same rows {what}");
+            if run > 0 {
+                ta.push(da);
+                tb.push(db);
+            }
+        }
+        let (ma, mb) = (median(ta), median(tb));
+        print_pair(name, ma, mb);
+        out.push((name.clone(), ma, mb));
+    }
+    out
+}
+
 pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]

@@ -73,37 +73,23 @@ pub(crate) async fn run(
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
     let delta = support::embedded(&mesh, "tpch");
 
-    let mut out = Vec::new();
     println!(
         "{:<5} {:>12} {:>12} {:>8}",
         "query", "parquet", "delta", "ratio"
     );
-    for (name, sql) in queries {
-        let (mut tp, mut td) = (Vec::new(), Vec::new());
-        for run in 0..=runs {
-            let s = Instant::now();
-            let a = support::embedded_run(parquet, sql).await;
-            let dp = s.elapsed();
-            let s = Instant::now();
-            let b = support::embedded_run(&delta, sql).await;
-            let dd = s.elapsed();
-            assert_eq!(
-                support::rows(&a),
-                support::rows(&b),
-                "{name}: the same rows from Delta tables as from Parquet folders"
-            );
-            if run > 0 {
-                tp.push(dp);
-                td.push(dd);
-            }
-        }
-        let q = DeltaQuery {
-            name: name.clone(),
-            parquet: support::median(tp),
-            delta: support::median(td),
-        };
-        support::print_pair(&q.name, q.parquet, q.delta);
-        out.push(q);
-    }
-    out
+    support::compare_contexts(
+        parquet,
+        &delta,
+        queries,
+        runs,
+        "from Delta tables as from Parquet folders",
+    )
+    .await
+    .into_iter()
+    .map(|(name, parquet, delta)| DeltaQuery {
+        name,
+        parquet,
+        delta,
+    })
+    .collect()
 }

@@ -47,35 +47,13 @@ pub(crate) async fn run(
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
     let on_s3 = support::embedded(&mesh, "tpch");
 
-    let mut out = Vec::new();
     println!("{:<5} {:>12} {:>12} {:>8}", "query", "local", "S3", "ratio");
-    for (name, sql) in queries {
-        let (mut tl, mut ts) = (Vec::new(), Vec::new());
-        for run in 0..=runs {
-            let s = Instant::now();
-            let a = support::embedded_run(local, sql).await;
-            let dl = s.elapsed();
-            let s = Instant::now();
-            let b = support::embedded_run(&on_s3, sql).await;
-            let ds = s.elapsed();
-            assert_eq!(
-                support::rows(&a),
-                support::rows(&b),
-                "{name}: the same rows from S3 as from local files"
-            );
-            if run > 0 {
-                tl.push(dl);
-                ts.push(ds);
-            }
-        }
-        let q = S3Query {
-            name: name.clone(),
-            local: support::median(tl),
-            s3: support::median(ts),
-        };
-        support::print_pair(&q.name, q.local, q.s3);
-        out.push(q);
-    }
+    let out =
+        support::compare_contexts(local, &on_s3, queries, runs, "from S3 as from local files")
+            .await
+            .into_iter()
+            .map(|(name, local, s3)| S3Query { name, local, s3 })
+            .collect();
     drop(moto);
     out
 }
