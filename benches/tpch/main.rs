@@ -88,6 +88,8 @@ fn main() {
     let bench = args.iter().any(|a| a == "--bench");
     // Only the Postgres section (the 22 queries over both protocols, psycopg vs PostgreSQL).
     let postgres_only = args.iter().any(|a| a == "--postgres-only");
+    // Only the Delta section (the 22 queries from Delta tables and from Parquet folders).
+    let delta_only = args.iter().any(|a| a == "--delta-only");
     let python = arg::<PathBuf>(&args, "--python")
         .or_else(|| std::env::var_os("MESHGATE_BENCH_PYTHON").map(PathBuf::from));
     let options = if bench {
@@ -129,6 +131,10 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     if postgres_only {
         rt.block_on(postgres_section(&options));
+        return;
+    }
+    if delta_only {
+        rt.block_on(delta_section(&options));
         return;
     }
     let report = rt.block_on(run(&options));
@@ -188,6 +194,32 @@ async fn postgres_section(o: &Options) {
     .await;
     gateway.stop().await;
     let text = report::postgres_markdown(o.sf, o.runs, &pg, fetch.as_ref());
+    if let Some(path) = &o.results {
+        std::fs::write(path, &text).unwrap();
+    }
+    print!("{text}");
+}
+
+async fn delta_section(o: &Options) {
+    let (repo, cache, data_dir, contracts) = files(o);
+    let python = o
+        .python
+        .as_deref()
+        .expect("--delta-only needs --python (a Python with deltalake)");
+    let mut mesh_config = MeshConfig::at(repo);
+    mesh_config.contracts = contracts;
+    mesh_config.data = data_dir.clone();
+    let mesh = Mesh::load(mesh_config).await.unwrap();
+    assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
+    let ctx = support::embedded(&mesh, "tpch");
+    let queries = data::queries(repo);
+    let delta = delta::run(python, repo, &cache, &data_dir, &ctx, &queries, o.runs).await;
+    let text = format!(
+        "{}\n(SF{}, `{}`)\n",
+        report::delta_markdown(o.runs, &delta),
+        o.sf,
+        o.command
+    );
     if let Some(path) = &o.results {
         std::fs::write(path, &text).unwrap();
     }

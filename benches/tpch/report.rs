@@ -296,36 +296,7 @@ impl Run<'_> {
         }
 
         if !self.delta.is_empty() {
-            let _ = writeln!(
-                w,
-                "\n## Delta tables vs Parquet folders (the same files' rows, written by the deltalake package; through the mesh's contract tables, median of {} runs, ms)\n",
-                self.runs
-            );
-            let _ = writeln!(
-                w,
-                "| query | Parquet folder | Delta table | Delta / Parquet |\n|---|--:|--:|--:|"
-            );
-            for q in self.delta {
-                let _ = writeln!(
-                    w,
-                    "| {} | {} | {} | {:.2} |",
-                    q.name,
-                    ms(q.parquet),
-                    ms(q.delta),
-                    ratio(q.delta, q.parquet)
-                );
-            }
-            let (p, d): (Duration, Duration) = (
-                self.delta.iter().map(|q| q.parquet).sum(),
-                self.delta.iter().map(|q| q.delta).sum(),
-            );
-            let _ = writeln!(
-                w,
-                "| **total** | {} | {} | **{:.2}** |",
-                ms(p),
-                ms(d),
-                ratio(d, p)
-            );
+            w.push_str(&delta_markdown(self.runs, self.delta));
         }
 
         self.scale_out(w);
@@ -495,6 +466,42 @@ impl Run<'_> {
 }
 
 /// The Postgres section: the 22 queries over both protocols, and psycopg vs PostgreSQL.
+/// The Delta section: the 22 queries from Delta tables and from the Parquet folders.
+pub(crate) fn delta_markdown(runs: usize, delta: &[DeltaQuery]) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "\n## Delta tables vs Parquet folders (the same files' rows, written by the deltalake package; through the mesh's contract tables, median of {runs} runs, ms)\n",
+    );
+    let _ = writeln!(
+        w,
+        "| query | Parquet folder | Delta table | Delta / Parquet |\n|---|--:|--:|--:|"
+    );
+    for q in delta {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {:.2} |",
+            q.name,
+            ms(q.parquet),
+            ms(q.delta),
+            ratio(q.delta, q.parquet)
+        );
+    }
+    let (p, d): (Duration, Duration) = (
+        delta.iter().map(|q| q.parquet).sum(),
+        delta.iter().map(|q| q.delta).sum(),
+    );
+    let _ = writeln!(
+        w,
+        "| **total** | {} | {} | **{:.2}** |",
+        ms(p),
+        ms(d),
+        ratio(d, p)
+    );
+    s
+}
+
 pub(crate) fn postgres_markdown(
     sf: f64,
     runs: usize,

@@ -603,14 +603,22 @@ fn order_rows(ids: &[Option<i64>]) -> Vec<(&'static str, arrow::array::ArrayRef)
 
 /// What a real Delta reader (the `deltalake` package) reads at the table's latest version.
 fn read_with_deltalake(table: &Path) -> (u64, Vec<i64>) {
+    read_table_with_deltalake(&table.display().to_string(), &serde_json::json!({}))
+}
+
+/// [`read_with_deltalake`] for any location the package reads (`s3://` with its
+/// `storage_options`).
+fn read_table_with_deltalake(uri: &str, options: &serde_json::Value) -> (u64, Vec<i64>) {
     // Exits at once after printing: the package's runtime may abort while the interpreter
     // tears down.
-    let script = "import os, sys, json; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]); \
+    let script = "import os, sys, json; from deltalake import DeltaTable; \
+                  t = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2])); \
                   print(json.dumps([t.version(), sorted(t.to_pyarrow_table()['order_id'].to_pylist())]), flush=True); \
                   os._exit(0)";
     let out = Command::new(python())
         .args(["-c", script])
-        .arg(table)
+        .arg(uri)
+        .arg(options.to_string())
         .output()
         .unwrap();
     assert!(
@@ -698,4 +706,198 @@ async fn publishing_commits_one_checked_version_and_a_rejected_publish_commits_n
         "{:?}",
         reloaded.quarantined()
     );
+}
+
+#[tokio::test]
+async fn publishing_to_s3_commits_through_the_mesh_store_and_a_parquet_folder_there_is_refused() {
+    use meshgate_mesh::publish::{PublishError, Source, publish};
+    let local = tempfile::tempdir().unwrap();
+    writer(&local.path().join("shop"), "create");
+    let s3 = crate::common::s3::LocalS3::serving(&python(), "delta-publish", local.path());
+    let mut contracts = served();
+    contracts.push(("fresh", contract("fresh", "")));
+    contracts.push((
+        "loose",
+        contract("loose", "").replace("format: delta\n", ""),
+    ));
+    let shop = Shop::with(&contracts, |config, _| {
+        config
+            .domain_roots
+            .insert("shop".into(), PathBuf::from("s3://delta-publish/shop"));
+        config.s3 = s3.config();
+    })
+    .await;
+    let config = shop.mesh.config();
+    let file = |name: &str| shop.dir.path().join(format!("contracts/shop/{name}.yaml"));
+    let reader = serde_json::json!({
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_ACCESS_KEY_ID": s3.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_access_key,
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    });
+    let orders = "s3://delta-publish/shop/orders/v1";
+    let store = shop
+        .mesh
+        .object_stores()
+        .get_store(&url::Url::parse("s3://delta-publish/").unwrap())
+        .unwrap();
+    let objects = || async {
+        use futures::TryStreamExt;
+        let mut keys: Vec<String> = store
+            .list(Some(&object_store::path::Path::from("shop/orders")))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .unwrap();
+        keys.sort();
+        keys
+    };
+    let before = objects().await;
+
+    // Refused data writes no object.
+    let bad = shop.dir.path().join("bad.parquet");
+    crate::common::write_parquet(&bad, order_rows(&[Some(100), None]));
+    let strict = std::fs::read_to_string(file("orders")).unwrap().replace(
+        "{name: order_id, type: long}",
+        "{name: order_id, type: long, required: true}",
+    );
+    std::fs::write(file("orders"), strict).unwrap();
+    let err = publish(config, &file("orders"), Source::File(bad))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PublishError::Rejected(_)), "{err}");
+    assert_eq!(objects().await, before);
+
+    // A good publish is the next version, for a real reader and for the serving mesh.
+    let good = shop.dir.path().join("good.parquet");
+    crate::common::write_parquet(&good, order_rows(&[Some(100), Some(101)]));
+    let published = publish(config, &file("orders"), Source::File(good))
+        .await
+        .unwrap();
+    assert_eq!(
+        (published.delta_version, published.location.as_str()),
+        (Some(5), orders)
+    );
+    assert_eq!(
+        read_table_with_deltalake(orders, &reader),
+        (5, vec![100, 101])
+    );
+    let served = shop
+        .rows(
+            "analyst",
+            "SELECT order_id FROM mesh.shop.orders ORDER BY 1",
+        )
+        .await;
+    assert!(
+        served.contains("| 100 ") && !served.contains("| 1 "),
+        "{served}"
+    );
+    // The files of the replaced version stay for readers of older versions (until a vacuum).
+    assert!(objects().await.len() > before.len() + 1);
+
+    // Two publishers at once: the log takes one commit per version (S3's put-if-absent), so
+    // they never both claim version 6, and a reader sees one publisher's rows, never a mix.
+    let (a, b) = (
+        shop.dir.path().join("a.parquet"),
+        shop.dir.path().join("b.parquet"),
+    );
+    crate::common::write_parquet(&a, order_rows(&[Some(201), Some(202)]));
+    crate::common::write_parquet(&b, order_rows(&[Some(301)]));
+    let orders_file = file("orders");
+    let before_race = objects().await.len();
+    let (ra, rb) = tokio::join!(
+        publish(config, &orders_file, Source::File(a)),
+        publish(config, &orders_file, Source::File(b))
+    );
+    let versions: Vec<u64> = [&ra, &rb]
+        .iter()
+        .filter_map(|r| r.as_ref().ok().and_then(|p| p.delta_version))
+        .collect();
+    assert!(
+        matches!(versions.as_slice(), [6] | [6, 7] | [7, 6]),
+        "{versions:?} {ra:?} {rb:?}"
+    );
+    // A publisher that lost removed the files it wrote; each that won added one file and
+    // one commit.
+    assert_eq!(
+        objects().await.len(),
+        before_race + 2 * versions.len(),
+        "{ra:?} {rb:?}"
+    );
+    let (latest, rows) = read_table_with_deltalake(orders, &reader);
+    assert_eq!(latest, *versions.iter().max().unwrap());
+    assert!(rows == vec![201, 202] || rows == vec![301], "{rows:?}");
+
+    // The first publish of a product creates its table in the bucket.
+    let input = shop.dir.path().join("fresh.parquet");
+    crate::common::write_parquet(&input, order_rows(&[Some(7)]));
+    let created = publish(config, &file("fresh"), Source::File(input.clone()))
+        .await
+        .unwrap();
+    assert_eq!(created.delta_version, Some(0));
+    assert_eq!(
+        read_table_with_deltalake("s3://delta-publish/shop/fresh/v1", &reader),
+        (0, vec![7])
+    );
+
+    // The command line, with the keys from the environment as in production; a wrong key
+    // is refused without being echoed.
+    let yaml = shop.dir.path().join("meshgate.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "mesh:\n  contracts: {}\n  data: {}\n  domain_roots:\n    shop: s3://delta-publish/shop\n  \
+             s3:\n    endpoint: {}\n    region: us-east-1\n    path_style: true\n    allow_http: true\n",
+            shop.dir.path().join("contracts").display(),
+            shop.dir.path().join("data").display(),
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let cli = |key_id: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshgate"));
+        cmd.arg("publish")
+            .arg(file("fresh"))
+            .arg("--from")
+            .arg(&input)
+            .args(["--format", "delta", "--config"])
+            .arg(&yaml)
+            .env("AWS_ACCESS_KEY_ID", key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret_access_key)
+            .env_remove("AWS_ENDPOINT_URL")
+            .env_remove("MESHGATE_FAILPOINT");
+        cmd.output().unwrap()
+    };
+    let out = cli(&s3.access_key_id);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && stdout.contains("Delta version 1 of s3://delta-publish/shop/fresh/v1"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli("AKIAWRONGKEY0123456789");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Delta") && !stderr.contains("AKIAWRONGKEY0123456789"),
+        "{stderr}"
+    );
+    assert_eq!(
+        read_table_with_deltalake("s3://delta-publish/shop/fresh/v1", &reader).0,
+        1
+    );
+
+    // A Parquet folder cannot be swapped atomically in a bucket: refused, with the way out.
+    let err = publish(config, &file("loose"), Source::File(input))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PublishError::Contract(_))
+            && err.to_string().contains("s3://delta-publish/shop/loose/v1")
+            && err.to_string().contains("format: delta"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(&s3.secret_access_key), "{err}");
 }

@@ -119,8 +119,8 @@ pub(crate) async fn publish_cmd(args: PublishArgs) -> anyhow::Result<ExitCode> {
     match publish_with(&config.mesh, &args.contract, source, failpoint).await {
         Ok(p) => {
             let served = match p.delta_version {
-                Some(v) => format!("Delta version {v} of {}", p.folder.display()),
-                None => p.folder.display().to_string(),
+                Some(v) => format!("Delta version {v} of {}", p.location),
+                None => p.location,
             };
             println!(
                 "published {}: {} rows, quality {:.3}%, now served from {served}",

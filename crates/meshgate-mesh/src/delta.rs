@@ -100,12 +100,7 @@ pub(crate) async fn bind(
         vec![format!("Delta table {shown}: {}", redact(&e.to_string()))]
     };
     let table_url = url::Url::parse(url.as_str()).map_err(|e| failed(&e))?;
-    let config = StorageConfig::default();
-    let prefixed = config
-        .decorate_store(Arc::clone(&store), &table_url)
-        .map_err(|e| failed(&e))?;
-    let log_store: LogStoreRef = default_logstore(Arc::from(prefixed), store, &table_url, &config);
-    let mut table = DeltaTable::new(log_store);
+    let mut table = DeltaTable::new(log_store(store, &table_url).map_err(|e| failed(&e))?);
     let pin = contract.delta.clone();
     if let Some(DeltaPin::Timestamp(t)) = &pin
         && *t > chrono::Utc::now()
@@ -142,6 +137,22 @@ pub(crate) async fn bind(
             layout,
         },
         product_schema,
+    ))
+}
+
+/// The table's log over meshgate's own store for its bucket (or the local file system), so
+/// the log is read and written with the mesh's S3 settings and credentials.
+fn log_store(
+    root: Arc<dyn ObjectStore>,
+    table_url: &url::Url,
+) -> std::result::Result<LogStoreRef, deltalake_core::DeltaTableError> {
+    let config = StorageConfig::default();
+    let prefixed = config.decorate_store(Arc::clone(&root), table_url)?;
+    Ok(default_logstore(
+        Arc::from(prefixed),
+        root,
+        table_url,
+        &config,
     ))
 }
 
@@ -607,13 +618,14 @@ impl Layout {
     }
 }
 
-/// Commits `batches` as the table's new content at `location` (a local folder): one
-/// version that removes every file of the previous one and adds the new files, or the
-/// table's first version. Files are written before the commit and are not part of the
-/// table until it lands; a failed commit leaves no version (its files are removed).
-/// Returns the version committed.
+/// Commits `batches` as the table's new content at `table_url` (a local folder or an S3
+/// prefix, through `root`, the store of its bucket): one version that removes every file
+/// of the previous one and adds the new files, or the table's first version. Files are
+/// written before the commit and are not part of the table until it lands; a failed
+/// commit leaves no version (its files are removed). Returns the version committed.
 pub(crate) async fn publish(
-    location: &std::path::Path,
+    root: Arc<dyn ObjectStore>,
+    table_url: &url::Url,
     schema: SchemaRef,
     batches: Vec<datafusion::arrow::array::RecordBatch>,
 ) -> std::result::Result<u64, deltalake_core::DeltaTableError> {
@@ -624,27 +636,38 @@ pub(crate) async fn publish(
     use deltalake_core::protocol::{DeltaOperation, SaveMode};
     use deltalake_core::writer::{DeltaWriter, RecordBatchWriter};
 
-    std::fs::create_dir_all(location)?;
-    let url = url::Url::from_directory_path(location).map_err(|()| {
-        deltalake_core::DeltaTableError::InvalidTableLocation(location.display().to_string())
-    })?;
-    let mut table = deltalake_core::DeltaTableBuilder::from_url(url.clone())?.build()?;
+    let log_store = log_store(root, table_url)?;
+    let mut table = DeltaTable::new(Arc::clone(&log_store));
     let exists = table.verify_deltatable_existence().await?;
     if exists {
         table.load().await?;
     }
-    // The new version is the contract's columns, in the table's partitioning.
-    let partitions = match exists {
-        true => table.snapshot()?.metadata().partition_columns().to_vec(),
-        false => vec![],
-    };
-    let mut writer = RecordBatchWriter::try_new(
-        url.as_str(),
-        Arc::clone(&schema),
-        (!partitions.is_empty()).then_some(partitions),
-        None,
-    )?;
     let kernel: StructType = schema.as_ref().try_into_kernel()?;
+    // The new version is the contract's columns, in the table's partitioning and with its
+    // settings (which columns get statistics).
+    let (partitions, configuration) = match exists {
+        true => {
+            let metadata = table.snapshot()?.metadata();
+            (
+                metadata.partition_columns().to_vec(),
+                metadata.configuration().clone(),
+            )
+        }
+        false => (vec![], Default::default()),
+    };
+    // The writer takes its schema, partitioning and settings from a table's snapshot, and
+    // the existing table's may hold columns the contract does not declare (or there is
+    // none yet): it is given those of the version to commit, made in memory, and writes
+    // through this table's store.
+    let target = CreateBuilder::new()
+        .with_location("memory:///")
+        .with_columns(kernel.fields().cloned())
+        .with_partition_columns(partitions)
+        .with_configuration(configuration.into_iter().map(|(k, v)| (k, Some(v))))
+        .await?;
+    let mut staging = DeltaTable::new(Arc::clone(&log_store));
+    staging.state = target.state;
+    let mut writer = RecordBatchWriter::for_table(&staging)?;
     for batch in batches {
         writer.write(batch).await?;
     }
@@ -683,7 +706,7 @@ pub(crate) async fn publish(
             Ok(done.version())
         } else {
             let created = CreateBuilder::new()
-                .with_location(url.as_str())
+                .with_log_store(Arc::clone(&log_store))
                 .with_columns(kernel.fields().cloned())
                 .with_actions(adds.into_iter().map(Action::Add))
                 .await?;
@@ -694,21 +717,36 @@ pub(crate) async fn publish(
     if committed.is_err() {
         // Files no version names are invisible to readers; removing them is tidying,
         // and only once it is sure that the commit did not land after all.
-        let landed = match (table.version(), table.get_latest_version().await) {
-            (Some(before), Ok(latest)) => latest > before,
-            // A log now exists where there was none: the first version is there.
-            (None, Ok(_)) => true,
-            (None, Err(_)) => false,
-            // Cannot tell: keep them.
-            (Some(_), Err(_)) => true,
-        };
-        if !landed {
-            for path in written {
-                let _ = std::fs::remove_file(location.join(path));
+        if !may_have_landed(&table, &log_store, &written).await {
+            let store = log_store.object_store(None);
+            for path in written.iter().filter_map(|p| Path::from_url_path(p).ok()) {
+                let _ = store.delete(&path).await;
             }
         }
     }
     committed
+}
+
+/// Whether a commit naming `written` (file names no other writer uses) may be in the log
+/// after a commit that reported failure: any version since the one it read may be its own
+/// (its response lost) or another writer's. True when that cannot be told.
+async fn may_have_landed(table: &DeltaTable, log_store: &LogStoreRef, written: &[String]) -> bool {
+    let Some(probe) = written.first() else {
+        return false;
+    };
+    let from = table.version().map_or(0, |v| v + 1);
+    let Ok(latest) = log_store.get_latest_version(from).await else {
+        // No log where there was none: nothing landed. A log that cannot be read: unknown.
+        return table.version().is_some();
+    };
+    for version in from..=latest {
+        match log_store.read_commit_entry(version).await {
+            Ok(Some(commit)) if !commit.windows(probe.len()).any(|w| w == probe.as_bytes()) => {}
+            Ok(None) => {}
+            _ => return true,
+        }
+    }
+    false
 }
 
 impl DeltaFiles {

@@ -896,11 +896,11 @@ fn stem(file: &Path) -> String {
 }
 
 /// The contract at `file` checked as `Mesh::load` would (format, governance, domain,
-/// location inside the domain's root), with its domain and local location. For publishing.
-pub(crate) fn resolve_local(
+/// location inside the domain's root), with its domain and location. For publishing.
+pub(crate) fn resolve(
     config: &MeshConfig,
     file: &Path,
-) -> std::result::Result<(Contract, String, PathBuf), String> {
+) -> std::result::Result<(Contract, String, Location), String> {
     let governance = match config.governance_file() {
         Some(path) => Some(Governance::load(&path).map_err(|e| e.to_string())?),
         None => None,
@@ -909,10 +909,7 @@ pub(crate) fn resolve_local(
     let file = std::path::absolute(file).map_err(|e| e.to_string())?;
     let dir = std::path::absolute(&dir).map_err(|e| e.to_string())?;
     let c = candidate(config, &dir, &file, governance.as_ref()).map_err(|q| q.to_string())?;
-    match c.location {
-        Location::Local(p) => Ok((c.contract, c.domain, p)),
-        Location::Url(u) => Err(format!("publishing to {u} is not supported yet")),
-    }
+    Ok((c.contract, c.domain, c.location))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::logical_expr::{cast, col};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use meshgate_contract::{Contract, StorageFormat};
@@ -29,7 +30,8 @@ use tracing::info;
 
 use crate::MeshConfig;
 use crate::checks::{ProductReport, check_data};
-use crate::mesh::resolve_local;
+use crate::config::Location;
+use crate::mesh::resolve;
 
 /// Where the new data comes from.
 pub enum Source {
@@ -49,8 +51,9 @@ pub enum Source {
 #[derive(Debug)]
 pub struct Published {
     pub product: String,
-    /// The folder now served.
-    pub folder: PathBuf,
+    /// Where the new data is served from: the version folder of a Parquet product, the
+    /// table of a Delta one (a path, or a URL for S3).
+    pub location: String,
     pub report: ProductReport,
     /// Input columns the contract does not declare: not published.
     pub dropped_columns: Vec<String>,
@@ -112,7 +115,7 @@ pub async fn publish_with(
     failpoint: Failpoint,
 ) -> Result<Published, PublishError> {
     let (contract, domain, location) =
-        resolve_local(config, contract_file).map_err(PublishError::Contract)?;
+        resolve(config, contract_file).map_err(PublishError::Contract)?;
     let product = format!(
         "{domain}.{} {}",
         contract.dataset.as_str(),
@@ -148,16 +151,30 @@ pub async fn publish_with(
     let (df, dropped_columns) = conform(df, &contract)?;
     if contract.format == StorageFormat::Delta {
         return publish_delta(
-            df,
-            &input_df,
-            &contract,
-            &domain,
-            &location,
+            config,
+            Delta {
+                df,
+                input_df: &input_df,
+                contract: &contract,
+                domain: &domain,
+                location: &location,
+            },
             failpoint,
             dropped_columns,
         )
         .await;
     }
+    let location = match location {
+        Location::Local(p) => p,
+        Location::Url(u) => {
+            return Err(PublishError::Contract(format!(
+                "{product} is a Parquet folder at {u}: an object store has no atomic rename, \
+                 so meshgate cannot swap in a new version there without readers seeing part \
+                 of it. Store the product as a Delta table (format: delta), whose commits \
+                 are atomic, or write the folder with your own tools"
+            )));
+        }
+    };
 
     let dataset_dir = location
         .parent()
@@ -194,25 +211,39 @@ pub async fn publish_with(
     info!(%product, folder = %folder.display(), rows = report.rows, "published");
     Ok(Published {
         product,
-        folder,
+        location: folder.display().to_string(),
         report,
         dropped_columns,
         delta_version: None,
     })
 }
 
+/// What a Delta publish commits, and where.
+struct Delta<'a> {
+    df: datafusion::dataframe::DataFrame,
+    input_df: &'a datafusion::dataframe::DataFrame,
+    contract: &'a Contract,
+    domain: &'a str,
+    location: &'a Location,
+}
+
 /// A product stored as a Delta table: the rows are checked in memory, then committed as
 /// one new version of the table (every earlier file removed, the new ones added); readers
-/// see the old version or the new one, never part of it.
+/// see the old version or the new one, never part of it. Local folders and S3 alike, through
+/// the mesh's own stores and settings.
 async fn publish_delta(
-    df: datafusion::dataframe::DataFrame,
-    input_df: &datafusion::dataframe::DataFrame,
-    contract: &Contract,
-    domain: &str,
-    location: &Path,
+    config: &MeshConfig,
+    delta: Delta<'_>,
     failpoint: Failpoint,
     dropped_columns: Vec<String>,
 ) -> Result<Published, PublishError> {
+    let Delta {
+        df,
+        input_df,
+        contract,
+        domain,
+        location,
+    } = delta;
     let product = format!(
         "{domain}.{} {}",
         contract.dataset.as_str(),
@@ -247,13 +278,32 @@ async fn publish_delta(
     if failpoint == Failpoint::AbortBeforeSwap {
         std::process::abort();
     }
-    let version = crate::delta::publish(location, schema, batches)
+    let table_url = match location {
+        Location::Local(p) => {
+            std::fs::create_dir_all(p)?;
+            url::Url::from_directory_path(p)
+                .map_err(|()| PublishError::Contract(format!("bad location {}", p.display())))?
+        }
+        Location::Url(_) => url::Url::parse(&location.as_url()).map_err(|e| {
+            PublishError::Contract(format!("bad location {}: {e}", location.as_url()))
+        })?,
+    };
+    let shown = match location {
+        Location::Local(p) => p.display().to_string(),
+        Location::Url(u) => u.clone(),
+    };
+    // Object store errors may echo an access key id.
+    let failed = |e: &dyn std::fmt::Display| PublishError::Delta(config.s3.scrub(&e.to_string()));
+    let root = crate::stores::MeshStores::new(config.s3.clone())
+        .get_store(&table_url)
+        .map_err(|e| failed(&e))?;
+    let version = crate::delta::publish(root, &table_url, schema, batches)
         .await
-        .map_err(|e| PublishError::Delta(e.to_string()))?;
-    info!(%product, version, rows = report.rows, "published a Delta version");
+        .map_err(|e| failed(&e))?;
+    info!(%product, version, location = %shown, rows = report.rows, "published a Delta version");
     Ok(Published {
         product,
-        folder: location.to_path_buf(),
+        location: shown,
         report,
         dropped_columns,
         delta_version: Some(version),
@@ -535,9 +585,12 @@ impl RefreshLock {
 
 /// Where the data of the product in `contract_file` is published (a local folder).
 pub fn local_location(config: &MeshConfig, contract_file: &Path) -> Result<PathBuf, PublishError> {
-    resolve_local(config, contract_file)
-        .map(|(_, _, location)| location)
-        .map_err(PublishError::Contract)
+    match resolve(config, contract_file).map_err(PublishError::Contract)? {
+        (_, _, Location::Local(p)) => Ok(p),
+        (_, _, Location::Url(u)) => {
+            Err(PublishError::Contract(format!("{u} is not a local folder")))
+        }
+    }
 }
 
 /// Points `location` at `folder` atomically; returns the folder it pointed at before.

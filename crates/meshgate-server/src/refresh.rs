@@ -265,7 +265,7 @@ impl Refresher {
                 Ok(Refreshed {
                     product,
                     rows: p.report.rows,
-                    folder: p.folder,
+                    folder: PathBuf::from(p.location),
                     duration: started.elapsed(),
                 })
             }
