@@ -472,7 +472,7 @@ pub(crate) fn delta_markdown(runs: usize, delta: &[DeltaQuery]) -> String {
     let w = &mut s;
     let _ = writeln!(
         w,
-        "\n## Delta tables vs Parquet folders (the same files' rows, written by the deltalake package; through the mesh's contract tables, median of {runs} runs, ms)\n",
+        "\n## Delta tables vs Parquet folders (the same Parquet files, with a log written by the deltalake package's convert_to_deltalake; through the mesh's contract tables, median of {runs} runs, ms)\n",
     );
     let _ = writeln!(
         w,

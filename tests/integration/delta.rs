@@ -374,6 +374,11 @@ async fn new_commits_are_served_at_once_and_one_that_breaks_the_contract_fails_w
     );
     // The last good snapshot is not served in its place, to anyone.
     assert!(shop.query("eu_support", count).await.is_err());
+    let broken = table.delta_broken().unwrap();
+    assert!(
+        broken.contains("version (6)") && broken.contains("column amount (double) is missing"),
+        "{broken}"
+    );
 }
 
 #[tokio::test]
@@ -543,6 +548,7 @@ async fn a_delta_product_answers_over_flight_and_postgres_and_the_catalog_shows_
     let mut contracts = served();
     contracts.push(("history", contract("history", "delta: {version: 1}\n")));
     let shop = Shop::new(&contracts).await;
+    let shop_data = shop.data();
     let mesh = crate::common::TestMesh {
         mesh: Arc::clone(&shop.mesh),
         dir: shop.dir,
@@ -582,6 +588,27 @@ async fn a_delta_product_answers_over_flight_and_postgres_and_the_catalog_shows_
     assert_eq!(
         (s.delta_version, s.delta_pin.as_str()),
         (Some(1), "version 1")
+    );
+
+    // A commit that breaks the contract: queries fail, and the catalog says why, until a
+    // good version follows.
+    writer(&shop_data, "break");
+    let mut flight = server.client("analyst").await;
+    assert!(flight.execute(sql.into(), None).await.is_err());
+    let broken = server.describe_product("analyst", "shop.orders").await;
+    let s = broken.summary.unwrap();
+    assert!(!s.served, "{s:?}");
+    assert!(
+        s.quarantine_reasons
+            .iter()
+            .any(|r| r.contains("breaks the contract") && r.contains("amount")),
+        "{s:?}"
+    );
+    assert!(
+        !s.quarantine_reasons
+            .iter()
+            .any(|r| r.contains(&shop_data.display().to_string())),
+        "a server path: {s:?}"
     );
 }
 

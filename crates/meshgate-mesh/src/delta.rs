@@ -17,7 +17,7 @@
 //! product scan withholds them from callers who read a column masked or the rows filtered.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
@@ -56,14 +56,25 @@ pub(crate) type Redact = Arc<dyn Fn(&str) -> String + Send + Sync>;
 /// A bound Delta table: its log, and the snapshot queries read now.
 pub(crate) struct DeltaFiles {
     redact: Redact,
-    table: tokio::sync::Mutex<DeltaTable>,
+    log: tokio::sync::Mutex<Log>,
     current: RwLock<Arc<Snapshot>>,
+    /// Why the latest version is not served, while it breaks the contract.
+    broken: RwLock<Option<String>>,
     pin: Option<DeltaPin>,
     /// The product's columns as the contract declares them, to check new snapshots.
     contract: Contract,
     url: ListingTableUrl,
     /// The product's schema (contract order) and how it maps onto the scan's.
     layout: Layout,
+}
+
+/// The table's log as last read, and what that reading found.
+struct Log {
+    table: DeltaTable,
+    /// When the last look for new commits that found a snapshot to serve started. Scans
+    /// that asked while it ran serve that snapshot instead of listing the log again one
+    /// after the other. (A look that failed is not shared: each query sees its own.)
+    last: Option<(Instant, Arc<Snapshot>)>,
 }
 
 /// One version of the table as the scan reads it.
@@ -129,8 +140,9 @@ pub(crate) async fn bind(
     Ok((
         DeltaFiles {
             redact,
-            table: tokio::sync::Mutex::new(table),
+            log: tokio::sync::Mutex::new(Log { table, last: None }),
             current: RwLock::new(Arc::new(snapshot)),
+            broken: RwLock::default(),
             pin,
             contract: contract.clone(),
             url,
@@ -495,6 +507,12 @@ impl DeltaFiles {
         Arc::clone(&self.current.read().expect("not poisoned"))
     }
 
+    /// Why the latest version found is not served (it breaks the contract), until a
+    /// newer one that does not is found.
+    pub(crate) fn broken(&self) -> Option<String> {
+        self.broken.read().expect("not poisoned").clone()
+    }
+
     /// The latest snapshot: an unpinned product reads what the last commit made, as any
     /// Delta reader does. A new version is checked against the contract before it is
     /// read; one that breaks it fails the query with the reason.
@@ -502,7 +520,22 @@ impl DeltaFiles {
         if self.pin.is_some() {
             return Ok(self.snapshot());
         }
-        let mut table = self.table.lock().await;
+        let asked = Instant::now();
+        let mut log = self.log.lock().await;
+        // A look at the log that started after this scan asked is as fresh as its own.
+        if let Some((started, snapshot)) = &log.last
+            && *started >= asked
+        {
+            return Ok(Arc::clone(snapshot));
+        }
+        let started = Instant::now();
+        let answer = self.look(&mut log.table, name).await;
+        log.last = answer.as_ref().ok().map(|s| (started, Arc::clone(s)));
+        answer
+    }
+
+    /// Lists the log for commits after the snapshot served, and checks a new one.
+    async fn look(&self, table: &mut DeltaTable, name: &str) -> Result<Arc<Snapshot>> {
         let latest = table
             .get_latest_version()
             .await
@@ -520,7 +553,7 @@ impl DeltaFiles {
                 .map_err(|e| self.delta_error(name, &e))?;
         }
         let bound = self.layout.product_schema();
-        let checked = check_table(&table, &self.contract, name).and_then(|(partitions, seen)| {
+        let checked = check_table(table, &self.contract, name).and_then(|(partitions, seen)| {
             // A bare `decimal` is served in the precision it was bound with.
             for ((col, seen), field) in self.contract.schema.iter().zip(&seen).zip(bound.fields()) {
                 if col.data_type == meshgate_contract::ColumnType::Decimal
@@ -541,20 +574,22 @@ impl DeltaFiles {
                     "Delta table of {name} changed its partition columns"
                 )]);
             }
-            snapshot_of(&table, &self.url, &self.layout, name)
+            snapshot_of(table, &self.url, &self.layout, name)
         });
-        match checked {
+        let checked = match checked {
             Ok(mut snapshot) => {
-                snapshot.committed_at = committed_at(&table, snapshot.version).await;
+                snapshot.committed_at = committed_at(table, snapshot.version).await;
                 let snapshot = Arc::new(snapshot);
                 *self.current.write().expect("not poisoned") = Arc::clone(&snapshot);
                 Ok(snapshot)
             }
-            Err(problems) => Err(DataFusionError::Plan(format!(
-                "{name} is not served: its latest Delta version breaks the contract: {}",
+            Err(problems) => Err(format!(
+                "its latest Delta version ({latest}) breaks the contract: {}",
                 (self.redact)(&problems.join("; "))
-            ))),
-        }
+            )),
+        };
+        *self.broken.write().expect("not poisoned") = checked.as_ref().err().cloned();
+        checked.map_err(|reason| DataFusionError::Plan(format!("{name} is not served: {reason}")))
     }
 
     /// The Parquet scan of one snapshot's files, with the product's columns in contract
@@ -763,6 +798,150 @@ impl DeltaFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    /// An in-memory store that counts listings (how the log is polled for new commits).
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: InMemory,
+        lists: AtomicUsize,
+    }
+
+    impl std::fmt::Display for Counting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Counting")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Counting {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            self.inner.list(prefix)
+        }
+        fn list_with_offset(
+            &self,
+            prefix: Option<&Path>,
+            offset: &Path,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            self.inner.list_with_offset(prefix, offset)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn ids(values: &[i64]) -> (SchemaRef, Vec<datafusion::arrow::array::RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let batch = datafusion::arrow::array::RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(datafusion::arrow::array::Int64Array::from(
+                values.to_vec(),
+            ))],
+        )
+        .unwrap();
+        (schema, vec![batch])
+    }
+
+    #[tokio::test]
+    async fn scans_that_ask_together_share_one_look_at_the_log_and_later_ones_see_new_commits() {
+        let store = Arc::new(Counting::default());
+        let root: Arc<dyn ObjectStore> = Arc::clone(&store) as _;
+        let location = "memory:///shop/ids/v1/";
+        let url = url::Url::parse(location).unwrap();
+        let (schema, batches) = ids(&[1, 2]);
+        assert_eq!(
+            publish(Arc::clone(&root), &url, Arc::clone(&schema), batches)
+                .await
+                .unwrap(),
+            0
+        );
+        let contract = meshgate_contract::parse_contract(
+            std::path::Path::new("ids.yaml"),
+            "dataset: ids\nversion: v1\nowner: a@example.com\nformat: delta\n\
+             schema:\n  - {name: id, type: long}\n",
+        )
+        .unwrap();
+        let exposed = Arc::clone(&schema);
+        let (files, _) = bind(
+            Arc::clone(&root),
+            &contract,
+            &move |_| Arc::clone(&exposed),
+            location,
+            "shop.ids",
+            Arc::new(str::to_string),
+        )
+        .await
+        .unwrap();
+
+        // Eight scans at once: not eight listings one after the other.
+        let before = store.lists.load(Ordering::SeqCst);
+        let snapshots = futures::future::join_all((0..8).map(|_| files.latest("shop.ids"))).await;
+        let looks = store.lists.load(Ordering::SeqCst) - before;
+        assert!(snapshots.iter().all(|s| s.as_ref().unwrap().version == 0));
+        assert!(
+            (1..=2).contains(&looks),
+            "{looks} listings for 8 scans at once"
+        );
+
+        // A scan that asks after a commit landed looks again and reads it.
+        let (_, batches) = ids(&[3]);
+        assert_eq!(publish(root, &url, schema, batches).await.unwrap(), 1);
+        let before = store.lists.load(Ordering::SeqCst);
+        assert_eq!(files.latest("shop.ids").await.unwrap().version, 1);
+        assert!(store.lists.load(Ordering::SeqCst) > before);
+    }
 
     #[test]
     fn only_relative_paths_inside_the_table_are_served() {

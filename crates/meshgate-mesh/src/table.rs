@@ -152,6 +152,15 @@ impl ContractTable {
         }
     }
 
+    /// Why a Delta product is not served although it was bound: the latest version a
+    /// query or a check found breaks the contract (queries fail with this reason).
+    pub fn delta_broken(&self) -> Option<String> {
+        match &self.files {
+            Files::Delta(table) => table.broken(),
+            Files::Listing(_) => None,
+        }
+    }
+
     /// The Delta snapshot a query would read now (a newer commit is checked and taken).
     pub async fn latest_delta_snapshot(&self) -> Result<Option<Arc<DeltaSnapshot>>> {
         match &self.files {

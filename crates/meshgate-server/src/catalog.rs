@@ -91,6 +91,9 @@ fn summary(
     match e {
         Entry::Served(t) => {
             let p = t.product();
+            // A Delta product whose latest commit breaks its contract is bound but not
+            // served: queries fail with this reason, and the catalog says so.
+            let broken = t.delta_broken();
             ProductSummary {
                 domain: p.domain.clone(),
                 dataset: p.dataset().to_string(),
@@ -98,8 +101,8 @@ fn summary(
                 sql_name: format!("{}.{}_v{}", p.domain, p.dataset(), p.version()),
                 owner: p.owner().to_string(),
                 description: p.contract.description.clone().unwrap_or_default(),
-                served: true,
-                quarantine_reasons: vec![],
+                served: broken.is_none(),
+                quarantine_reasons: broken.into_iter().collect(),
                 access: access(p, principal) as i32,
                 health: Some(health(reports.get(&p.display_name()), p, principal)),
                 format: p.contract.format.to_string(),
