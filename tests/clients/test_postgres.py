@@ -46,7 +46,13 @@ def test_psql_runs_queries_and_describes_tables(gateway):
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "Completed orders" in out.stdout and "bytes" not in out.stdout, out.stdout
-    for command in (r"\df", r"\du"):
+    # \d+ reads pg_class.reloptions through a correlated unnest; the comments are the
+    # contract's column descriptions.
+    out = subprocess.run(base + ["-c", r"\d+ checkout.checkout_orders_summary"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Unique UUID for the order" in out.stdout and "Unit: USD" in out.stdout, out.stdout
+    for command in (r"\df", r"\du", r"\dn+"):
         out = subprocess.run(base + ["-c", command],
                              capture_output=True, text=True, env=env, timeout=60)
         assert out.returncode == 0, (command, out.stderr)

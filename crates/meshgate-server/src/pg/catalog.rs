@@ -56,6 +56,7 @@ impl SessionSetup for PgCatalog {
             inner: Arc::new(schema),
             state: Arc::downgrade(&ctx.state_ref()),
             view: tokio::sync::OnceCell::new(),
+            extended: Default::default(),
             descriptions: tokio::sync::OnceCell::new(),
         };
         ctx.catalog(CATALOG)
@@ -125,12 +126,33 @@ const DESCRIPTION_VIEW: &str = "SELECT c.oid AS objoid, CAST(1259 AS INT) AS cla
      JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = d.table_name \
      LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = d.column_name";
 
+/// Columns psql's describe commands read that datafusion-pg-catalog's tables lack or type
+/// otherwise than PostgreSQL, as views over them under hidden names: `pg_class.reloptions`
+/// (`\d+`) and `pg_namespace.nspacl` as an array (`\dn+`). No relation has storage
+/// options and no schema an ACL (access is the contracts' to say): NULL, as PostgreSQL
+/// shows defaults.
+const EXTENDED: [(&str, &str, &str); 2] = [
+    (
+        "pg_class",
+        "meshgate_pg_class",
+        "SELECT c.*, CAST(NULL AS VARCHAR[]) AS reloptions FROM pg_catalog.meshgate_pg_class c",
+    ),
+    (
+        "pg_namespace",
+        "meshgate_pg_namespace",
+        "SELECT n.oid, n.nspname, n.nspowner, CAST(NULL AS VARCHAR[]) AS nspacl, n.options \
+         FROM pg_catalog.meshgate_pg_namespace n",
+    ),
+];
+
 /// datafusion-pg-catalog's `pg_catalog` with `pg_description` from the contracts.
 struct WithDescriptions {
     inner: Arc<dyn SchemaProvider>,
     /// The session, to plan the view in (weak: the session holds this schema).
     state: Weak<parking_lot::RwLock<SessionState>>,
     view: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
+    /// [`EXTENDED`]'s views, planned once per session.
+    extended: [tokio::sync::OnceCell<Arc<dyn TableProvider>>; 2],
     /// The descriptions, read once per session (a session lives for one mesh snapshot).
     descriptions: tokio::sync::OnceCell<Arc<dyn TableProvider>>,
 }
@@ -232,12 +254,36 @@ impl SchemaProvider for WithDescriptions {
                     .await?;
                 Ok(Some(Arc::clone(view)))
             }
-            _ => self.inner.table(name).await,
+            _ => {
+                if let Some((i, (_, _, sql))) = EXTENDED
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (public, _, _))| *public == name)
+                {
+                    let view = self.extended[i]
+                        .get_or_try_init(|| async {
+                            let plan = self.state()?.create_logical_plan(sql).await?;
+                            Ok::<_, DataFusionError>(Arc::new(ViewTable::new(
+                                plan,
+                                Some(sql.to_string()),
+                            ))
+                                as Arc<dyn TableProvider>)
+                        })
+                        .await?;
+                    return Ok(Some(Arc::clone(view)));
+                }
+                match EXTENDED.iter().find(|(_, hidden, _)| *hidden == name) {
+                    Some((public, _, _)) => self.inner.table(public).await,
+                    None => self.inner.table(name).await,
+                }
+            }
         }
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == DESCRIPTIONS || self.inner.table_exist(name)
+        name == DESCRIPTIONS
+            || EXTENDED.iter().any(|(_, hidden, _)| *hidden == name)
+            || self.inner.table_exist(name)
     }
 }
 

@@ -52,6 +52,9 @@ fn replacement(e: &Expr) -> Option<Expr> {
 /// `ARRAY(SELECT x FROM …)` → `(SELECT array_agg(x) FROM …)`: the same rows collected,
 /// correlated or not (an empty set is NULL rather than `{}`).
 fn array_of(q: &Query) -> Option<Expr> {
+    if let Some(e) = options_of_unnest(q) {
+        return Some(e);
+    }
     let mut q = q.clone();
     let SetExpr::Select(select) = q.body.as_mut() else {
         return None;
@@ -65,6 +68,53 @@ fn array_of(q: &Query) -> Option<Expr> {
     };
     *item = SelectItem::UnnamedExpr(parse(&format!("array_agg({inner})"))?);
     Some(Expr::Subquery(Box::new(q)))
+}
+
+/// psql's `\d+` collects a relation's TOAST options with `ARRAY(SELECT 'toast.' || x FROM
+/// unnest(tc.reloptions) x)`, an outer column inside a table function, which DataFusion does
+/// not decorrelate. meshgate's `pg_class.reloptions` is NULL on every row (see
+/// `catalog.rs`), so such an array over it is NULL too.
+fn options_of_unnest(q: &Query) -> Option<Expr> {
+    use sqlparser::ast::TableFactor;
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let argument = match &from.relation {
+        TableFactor::UNNEST { array_exprs, .. } => match array_exprs.as_slice() {
+            [e] => e.clone(),
+            _ => return None,
+        },
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            ..
+        } if name
+            .0
+            .last()?
+            .as_ident()?
+            .value
+            .eq_ignore_ascii_case("unnest") =>
+        {
+            match plain(&args.args)?.as_slice() {
+                [e] => (*e).clone(),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let column = match &argument {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => parts.last()?,
+        _ => return None,
+    };
+    column
+        .value
+        .eq_ignore_ascii_case("reloptions")
+        .then(|| parse("CAST(NULL AS VARCHAR[])"))
+        .flatten()
 }
 
 /// The comment of an object (`objsubid` 0) or of a column, from `pg_description`.
@@ -200,6 +250,15 @@ mod tests {
             ),
             "SELECT (SELECT max(d.description) FROM pg_catalog.pg_description d WHERE \
              d.objoid = a.attrelid AND d.objsubid = a.attnum) FROM pg_catalog.pg_attribute a"
+        );
+        // psql's `\d+`: the options of a relation, which no relation has here.
+        assert_eq!(
+            rewritten(
+                "SELECT array_to_string(c.reloptions || array(select 'toast.' || x from \
+                 pg_catalog.unnest(tc.reloptions) x), ', ') FROM pg_catalog.pg_class c"
+            ),
+            "SELECT array_to_string(c.reloptions || CAST(NULL AS VARCHAR[]), ', ') \
+             FROM pg_catalog.pg_class c"
         );
         // Anything else is left as written.
         let plain = "SELECT array_length(x, 1), make_array(1, 2) FROM t";
