@@ -172,6 +172,23 @@ impl WithDescriptions {
         Ok(state.read().clone())
     }
 
+    /// The view of `sql`, planned in this session the first time it is read.
+    async fn view(
+        &self,
+        cell: &tokio::sync::OnceCell<Arc<dyn TableProvider>>,
+        sql: &str,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let view = cell
+            .get_or_try_init(|| async {
+                let plan = self.state()?.create_logical_plan(sql).await?;
+                Ok::<_, DataFusionError>(
+                    Arc::new(ViewTable::new(plan, Some(sql.to_string()))) as Arc<dyn TableProvider>
+                )
+            })
+            .await?;
+        Ok(Arc::clone(view))
+    }
+
     /// Every served product's and column's description, as the caller's catalog lists them.
     async fn descriptions(&self) -> Result<Arc<dyn TableProvider>> {
         let state = self.state()?;
@@ -240,37 +257,14 @@ impl SchemaProvider for WithDescriptions {
                 .get_or_try_init(|| self.descriptions())
                 .await
                 .map(|t| Some(Arc::clone(t))),
-            "pg_description" => {
-                let view = self
-                    .view
-                    .get_or_try_init(|| async {
-                        let plan = self.state()?.create_logical_plan(DESCRIPTION_VIEW).await?;
-                        Ok::<_, DataFusionError>(Arc::new(ViewTable::new(
-                            plan,
-                            Some(DESCRIPTION_VIEW.into()),
-                        ))
-                            as Arc<dyn TableProvider>)
-                    })
-                    .await?;
-                Ok(Some(Arc::clone(view)))
-            }
+            "pg_description" => self.view(&self.view, DESCRIPTION_VIEW).await.map(Some),
             _ => {
                 if let Some((i, (_, _, sql))) = EXTENDED
                     .iter()
                     .enumerate()
                     .find(|(_, (public, _, _))| *public == name)
                 {
-                    let view = self.extended[i]
-                        .get_or_try_init(|| async {
-                            let plan = self.state()?.create_logical_plan(sql).await?;
-                            Ok::<_, DataFusionError>(Arc::new(ViewTable::new(
-                                plan,
-                                Some(sql.to_string()),
-                            ))
-                                as Arc<dyn TableProvider>)
-                        })
-                        .await?;
-                    return Ok(Some(Arc::clone(view)));
+                    return self.view(&self.extended[i], sql).await.map(Some);
                 }
                 match EXTENDED.iter().find(|(_, hidden, _)| *hidden == name) {
                     Some((public, _, _)) => self.inner.table(public).await,
