@@ -3,6 +3,8 @@
 //! The tables are the folders' own Parquet files (linked), with a log the `deltalake`
 //! package's `convert_to_deltalake` writes over them (tests/delta/sample_as_delta.py
 //! --convert): the difference is reading through the log, not the files' encoding.
+//! Then the same through two `meshgate serve` processes, one per mesh, over Flight SQL as
+//! the analyst (clear columns) and the marketer (masks at the Delta scan).
 
 use std::path::Path;
 use std::process::Command;
@@ -11,12 +13,16 @@ use std::time::{Duration, Instant};
 use datafusion::prelude::SessionContext;
 use meshgate_mesh::{Mesh, MeshConfig};
 
+use crate::Options;
+use crate::server::GatewayProcess;
 use crate::support;
 
 pub(crate) struct DeltaQuery {
     pub(crate) name: String,
     pub(crate) parquet: Duration,
     pub(crate) delta: Duration,
+    /// Through the gateways, per role (analyst, marketer): (Parquet mesh, Delta mesh).
+    pub(crate) gateway: [(Duration, Duration); 2],
 }
 
 pub(crate) async fn run(
@@ -26,8 +32,9 @@ pub(crate) async fn run(
     data: &Path,
     parquet: &SessionContext,
     queries: &[(String, String)],
-    runs: usize,
+    o: &Options,
 ) -> Vec<DeltaQuery> {
+    let runs = o.runs;
     let tables = cache.join("delta-converted");
     if !tables.join("tpch/lineitem/v1/_delta_log").exists() {
         let started = Instant::now();
@@ -79,19 +86,84 @@ pub(crate) async fn run(
         "{:<5} {:>12} {:>12} {:>8}",
         "query", "parquet", "delta", "ratio"
     );
-    support::compare_contexts(
+    let embedded = support::compare_contexts(
         parquet,
         &delta,
         queries,
         runs,
         "from Delta tables as from Parquet folders",
     )
-    .await
-    .into_iter()
-    .map(|(name, parquet, delta)| DeltaQuery {
-        name,
-        parquet,
-        delta,
-    })
-    .collect()
+    .await;
+
+    println!("\nthrough the gateway (Flight SQL): Parquet mesh vs Delta mesh, per role");
+    let gateways = cache.join("delta-gateways");
+    let on_parquet = GatewayProcess::start(
+        &contracts,
+        data,
+        &gateways.join("parquet"),
+        o.memory_limit_mb,
+        None,
+    )
+    .await;
+    let on_delta = GatewayProcess::start(
+        delta_contracts.path(),
+        &tables,
+        &gateways.join("delta"),
+        o.memory_limit_mb,
+        None,
+    )
+    .await;
+    let mut clients = Vec::new();
+    for g in [&on_parquet, &on_delta] {
+        for user in ["analyst", "marketer"] {
+            clients.push(support::connect(g.flight_addr, user).await.unwrap());
+        }
+    }
+    println!(
+        "{:<5} {:>12} {:>12} {:>8} {:>12} {:>12} {:>8}",
+        "query", "an. parquet", "an. delta", "ratio", "mk. parquet", "mk. delta", "ratio"
+    );
+    let mut out = Vec::new();
+    for ((name, sql), (_, p, d)) in queries.iter().zip(embedded) {
+        // Parquet analyst, Parquet marketer, Delta analyst, Delta marketer, interleaved.
+        let mut t: [Vec<Duration>; 4] = Default::default();
+        for run in 0..=runs {
+            let mut rows = [0; 4];
+            for (i, c) in clients.iter_mut().enumerate() {
+                let s = Instant::now();
+                rows[i] = support::rows(&support::flight(c, sql).await);
+                if run > 0 {
+                    t[i].push(s.elapsed());
+                }
+            }
+            assert_eq!(
+                rows[0], rows[2],
+                "{name}: the analyst's rows from either mesh"
+            );
+            assert_eq!(
+                rows[1], rows[3],
+                "{name}: the marketer's rows from either mesh"
+            );
+        }
+        let [pa, pm, da, dm] = t.map(support::median);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "{name:<5} {:>10.1}ms {:>10.1}ms {:>8.2} {:>10.1}ms {:>10.1}ms {:>8.2}",
+            ms(pa),
+            ms(da),
+            ms(da) / ms(pa),
+            ms(pm),
+            ms(dm),
+            ms(dm) / ms(pm)
+        );
+        out.push(DeltaQuery {
+            name: name.clone(),
+            parquet: p,
+            delta: d,
+            gateway: [(pa, da), (pm, dm)],
+        });
+    }
+    on_parquet.stop().await;
+    on_delta.stop().await;
+    out
 }

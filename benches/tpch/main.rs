@@ -213,7 +213,7 @@ async fn delta_section(o: &Options) {
     assert!(mesh.quarantined().is_empty(), "{:?}", mesh.quarantined());
     let ctx = support::embedded(&mesh, "tpch");
     let queries = data::queries(repo);
-    let delta = delta::run(python, repo, &cache, &data_dir, &ctx, &queries, o.runs).await;
+    let delta = delta::run(python, repo, &cache, &data_dir, &ctx, &queries, o).await;
     let text = format!(
         "{}\n(SF{}, `{}`)\n",
         report::delta_markdown(o.runs, &delta),
@@ -344,7 +344,7 @@ async fn run(o: &Options) -> String {
     let delta = match &o.python {
         Some(python) => {
             println!("\nDelta tables vs the same Parquet folders, through the mesh");
-            delta::run(python, repo, &cache, &data_dir, &ctx, &queries, o.runs).await
+            delta::run(python, repo, &cache, &data_dir, &ctx, &queries, o).await
         }
         None => Vec::new(),
     };
