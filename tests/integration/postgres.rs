@@ -493,6 +493,55 @@ async fn a_cancel_request_stops_the_running_statement() {
     );
 }
 
+/// A string of statements runs them one after another, each in turn taking the one slot
+/// (it used to take a slot per statement before the first was read: with one slot, the
+/// second waited out the queue and failed). A later statement's error ends the string.
+#[tokio::test]
+async fn a_multi_statement_string_holds_one_slot_at_a_time() {
+    let s = TestServer::with_limits(meshgate_server::config::Limits {
+        max_concurrent_queries: 1,
+        queue_timeout_secs: 2,
+        ..Default::default()
+    })
+    .await;
+    let client = connect(&s, "analyst").await;
+    let count = rows(&client, "SELECT count(*) FROM inventory.stock_levels").await;
+    let sql = "SELECT 1 AS a; SET application_name = 'multi'; \
+               SELECT count(*) AS n FROM inventory.stock_levels; SELECT 'x' AS c, 2 AS d";
+    assert_eq!(
+        rows(&client, sql).await,
+        vec![
+            vec![Some("1".into())],
+            count[0].clone(),
+            vec![Some("x".into()), Some("2".into())],
+        ]
+    );
+    // Each query statement audited once, as itself.
+    let audit = std::fs::read_to_string(&s.audit).unwrap();
+    let ok = audit
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"statement\"") && l.contains("\"outcome\":\"ok\""))
+        .count();
+    assert_eq!(ok, 4, "{audit}");
+    // A later statement that fails at planning ends the string with its error, after the
+    // rows before it; the connection serves on.
+    let messages = client
+        .simple_query("SELECT 1; SELECT * FROM lab.nothing; SELECT 3")
+        .await;
+    let e = messages.unwrap_err();
+    assert!(e.code().is_some(), "{e:?}");
+    // The slot is free again, for this connection and others.
+    let other = connect(&s, "marketer").await;
+    assert_eq!(
+        rows(&other, "SELECT 4; SELECT 5").await,
+        vec![vec![Some("4".into())], vec![Some("5".into())]]
+    );
+    assert_eq!(
+        rows(&client, "SELECT 6").await,
+        vec![vec![Some("6".into())]]
+    );
+}
+
 #[tokio::test]
 async fn psql_over_tls_with_verify_full() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 use sqlparser::ast::Statement;
 
@@ -157,38 +158,151 @@ impl PgService {
                 return Err(e);
             }
         };
-        let encode = Arc::clone(&fields);
-        let iso = session.iso_dates();
-        let rows = batches
-            .take_until(cancel.clone().cancelled_owned())
-            .map(
-                move |batch| match batch.and_then(|b| as_text(b, &encode, iso)) {
-                    Ok(batch) => {
-                        stream::iter(encode_recordbatch(Arc::clone(&encode), batch)).left_stream()
-                    }
-                    Err(e) => stream::iter([Err(error(&e))]).right_stream(),
-                },
-            )
-            .flatten()
-            .chain(stream::iter([()]).filter_map(move |()| {
-                let cancelled = cancel.is_cancelled();
-                async move {
-                    cancelled.then(|| {
-                        Err(error(&QueryError::new(
-                            ErrorKind::Cancelled,
-                            "canceling statement due to user request",
-                        )))
-                    })
-                }
-            }));
+        let rows = rows(batches, Arc::clone(&fields), session.iso_dates(), cancel);
         Ok(Response::Query(QueryResponse::new(fields, rows)))
+    }
+
+    /// A query after the first of a multi-statement string: described now, since its
+    /// row description is part of the answer pgwire is handed, but admitted and run only
+    /// when the client has read the statements before it. A string of many statements so
+    /// holds one slot at a time, as PostgreSQL runs them one after another. The plan the
+    /// description made is the one that runs (the handoff, as for Parse then Execute).
+    async fn deferred<C: ClientInfo>(&self, client: &C, sql: &str) -> Result<Response, QueryError> {
+        let started = Instant::now();
+        let session = session(client)
+            .map_err(|_| QueryError::new(ErrorKind::Unauthenticated, "not logged in"))?;
+        let principal = session.current(&self.gateway.users())?;
+        let record = self.record(client, &principal, "statement", sql);
+        let engine = Arc::clone(&self.gateway.query);
+        // Settings the string changed before this statement apply to it, not later ones.
+        let execution = session.execution();
+        let handle: [u8; 16] = rand::random();
+        let described = async {
+            let (schema, params) = engine.describe(&principal, sql, Some(&handle)).await?;
+            if !params.fields().is_empty() {
+                return Err(QueryError::invalid(format!(
+                    "there is no parameter {}: a simple query has no values to bind",
+                    params.field(0).name()
+                )));
+            }
+            fields(&schema, &Format::UnifiedText, session.format_options())
+        }
+        .await;
+        let fields = match described {
+            Ok(fields) => Arc::new(fields),
+            Err(e) => {
+                self.gateway.audit_now(record, started, Err(&e));
+                return Err(e);
+            }
+        };
+        let gateway = Arc::clone(&self.gateway);
+        let sql = sql.to_string();
+        let iso = session.iso_dates();
+        let (encode, expected) = (Arc::clone(&fields), Arc::clone(&fields));
+        let run = async move {
+            let cancel = session.start_statement();
+            let result = async {
+                let permit = engine.slot(&principal).await?;
+                let mut planned = engine
+                    .plan_prepared(&principal, &handle, &sql, None, execution)
+                    .await?;
+                planned.wire_schema = planned.physical.schema();
+                // Re-planned (the kept plan expired, or the catalog changed meanwhile):
+                // the columns must still be the ones described.
+                let now = self::fields(&planned.wire_schema, &Format::UnifiedText, FormatOptions::default())?;
+                if now.len() != expected.len()
+                    || now
+                        .iter()
+                        .zip(expected.iter())
+                        .any(|(a, b)| a.name() != b.name() || a.datatype() != b.datatype())
+                {
+                    return Err(QueryError::new(
+                        ErrorKind::FailedPrecondition,
+                        "the catalog changed while the statement waited: its columns are no longer the ones described; run it again",
+                    ));
+                }
+                engine.execute(planned, permit, record.clone(), started)
+            }
+            .await;
+            match result {
+                Ok(batches) => rows(batches, encode, iso, cancel).left_stream(),
+                Err(e) => {
+                    gateway.audit_now(record, started, Err(&e));
+                    stream::iter([Err(error(&e))]).right_stream()
+                }
+            }
+        };
+        Ok(Response::Query(QueryResponse::new(
+            fields,
+            stream::once(run).flatten(),
+        )))
     }
 }
 
-/// Dates and decimals sent as text, written by Arrow's vectorized casts instead of value
-/// by value (pgwire formats each date through strftime after parsing DateStyle again):
-/// the same text (`1996-03-13`, `17954.55`), the column still typed `date` / `numeric`.
-/// Only for columns the client reads as text, and dates only in ISO DateStyle.
+/// One batch's rows, whichever way they were encoded.
+enum Rows<T, E> {
+    Text(T),
+    Encoded(E),
+    Failed(Option<PgWireResult<DataRow>>),
+}
+
+impl<T, E> Iterator for Rows<T, E>
+where
+    T: Iterator<Item = PgWireResult<DataRow>>,
+    E: Iterator<Item = PgWireResult<DataRow>>,
+{
+    type Item = PgWireResult<DataRow>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Rows::Text(t) => t.next(),
+            Rows::Encoded(e) => e.next(),
+            Rows::Failed(f) => f.take(),
+        }
+    }
+}
+
+/// A result's rows for pgwire, encoded batch by batch; a cancelled statement ends with
+/// PostgreSQL's error for it.
+fn rows(
+    batches: impl futures::Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static,
+    encode: Arc<Vec<FieldInfo>>,
+    iso: bool,
+    cancel: tokio_util::sync::CancellationToken,
+) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {
+    batches
+        .take_until(cancel.clone().cancelled_owned())
+        .map(
+            move |batch| match batch.and_then(|b| as_text(b, &encode, iso)) {
+                Ok(batch) => match text_rows(&batch, &encode) {
+                    Some(rows) => stream::iter(Rows::Text(rows.into_iter().map(Ok))),
+                    None => stream::iter(Rows::Encoded(encode_recordbatch(
+                        Arc::clone(&encode),
+                        batch,
+                    ))),
+                },
+                Err(e) => stream::iter(Rows::Failed(Some(Err(error(&e))))),
+            },
+        )
+        .flatten()
+        .chain(stream::iter([()]).filter_map(move |()| {
+            let cancelled = cancel.is_cancelled();
+            async move {
+                cancelled.then(|| {
+                    Err(error(&QueryError::new(
+                        ErrorKind::Cancelled,
+                        "canceling statement due to user request",
+                    )))
+                })
+            }
+        }))
+}
+
+/// Dates, decimals and integers sent as text, written by Arrow's vectorized casts instead
+/// of value by value (pgwire formats each date through strftime after parsing DateStyle
+/// again): the same text (`1996-03-13`, `17954.55`, `-42`), the column still typed `date`
+/// / `numeric` / `int8`. Only for columns the client reads as text, and dates only in ISO
+/// DateStyle.
 fn as_text(
     batch: RecordBatch,
     fields: &[FieldInfo],
@@ -199,7 +313,7 @@ fn as_text(
             && match t {
                 DataType::Date32 => iso_dates,
                 DataType::Decimal128(..) => true,
-                _ => false,
+                t => t.is_integer(),
             }
     };
     let schema = batch.schema();
@@ -226,6 +340,71 @@ fn as_text(
     }
     RecordBatch::try_new(Arc::new(Schema::new(out_fields)), columns)
         .map_err(|e| QueryError::internal(&format!("a result batch: {e}")))
+}
+
+/// The DataRows of a batch whose columns are all strings read as text: each value's
+/// length and bytes written straight into one buffer, a row at a time split off it,
+/// instead of arrow-pg's per-value type dispatch. The bytes are the ones pgwire writes
+/// (text is sent as it is). `None` when a column is not a string read as text.
+fn text_rows(batch: &RecordBatch, fields: &[FieldInfo]) -> Option<Vec<DataRow>> {
+    use arrow::array::{Array, AsArray};
+    enum Text<'a> {
+        Utf8(&'a arrow::array::StringArray),
+        Large(&'a arrow::array::LargeStringArray),
+        View(&'a arrow::array::StringViewArray),
+    }
+    impl Text<'_> {
+        fn value(&self, row: usize) -> Option<&[u8]> {
+            match self {
+                Text::Utf8(a) => a.is_valid(row).then(|| a.value(row).as_bytes()),
+                Text::Large(a) => a.is_valid(row).then(|| a.value(row).as_bytes()),
+                Text::View(a) => a.is_valid(row).then(|| a.value(row).as_bytes()),
+            }
+        }
+
+        /// The bytes of the values (a slice's, not its whole buffer; a view's low 32 bits are
+        /// its length).
+        fn bytes(&self) -> usize {
+            match self {
+                Text::Utf8(a) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
+                Text::Large(a) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
+                Text::View(a) => a.views().iter().map(|v| *v as u32 as usize).sum(),
+            }
+        }
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(fields)
+        .map(|(c, f)| {
+            if f.format() != FieldFormat::Text {
+                return None;
+            }
+            Some(match c.data_type() {
+                DataType::Utf8 => Text::Utf8(c.as_string()),
+                DataType::LargeUtf8 => Text::Large(c.as_string()),
+                DataType::Utf8View => Text::View(c.as_string_view()),
+                _ => return None,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let field_count = i16::try_from(columns.len()).ok()?;
+    let bytes: usize = columns.iter().map(Text::bytes).sum();
+    let mut buffer = bytes::BytesMut::with_capacity(bytes + 4 * columns.len() * batch.num_rows());
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for column in &columns {
+            match column.value(row) {
+                Some(v) => {
+                    buffer.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    buffer.extend_from_slice(v);
+                }
+                None => buffer.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        rows.push(DataRow::new(buffer.split(), field_count));
+    }
+    Some(rows)
 }
 
 /// The columns of a result, each in the format the client asked for.
@@ -284,6 +463,7 @@ impl SimpleQueryHandler for PgService {
             None => vec![(sql.to_string(), None)],
         };
         let mut responses = Vec::with_capacity(statements.len());
+        let mut first_query = true;
         for (sql, statement) in statements {
             if let Some(result) = statement.as_ref().and_then(|s| session.command(s)) {
                 responses.push(match result {
@@ -292,10 +472,14 @@ impl SimpleQueryHandler for PgService {
                 });
                 continue;
             }
-            match self
-                .query(client, &sql, "statement", None, &Format::UnifiedText)
-                .await
-            {
+            let response = if first_query {
+                first_query = false;
+                self.query(client, &sql, "statement", None, &Format::UnifiedText)
+                    .await
+            } else {
+                self.deferred(client, &sql).await
+            };
+            match response {
                 Ok(r) => responses.push(r),
                 // Later statements of the string do not run after an error, as in
                 // PostgreSQL.
@@ -547,7 +731,9 @@ fn bind(portal: &Portal<Parsed>, types: &[DataType]) -> Result<ParamValues, Quer
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Date32Array, Decimal128Array, StringArray};
+    use arrow::array::{
+        Date32Array, Decimal128Array, Int16Array, Int64Array, StringArray, StringViewArray,
+    };
     use arrow::datatypes::Field;
 
     use super::*;
@@ -560,6 +746,9 @@ mod tests {
             Field::new("n", DataType::Decimal128(15, 2), true),
             Field::new("z", DataType::Decimal128(20, 0), true),
             Field::new("s", DataType::Utf8, true),
+            Field::new("i", DataType::Int64, true),
+            Field::new("h", DataType::Int16, true),
+            Field::new("v", DataType::Utf8View, true),
         ]));
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
@@ -595,6 +784,27 @@ mod tests {
                     Some("é"),
                     Some("x"),
                 ])),
+                Arc::new(Int64Array::from(vec![
+                    Some(i64::MIN),
+                    Some(-1),
+                    Some(0),
+                    None,
+                    Some(i64::MAX),
+                ])),
+                Arc::new(Int16Array::from(vec![
+                    Some(-32768),
+                    None,
+                    Some(7),
+                    Some(0),
+                    Some(32767),
+                ])),
+                Arc::new(StringViewArray::from(vec![
+                    Some("a string longer than twelve bytes, out of line"),
+                    Some("short"),
+                    None,
+                    Some(""),
+                    Some("ünïcode"),
+                ])),
             ],
         )
         .unwrap();
@@ -607,7 +817,14 @@ mod tests {
         };
         let fast = as_text(batch.clone(), &fields, true).unwrap();
         assert_eq!(fast.column(0).data_type(), &DataType::Utf8);
-        assert_eq!(rows(fast), rows(batch.clone()));
+        assert_eq!(rows(fast.clone()), rows(batch.clone()));
+        // Every column is now text: the rows are written straight, the same bytes, for a
+        // whole batch and for a slice of one.
+        assert_eq!(text_rows(&fast, &fields).unwrap(), rows(batch.clone()));
+        assert_eq!(
+            text_rows(&fast.slice(1, 3), &fields).unwrap(),
+            rows(batch.slice(1, 3))
+        );
         // Binary columns, and dates in another DateStyle, are left to pgwire.
         let binary = Arc::new(
             super::fields(
@@ -619,6 +836,7 @@ mod tests {
         );
         let kept = as_text(batch.clone(), &binary, true).unwrap();
         assert_eq!(kept.schema(), batch.schema());
+        assert!(text_rows(&kept, &binary).is_none());
         let kept = as_text(batch, &fields, false).unwrap();
         assert_eq!(kept.column(0).data_type(), &DataType::Date32);
     }

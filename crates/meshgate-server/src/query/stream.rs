@@ -25,7 +25,7 @@ impl QueryEngine {
         slot: Slot,
         mut record: AuditRecord,
         started: Instant,
-    ) -> Result<impl Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static, QueryError>
+    ) -> Result<impl Stream<Item = Result<RecordBatch, QueryError>> + Send + use<>, QueryError>
     {
         let stream: SendableRecordBatchStream =
             execute_stream(Arc::clone(&planned.physical), planned.task)?;
