@@ -272,18 +272,22 @@ fn rows(
 ) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {
     batches
         .take_until(cancel.clone().cancelled_owned())
-        .map(
-            move |batch| match batch.and_then(|b| as_text(b, &encode, iso)) {
-                Ok(batch) => match text_rows(&batch, &encode) {
-                    Some(rows) => stream::iter(Rows::Text(rows.into_iter().map(Ok))),
-                    None => stream::iter(Rows::Encoded(encode_recordbatch(
-                        Arc::clone(&encode),
-                        batch,
-                    ))),
-                },
+        .map(move |batch| {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => return stream::iter(Rows::Failed(Some(Err(error(&e))))),
+            };
+            if let Some(rows) = text_rows(&batch, &encode, iso) {
+                return stream::iter(Rows::Text(rows.into_iter().map(Ok)));
+            }
+            match as_text(batch, &encode, iso) {
+                Ok(batch) => stream::iter(Rows::Encoded(encode_recordbatch(
+                    Arc::clone(&encode),
+                    batch,
+                ))),
                 Err(e) => stream::iter(Rows::Failed(Some(Err(error(&e))))),
-            },
-        )
+            }
+        })
         .flatten()
         .chain(stream::iter([()]).filter_map(move |()| {
             let cancelled = cancel.is_cancelled();
@@ -342,35 +346,26 @@ fn as_text(
         .map_err(|e| QueryError::internal(&format!("a result batch: {e}")))
 }
 
-/// The DataRows of a batch whose columns are all strings read as text: each value's
-/// length and bytes written straight into one buffer, a row at a time split off it,
-/// instead of arrow-pg's per-value type dispatch. The bytes are the ones pgwire writes
-/// (text is sent as it is). `None` when a column is not a string read as text.
-fn text_rows(batch: &RecordBatch, fields: &[FieldInfo]) -> Option<Vec<DataRow>> {
+/// The DataRows of a batch read as text, written straight into one buffer (each value's
+/// length and bytes, a row at a time split off it) instead of arrow-pg's per-value type
+/// dispatch, and without first casting numbers and dates to string arrays: strings as
+/// they are, integers by `itoa`, decimals as their digits with the point placed by the
+/// scale, ISO dates of years 1 to 9999. The bytes are the ones pgwire writes. `None`
+/// (before or midway) when a column is of another type or read as binary, or a value
+/// is outside those cases: the caller encodes the batch the general way.
+fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Option<Vec<DataRow>> {
     use arrow::array::{Array, AsArray};
-    enum Text<'a> {
+    use arrow::datatypes::{Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type};
+    use bytes::BufMut;
+    enum Column<'a> {
         Utf8(&'a arrow::array::StringArray),
         Large(&'a arrow::array::LargeStringArray),
         View(&'a arrow::array::StringViewArray),
-    }
-    impl Text<'_> {
-        fn value(&self, row: usize) -> Option<&[u8]> {
-            match self {
-                Text::Utf8(a) => a.is_valid(row).then(|| a.value(row).as_bytes()),
-                Text::Large(a) => a.is_valid(row).then(|| a.value(row).as_bytes()),
-                Text::View(a) => a.is_valid(row).then(|| a.value(row).as_bytes()),
-            }
-        }
-
-        /// The bytes of the values (a slice's, not its whole buffer; a view's low 32 bits are
-        /// its length).
-        fn bytes(&self) -> usize {
-            match self {
-                Text::Utf8(a) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
-                Text::Large(a) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
-                Text::View(a) => a.views().iter().map(|v| *v as u32 as usize).sum(),
-            }
-        }
+        I16(&'a arrow::array::Int16Array),
+        I32(&'a arrow::array::Int32Array),
+        I64(&'a arrow::array::Int64Array),
+        Decimal(&'a arrow::array::Decimal128Array, usize),
+        Date(&'a arrow::array::Date32Array),
     }
     let columns = batch
         .columns()
@@ -381,26 +376,97 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo]) -> Option<Vec<DataRow>> 
                 return None;
             }
             Some(match c.data_type() {
-                DataType::Utf8 => Text::Utf8(c.as_string()),
-                DataType::LargeUtf8 => Text::Large(c.as_string()),
-                DataType::Utf8View => Text::View(c.as_string_view()),
+                DataType::Utf8 => Column::Utf8(c.as_string()),
+                DataType::LargeUtf8 => Column::Large(c.as_string()),
+                DataType::Utf8View => Column::View(c.as_string_view()),
+                DataType::Int16 => Column::I16(c.as_primitive::<Int16Type>()),
+                DataType::Int32 => Column::I32(c.as_primitive::<Int32Type>()),
+                DataType::Int64 => Column::I64(c.as_primitive::<Int64Type>()),
+                DataType::Decimal128(_, scale) if *scale >= 0 => {
+                    Column::Decimal(c.as_primitive::<Decimal128Type>(), *scale as usize)
+                }
+                DataType::Date32 if iso_dates => Column::Date(c.as_primitive::<Date32Type>()),
                 _ => return None,
             })
         })
         .collect::<Option<Vec<_>>>()?;
     let field_count = i16::try_from(columns.len()).ok()?;
-    let bytes: usize = columns.iter().map(Text::bytes).sum();
+    // Strings' bytes, and a guess of 12 for every other value; the buffer grows if short.
+    let bytes: usize = columns
+        .iter()
+        .map(|c| match c {
+            Column::Utf8(a) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
+            Column::Large(a) => (a.value_offsets()[a.len()] - a.value_offsets()[0]) as usize,
+            Column::View(a) => a.views().iter().map(|v| *v as u32 as usize).sum(),
+            _ => 12 * batch.num_rows(),
+        })
+        .sum();
     let mut buffer = bytes::BytesMut::with_capacity(bytes + 4 * columns.len() * batch.num_rows());
+    let mut digits = itoa::Buffer::new();
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         for column in &columns {
-            match column.value(row) {
-                Some(v) => {
-                    buffer.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    buffer.extend_from_slice(v);
-                }
-                None => buffer.extend_from_slice(&(-1i32).to_be_bytes()),
+            let valid = match column {
+                Column::Utf8(a) => a.is_valid(row),
+                Column::Large(a) => a.is_valid(row),
+                Column::View(a) => a.is_valid(row),
+                Column::I16(a) => a.is_valid(row),
+                Column::I32(a) => a.is_valid(row),
+                Column::I64(a) => a.is_valid(row),
+                Column::Decimal(a, _) => a.is_valid(row),
+                Column::Date(a) => a.is_valid(row),
+            };
+            if !valid {
+                buffer.put_i32(-1);
+                continue;
             }
+            // The length goes before the value: written once the value is.
+            let at = buffer.len();
+            buffer.put_i32(0);
+            match column {
+                Column::Utf8(a) => buffer.put_slice(a.value(row).as_bytes()),
+                Column::Large(a) => buffer.put_slice(a.value(row).as_bytes()),
+                Column::View(a) => buffer.put_slice(a.value(row).as_bytes()),
+                Column::I16(a) => buffer.put_slice(digits.format(a.value(row)).as_bytes()),
+                Column::I32(a) => buffer.put_slice(digits.format(a.value(row)).as_bytes()),
+                Column::I64(a) => buffer.put_slice(digits.format(a.value(row)).as_bytes()),
+                Column::Decimal(a, scale) => {
+                    let v = a.value(row);
+                    if v < 0 {
+                        buffer.put_u8(b'-');
+                    }
+                    let d = digits.format(v.unsigned_abs()).as_bytes();
+                    match *scale {
+                        0 => buffer.put_slice(d),
+                        s if d.len() > s => {
+                            buffer.put_slice(&d[..d.len() - s]);
+                            buffer.put_u8(b'.');
+                            buffer.put_slice(&d[d.len() - s..]);
+                        }
+                        s => {
+                            buffer.put_slice(b"0.");
+                            buffer.put_bytes(b'0', s - d.len());
+                            buffer.put_slice(d);
+                        }
+                    }
+                }
+                Column::Date(a) => {
+                    use chrono::Datelike;
+                    let date = a.value_as_date(row)?;
+                    let year = u32::try_from(date.year())
+                        .ok()
+                        .filter(|y| (1..=9999).contains(y))?;
+                    let two = |n: u32| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
+                    buffer.put_slice(&two(year / 100));
+                    buffer.put_slice(&two(year % 100));
+                    buffer.put_u8(b'-');
+                    buffer.put_slice(&two(date.month()));
+                    buffer.put_u8(b'-');
+                    buffer.put_slice(&two(date.day()));
+                }
+            }
+            let len = (buffer.len() - at - 4) as i32;
+            buffer[at..at + 4].copy_from_slice(&len.to_be_bytes());
         }
         rows.push(DataRow::new(buffer.split(), field_count));
     }
@@ -732,7 +798,8 @@ fn bind(portal: &Portal<Parsed>, types: &[DataType]) -> Result<ParamValues, Quer
 #[cfg(test)]
 mod tests {
     use arrow::array::{
-        Date32Array, Decimal128Array, Int16Array, Int64Array, StringArray, StringViewArray,
+        Date32Array, Decimal128Array, Int16Array, Int32Array, Int64Array, StringArray,
+        StringViewArray,
     };
     use arrow::datatypes::Field;
 
@@ -748,6 +815,7 @@ mod tests {
             Field::new("s", DataType::Utf8, true),
             Field::new("i", DataType::Int64, true),
             Field::new("h", DataType::Int16, true),
+            Field::new("m", DataType::Int32, true),
             Field::new("v", DataType::Utf8View, true),
         ]));
         let batch = RecordBatch::try_new(
@@ -798,6 +866,13 @@ mod tests {
                     Some(0),
                     Some(32767),
                 ])),
+                Arc::new(Int32Array::from(vec![
+                    Some(i32::MIN),
+                    Some(-5),
+                    None,
+                    Some(0),
+                    Some(i32::MAX),
+                ])),
                 Arc::new(StringViewArray::from(vec![
                     Some("a string longer than twelve bytes, out of line"),
                     Some("short"),
@@ -818,13 +893,32 @@ mod tests {
         let fast = as_text(batch.clone(), &fields, true).unwrap();
         assert_eq!(fast.column(0).data_type(), &DataType::Utf8);
         assert_eq!(rows(fast.clone()), rows(batch.clone()));
-        // Every column is now text: the rows are written straight, the same bytes, for a
-        // whole batch and for a slice of one.
-        assert_eq!(text_rows(&fast, &fields).unwrap(), rows(batch.clone()));
+        // Written straight into the rows: the same bytes as pgwire's, for a whole batch
+        // and for a slice of one (from the batch as it is, and as the casts left it).
         assert_eq!(
-            text_rows(&fast.slice(1, 3), &fields).unwrap(),
+            text_rows(&batch, &fields, true).unwrap(),
+            rows(batch.clone())
+        );
+        assert_eq!(
+            text_rows(&fast, &fields, true).unwrap(),
+            rows(batch.clone())
+        );
+        assert_eq!(
+            text_rows(&batch.slice(1, 3), &fields, true).unwrap(),
             rows(batch.slice(1, 3))
         );
+        // Dates in another DateStyle, or of a year PostgreSQL writes otherwise, go the
+        // general way.
+        assert!(text_rows(&batch, &fields, false).is_none());
+        let bc = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)])),
+            vec![Arc::new(Date32Array::from(vec![Some(0), Some(-800_000)]))],
+        )
+        .unwrap();
+        let one = Arc::new(
+            super::fields(&bc.schema(), &Format::UnifiedText, FormatOptions::default()).unwrap(),
+        );
+        assert!(text_rows(&bc, &one, true).is_none());
         // Binary columns, and dates in another DateStyle, are left to pgwire.
         let binary = Arc::new(
             super::fields(
@@ -836,7 +930,7 @@ mod tests {
         );
         let kept = as_text(batch.clone(), &binary, true).unwrap();
         assert_eq!(kept.schema(), batch.schema());
-        assert!(text_rows(&kept, &binary).is_none());
+        assert!(text_rows(&kept, &binary, true).is_none());
         let kept = as_text(batch, &fields, false).unwrap();
         assert_eq!(kept.column(0).data_type(), &DataType::Date32);
     }
