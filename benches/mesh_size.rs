@@ -2,8 +2,11 @@
 //! N copies of the sample `stock_levels` product (100 per domain, one hard-linked Parquet
 //! file each), and for each N the time to load it (startup), to reload it unchanged, to
 //! reload it after one contract was edited (wall and CPU time of the process), to build a
-//! caller's session, and to plan a 1-row statement. Printed with the growth
-//! against the previous size: linear growth reads as ratios close to the ratio of sizes.
+//! caller's session, and to plan a 1-row statement; then through a gateway on that mesh
+//! (Flight SQL, in-process): the 1-row statement as ADBC sends it (prepare, execute,
+//! fetch, close) and the listing `adbc_get_objects(depth="all")` asks for (GetTables
+//! with every table's schema, fetched). Printed with the growth against the previous
+//! size: linear growth reads as ratios close to the ratio of sizes.
 //!
 //! `cargo bench --bench mesh_size [-- --products 1000,10000,50000]` (default 1000, 2000,
 //! 5000, 10000). Under `cargo test` it loads 200 products and checks they are served.
@@ -12,8 +15,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow_flight::sql::CommandGetTables;
+use futures::TryStreamExt;
 use meshgate_mesh::{Mesh, MeshConfig};
 use meshgate_policy::{HashKey, MeshSession, Policy, Principal};
+
+#[path = "support/mod.rs"]
+mod support;
 
 const PER_DOMAIN: usize = 100;
 
@@ -71,6 +79,25 @@ fn generate(root: &Path, n: usize) {
     }
 }
 
+/// GetTables with schemas, as `adbc_get_objects(depth="all")` asks, fetched: the number
+/// of tables listed.
+async fn tables(client: &mut support::Client) -> usize {
+    let info = client
+        .get_tables(CommandGetTables {
+            include_schema: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut n = 0;
+    for ep in info.endpoint {
+        let stream = client.do_get(ep.ticket.unwrap()).await.unwrap();
+        let batches: Vec<_> = stream.try_collect().await.unwrap();
+        n += support::rows(&batches);
+    }
+    n
+}
+
 /// CPU time this process has used (user and system), from /proc: 10 ms ticks.
 fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -90,7 +117,7 @@ async fn run(sizes: &[usize], bench: bool) {
     let analyst = Principal::new("analyst", ["data_analyst"]);
     if bench {
         println!(
-            "{:>8} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10}",
+            "{:>8} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "products",
             "load",
             "growth",
@@ -99,7 +126,9 @@ async fn run(sizes: &[usize], bench: bool) {
             "edit one",
             "its cpu",
             "session",
-            "statement"
+            "statement",
+            "gw stmt",
+            "gw tables"
         );
     }
     let mut previous: Option<(usize, Duration, Duration)> = None;
@@ -151,6 +180,29 @@ async fn run(sizes: &[usize], bench: bool) {
             df.create_physical_plan().await.unwrap();
             statements.push(s.elapsed());
         }
+        // Through a gateway: what a notebook's statement and its catalog browser cost.
+        let (server, mut clients) = support::gateway(Arc::new(mesh)).await;
+        let client = &mut clients[0];
+        let (mut gw_statements, mut listings) = (Vec::new(), Vec::new());
+        for run in 0..=runs {
+            let s = Instant::now();
+            let b = support::prepared(client, "SELECT count(*) FROM d0000.p000").await;
+            let statement = s.elapsed();
+            assert_eq!(support::rows(&b), 1);
+            let s = Instant::now();
+            let listed = tables(client).await;
+            let listing = s.elapsed();
+            assert!(
+                listed >= n,
+                "every product listed with its schema: {listed} of {n}"
+            );
+            if run > 0 {
+                gw_statements.push(statement);
+                listings.push(listing);
+            }
+        }
+        drop(clients);
+        drop(server);
         if bench {
             let growth = |now: Duration, before: Duration| now.as_secs_f64() / before.as_secs_f64();
             let (g_load, g_reload) = match previous {
@@ -162,13 +214,15 @@ async fn run(sizes: &[usize], bench: bool) {
             };
             println!(
                 "{n:>8} {:>8.0}ms {g_load:>9} {:>8.0}ms {g_reload:>9} {:>8.1}ms {:>8.0}ms \
-                 {:>8.2}ms {:>8.2}ms",
+                 {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.1}ms",
                 load.as_secs_f64() * 1e3,
                 reload.as_secs_f64() * 1e3,
                 median(edited).as_secs_f64() * 1e3,
                 edit_cpu.unwrap_or_default().as_secs_f64() * 1e3,
                 median(sessions).as_secs_f64() * 1e3,
                 median(statements).as_secs_f64() * 1e3,
+                median(gw_statements).as_secs_f64() * 1e3,
+                median(listings).as_secs_f64() * 1e3,
             );
         }
         previous = Some((n, load, reload));
