@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
@@ -350,7 +350,8 @@ fn as_text(
 /// length and bytes, a row at a time split off it) instead of arrow-pg's per-value type
 /// dispatch, and without first casting numbers and dates to string arrays: strings as
 /// they are, integers by `itoa`, decimals as their digits with the point placed by the
-/// scale, ISO dates of years 1 to 9999. The bytes are the ones pgwire writes. `None`
+/// scale, booleans as `t`/`f`, ISO dates and zone-less timestamps of years 1 to 9999.
+/// The bytes are the ones pgwire writes. `None`
 /// (before or midway) when a column is of another type or read as binary, or a value
 /// is outside those cases: the caller encodes the batch the general way.
 fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Option<Vec<DataRow>> {
@@ -366,6 +367,9 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
         I64(&'a arrow::array::Int64Array),
         Decimal(&'a arrow::array::Decimal128Array, usize),
         Date(&'a arrow::array::Date32Array),
+        Bool(&'a arrow::array::BooleanArray),
+        /// Timestamps without a zone, any unit, as date and time of day.
+        Timestamp(&'a dyn Array, TimeUnit),
     }
     let columns = batch
         .columns()
@@ -386,6 +390,10 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
                     Column::Decimal(c.as_primitive::<Decimal128Type>(), *scale as usize)
                 }
                 DataType::Date32 if iso_dates => Column::Date(c.as_primitive::<Date32Type>()),
+                DataType::Boolean => Column::Bool(c.as_boolean()),
+                DataType::Timestamp(unit, None) if iso_dates => {
+                    Column::Timestamp(c.as_ref(), *unit)
+                }
                 _ => return None,
             })
         })
@@ -415,6 +423,8 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
                 Column::I64(a) => a.is_valid(row),
                 Column::Decimal(a, _) => a.is_valid(row),
                 Column::Date(a) => a.is_valid(row),
+                Column::Bool(a) => a.is_valid(row),
+                Column::Timestamp(a, _) => a.is_valid(row),
             };
             if !valid {
                 buffer.put_i32(-1);
@@ -450,19 +460,24 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
                         }
                     }
                 }
-                Column::Date(a) => {
-                    use chrono::Datelike;
-                    let date = a.value_as_date(row)?;
-                    let year = u32::try_from(date.year())
-                        .ok()
-                        .filter(|y| (1..=9999).contains(y))?;
-                    let two = |n: u32| [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8];
-                    buffer.put_slice(&two(year / 100));
-                    buffer.put_slice(&two(year % 100));
-                    buffer.put_u8(b'-');
-                    buffer.put_slice(&two(date.month()));
-                    buffer.put_u8(b'-');
-                    buffer.put_slice(&two(date.day()));
+                Column::Date(a) => iso_date(&mut buffer, a.value_as_date(row)?)?,
+                Column::Bool(a) => buffer.put_u8(if a.value(row) { b't' } else { b'f' }),
+                Column::Timestamp(a, unit) => {
+                    use chrono::Timelike;
+                    let t = timestamp(*a, *unit, row)?;
+                    iso_date(&mut buffer, t.date())?;
+                    buffer.put_u8(b' ');
+                    buffer.put_slice(&two(t.hour()));
+                    buffer.put_u8(b':');
+                    buffer.put_slice(&two(t.minute()));
+                    buffer.put_u8(b':');
+                    buffer.put_slice(&two(t.second()));
+                    // Always six digits of the second, as pgwire writes them (%.6f).
+                    let micros = t.nanosecond() % 1_000_000_000 / 1000;
+                    buffer.put_u8(b'.');
+                    buffer.put_slice(&two(micros / 10_000));
+                    buffer.put_slice(&two(micros / 100 % 100));
+                    buffer.put_slice(&two(micros % 100));
                 }
             }
             let len = (buffer.len() - at - 4) as i32;
@@ -471,6 +486,54 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
         rows.push(DataRow::new(buffer.split(), field_count));
     }
     Some(rows)
+}
+
+/// Two decimal digits.
+fn two(n: u32) -> [u8; 2] {
+    [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+}
+
+/// `YYYY-MM-DD` for years 1 to 9999 (PostgreSQL writes others with an era or more digits).
+fn iso_date(buffer: &mut bytes::BytesMut, date: chrono::NaiveDate) -> Option<()> {
+    use bytes::BufMut;
+    use chrono::Datelike;
+    let year = u32::try_from(date.year())
+        .ok()
+        .filter(|y| (1..=9999).contains(y))?;
+    buffer.put_slice(&two(year / 100));
+    buffer.put_slice(&two(year % 100));
+    buffer.put_u8(b'-');
+    buffer.put_slice(&two(date.month()));
+    buffer.put_u8(b'-');
+    buffer.put_slice(&two(date.day()));
+    Some(())
+}
+
+/// A zone-less timestamp of any unit as chrono's date and time.
+fn timestamp(
+    a: &dyn arrow::array::Array,
+    unit: TimeUnit,
+    row: usize,
+) -> Option<chrono::NaiveDateTime> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{
+        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+        TimestampSecondType,
+    };
+    match unit {
+        TimeUnit::Second => a
+            .as_primitive::<TimestampSecondType>()
+            .value_as_datetime(row),
+        TimeUnit::Millisecond => a
+            .as_primitive::<TimestampMillisecondType>()
+            .value_as_datetime(row),
+        TimeUnit::Microsecond => a
+            .as_primitive::<TimestampMicrosecondType>()
+            .value_as_datetime(row),
+        TimeUnit::Nanosecond => a
+            .as_primitive::<TimestampNanosecondType>()
+            .value_as_datetime(row),
+    }
 }
 
 /// The columns of a result, each in the format the client asked for.
@@ -798,8 +861,9 @@ fn bind(portal: &Portal<Parsed>, types: &[DataType]) -> Result<ParamValues, Quer
 #[cfg(test)]
 mod tests {
     use arrow::array::{
-        Date32Array, Decimal128Array, Int16Array, Int32Array, Int64Array, StringArray,
-        StringViewArray,
+        BooleanArray, Date32Array, Decimal128Array, Int16Array, Int32Array, Int64Array,
+        StringArray, StringViewArray, TimestampMicrosecondArray, TimestampNanosecondArray,
+        TimestampSecondArray,
     };
     use arrow::datatypes::Field;
 
@@ -816,6 +880,10 @@ mod tests {
             Field::new("i", DataType::Int64, true),
             Field::new("h", DataType::Int16, true),
             Field::new("m", DataType::Int32, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("tn", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), true),
             Field::new("v", DataType::Utf8View, true),
         ]));
         let batch = RecordBatch::try_new(
@@ -872,6 +940,36 @@ mod tests {
                     None,
                     Some(0),
                     Some(i32::MAX),
+                ])),
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    Some(false),
+                    None,
+                    Some(true),
+                    Some(false),
+                ])),
+                // 1970-01-01 00:00:00, 2024-02-29 23:59:59.999999, 0999-12-31 12:00:00.5,
+                // null, 1969-12-31 23:59:59.000001
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    Some(0),
+                    Some(1_709_251_199_999_999),
+                    Some(-30_610_267_200_000_000 + 500_000),
+                    None,
+                    Some(-999_999),
+                ])),
+                Arc::new(TimestampNanosecondArray::from(vec![
+                    Some(1_709_251_199_123_456_789),
+                    None,
+                    Some(-1),
+                    Some(0),
+                    Some(1_000),
+                ])),
+                Arc::new(TimestampSecondArray::from(vec![
+                    Some(86_399),
+                    None,
+                    Some(0),
+                    Some(-1),
+                    Some(253_402_300_799),
                 ])),
                 Arc::new(StringViewArray::from(vec![
                     Some("a string longer than twelve bytes, out of line"),
