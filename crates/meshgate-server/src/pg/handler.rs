@@ -350,7 +350,8 @@ fn as_text(
 /// length and bytes, a row at a time split off it) instead of arrow-pg's per-value type
 /// dispatch, and without first casting numbers and dates to string arrays: strings as
 /// they are, integers by `itoa`, decimals as their digits with the point placed by the
-/// scale, booleans as `t`/`f`, ISO dates and zone-less timestamps of years 1 to 9999.
+/// scale, booleans as `t`/`f`, ISO dates and timestamps (zone-less or UTC) of years 1 to
+/// 9999.
 /// The bytes are the ones pgwire writes. `None`
 /// (before or midway) when a column is of another type or read as binary, or a value
 /// is outside those cases: the caller encodes the batch the general way.
@@ -368,8 +369,10 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
         Decimal(&'a arrow::array::Decimal128Array, usize),
         Date(&'a arrow::array::Date32Array),
         Bool(&'a arrow::array::BooleanArray),
-        /// Timestamps without a zone, any unit, as date and time of day.
-        Timestamp(&'a dyn Array, TimeUnit),
+        /// Timestamps of any unit, as date and time of day; with `+00` after them when
+        /// they are in UTC (the contracts' `timestamp`), as PostgreSQL writes a
+        /// `timestamptz` in a UTC session.
+        Timestamp(&'a dyn Array, TimeUnit, bool),
     }
     let columns = batch
         .columns()
@@ -392,7 +395,12 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
                 DataType::Date32 if iso_dates => Column::Date(c.as_primitive::<Date32Type>()),
                 DataType::Boolean => Column::Bool(c.as_boolean()),
                 DataType::Timestamp(unit, None) if iso_dates => {
-                    Column::Timestamp(c.as_ref(), *unit)
+                    Column::Timestamp(c.as_ref(), *unit, false)
+                }
+                DataType::Timestamp(unit, Some(zone))
+                    if iso_dates && matches!(zone.as_ref(), "UTC" | "+00:00") =>
+                {
+                    Column::Timestamp(c.as_ref(), *unit, true)
                 }
                 _ => return None,
             })
@@ -424,7 +432,7 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
                 Column::Decimal(a, _) => a.is_valid(row),
                 Column::Date(a) => a.is_valid(row),
                 Column::Bool(a) => a.is_valid(row),
-                Column::Timestamp(a, _) => a.is_valid(row),
+                Column::Timestamp(a, ..) => a.is_valid(row),
             };
             if !valid {
                 buffer.put_i32(-1);
@@ -462,7 +470,7 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
                 }
                 Column::Date(a) => iso_date(&mut buffer, a.value_as_date(row)?)?,
                 Column::Bool(a) => buffer.put_u8(if a.value(row) { b't' } else { b'f' }),
-                Column::Timestamp(a, unit) => {
+                Column::Timestamp(a, unit, utc) => {
                     use chrono::Timelike;
                     let t = timestamp(*a, *unit, row)?;
                     iso_date(&mut buffer, t.date())?;
@@ -478,6 +486,9 @@ fn text_rows(batch: &RecordBatch, fields: &[FieldInfo], iso_dates: bool) -> Opti
                     buffer.put_slice(&two(micros / 10_000));
                     buffer.put_slice(&two(micros / 100 % 100));
                     buffer.put_slice(&two(micros % 100));
+                    if *utc {
+                        buffer.put_slice(b"+00");
+                    }
                 }
             }
             let len = (buffer.len() - at - 4) as i32;
@@ -884,6 +895,11 @@ mod tests {
             Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
             Field::new("tn", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
             Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), true),
+            Field::new(
+                "tz",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
             Field::new("v", DataType::Utf8View, true),
         ]));
         let batch = RecordBatch::try_new(
@@ -971,6 +987,16 @@ mod tests {
                     Some(-1),
                     Some(253_402_300_799),
                 ])),
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![
+                        Some(1_709_251_199_999_999),
+                        None,
+                        Some(0),
+                        Some(-999_999),
+                        Some(-30_610_267_200_000_000),
+                    ])
+                    .with_timezone("UTC"),
+                ),
                 Arc::new(StringViewArray::from(vec![
                     Some("a string longer than twelve bytes, out of line"),
                     Some("short"),
