@@ -1,7 +1,8 @@
 //! How meshgate's costs grow with the number of products (issue 16): a generated mesh of
 //! N copies of the sample `stock_levels` product (100 per domain, one hard-linked Parquet
 //! file each), and for each N the time to load it (startup), to reload it unchanged, to
-//! reload it after one contract was edited (wall and CPU time of the process), to build a
+//! stamp every contract file (the reloader's poll), to reload it after one contract was
+//! edited and found by that poll (wall and CPU time of the process), to build a
 //! caller's session, and to plan a 1-row statement; then through a gateway on that mesh
 //! (Flight SQL, in-process): the 1-row statement as ADBC sends it (prepare, execute,
 //! fetch, close) and the listing `adbc_get_objects(depth="all")` asks for (GetTables
@@ -11,13 +12,14 @@
 //! `cargo bench --bench mesh_size [-- --products 1000,10000,50000]` (default 1000, 2000,
 //! 5000, 10000). Under `cargo test` it loads 200 products and checks they are served.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::CommandGetTables;
 use futures::TryStreamExt;
-use meshgate_mesh::{Mesh, MeshConfig};
+use meshgate_mesh::{Mesh, MeshConfig, contract_stamps};
 use meshgate_policy::{HashKey, MeshSession, Policy, Principal};
 
 #[path = "support/mod.rs"]
@@ -107,6 +109,14 @@ fn cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// The served table of `d0000.<dataset>`.
+fn table(mesh: &Mesh, dataset: &str) -> Arc<meshgate_mesh::ContractTable> {
+    match mesh.catalog().served("d0000", dataset) {
+        Some(t) => t,
+        None => panic!("d0000.{dataset} is served"),
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -117,12 +127,13 @@ async fn run(sizes: &[usize], bench: bool) {
     let analyst = Principal::new("analyst", ["data_analyst"]);
     if bench {
         println!(
-            "{:>8} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "{:>8} {:>10} {:>9} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "products",
             "load",
             "growth",
             "reload",
             "growth",
+            "poll",
             "edit one",
             "its cpu",
             "session",
@@ -147,9 +158,18 @@ async fn run(sizes: &[usize], bench: bool) {
         let reload = s.elapsed();
         assert_eq!(reloaded.products().len(), n);
 
-        // One contract edited, then reloaded: what the reloader does on a change. Several
-        // edits, their total CPU time divided (the clock ticks every 10 ms).
-        let edits = if bench { 10 } else { 2 };
+        // What the reloader does each interval: stamp every contract file.
+        let mut polls = Vec::new();
+        for _ in 0..if bench { 5 } else { 1 } {
+            let s = Instant::now();
+            let stamps = contract_stamps(mesh.config());
+            polls.push(s.elapsed());
+            assert_eq!(stamps.len(), n);
+        }
+
+        // One contract edited, then reloaded as the reloader does once its walk found the
+        // file. Several edits, their total CPU time divided (the clock ticks every 10 ms).
+        let edits = if bench { 20 } else { 2 };
         let file = dir.path().join("contracts/d0000/p000.yaml");
         let original = std::fs::read_to_string(&file).unwrap();
         let mut edited = Vec::new();
@@ -158,9 +178,20 @@ async fn run(sizes: &[usize], bench: bool) {
         for i in 0..edits {
             std::fs::write(&file, format!("{original}\n# edit {i}\n")).unwrap();
             let s = Instant::now();
-            current = current.reload().await.unwrap();
+            let mut changed = HashSet::new();
+            changed.insert(file.clone());
+            let next = current
+                .reload_files(&changed, &HashSet::new())
+                .await
+                .unwrap();
             edited.push(s.elapsed());
-            assert_eq!(current.products().len(), n);
+            assert_eq!(next.products().len(), n);
+            assert!(
+                !Arc::ptr_eq(&table(&next, "p000"), &table(&current, "p000"))
+                    && Arc::ptr_eq(&table(&next, "p001"), &table(&current, "p001")),
+                "the edited product alone is bound again"
+            );
+            current = next;
         }
         let edit_cpu = cpu_time()
             .zip(cpu_before)
@@ -213,10 +244,11 @@ async fn run(sizes: &[usize], bench: bool) {
                 None => ("".into(), "".into()),
             };
             println!(
-                "{n:>8} {:>8.0}ms {g_load:>9} {:>8.0}ms {g_reload:>9} {:>8.1}ms {:>8.0}ms \
+                "{n:>8} {:>8.0}ms {g_load:>9} {:>8.0}ms {g_reload:>9} {:>8.1}ms {:>8.1}ms {:>8.1}ms \
                  {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.1}ms",
                 load.as_secs_f64() * 1e3,
                 reload.as_secs_f64() * 1e3,
+                median(polls).as_secs_f64() * 1e3,
                 median(edited).as_secs_f64() * 1e3,
                 edit_cpu.unwrap_or_default().as_secs_f64() * 1e3,
                 median(sessions).as_secs_f64() * 1e3,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 pub use config::{Location, MeshConfig};
 pub use delta::Snapshot as DeltaSnapshot;
-pub use mesh::{Mesh, contract_files};
+pub use mesh::{Mesh, Stamp, changed_files, contract_files, contract_stamps};
 pub use provider::{CATALOG, Entry, MeshCatalogProvider};
 pub use scan::{
     CallerView, Disclosure, ProductScanExec, ScanView, part_of_row_filter, same_predicate,

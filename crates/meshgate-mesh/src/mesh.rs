@@ -41,7 +41,7 @@ pub struct Mesh {
 }
 
 /// A file's size and modification time: a reload reads again only files whose stamp moved.
-type Stamp = (u64, Option<SystemTime>);
+pub type Stamp = (u64, Option<SystemTime>);
 
 fn stamp(file: &Path) -> Stamp {
     let meta = std::fs::metadata(file).ok();
@@ -231,6 +231,105 @@ impl Mesh {
             governance: next.governance,
             lineage: next.lineage,
         })
+    }
+
+    /// Loads the mesh again knowing which files changed (contract files, or the governance
+    /// rules), as the reloader's walk or file events tell it, and `stale` as in
+    /// [`Mesh::reload_with`]. When every changed contract keeps its product's name, version
+    /// and location, was served and still binds, and no derived product reads or is that
+    /// product, nothing else can have changed: only those files are read and bound again
+    /// and the rest of the snapshot is reused, at a cost that does not grow with the mesh
+    /// beyond copying its indexes. Any other change (a file added or removed, a new name or
+    /// location, an invalid edit, new governance rules) reloads as [`Mesh::reload_with`].
+    pub async fn reload_files(
+        &self,
+        changed: &HashSet<PathBuf>,
+        stale: &HashSet<PathBuf>,
+    ) -> Result<Mesh> {
+        if let Some(mesh) = self.patched(changed, stale).await {
+            return Ok(mesh);
+        }
+        let all: HashSet<PathBuf> = changed.union(stale).cloned().collect();
+        self.reload_with(&all).await
+    }
+
+    /// This snapshot with the products of `changed` and `stale` bound again, or `None` when
+    /// the change may reach other products (see [`Mesh::reload_files`]).
+    async fn patched(&self, changed: &HashSet<PathBuf>, stale: &HashSet<PathBuf>) -> Option<Mesh> {
+        let governance_file = self.config.governance_file();
+        if governance_file.as_deref().map(stamp) != self.governance {
+            return None;
+        }
+        let governance = match &governance_file {
+            Some(path) => Some(Governance::load(path).ok()?),
+            None => None,
+        };
+        let dir = self.config.contracts_dir();
+        let ctx = session_context(&self.stores);
+        let mut parsed = self.parsed.clone();
+        let mut bound = self.bound.clone();
+        let mut replaced: HashMap<usize, Arc<ContractTable>> = HashMap::new();
+        for file in changed.union(stale) {
+            let Ok(old) = &self.parsed.get(file)?.outcome else {
+                return None;
+            };
+            let (_, old_table) = self.bound.get(file).filter(|(c, _)| Arc::ptr_eq(c, old))?;
+            let stamp = stamp(file);
+            stamp.1?;
+            let new = candidate(&self.config, &dir, file, governance.as_ref()).ok()?;
+            let same_place = new.domain == old.domain
+                && new.contract.dataset.as_str() == old.contract.dataset.as_str()
+                && new.contract.version.0 == old.contract.version.0
+                && new.is_default_location == old.is_default_location
+                && location_key(&new.location) == location_key(&old.location);
+            if !same_place || self.lineage_reaches(old) || new.contract.source.is_some() {
+                return None;
+            }
+            let new = Arc::new(new);
+            let table = bind_candidate(&self.config, &ctx, &new).await.ok()?;
+            info!(product = %table.product().display_name(), "serving");
+            replaced.insert(Arc::as_ptr(old_table) as usize, Arc::clone(&table));
+            parsed.insert(
+                file.clone(),
+                Parsed {
+                    stamp,
+                    outcome: Ok(Arc::clone(&new)),
+                },
+            );
+            bound.insert(file.clone(), (new, table));
+        }
+        let tables: Vec<Arc<ContractTable>> = self
+            .tables
+            .iter()
+            .map(|t| Arc::clone(replaced.get(&(Arc::as_ptr(t) as usize)).unwrap_or(t)))
+            .collect();
+        let products: Vec<Arc<Product>> = tables.iter().map(|t| Arc::clone(t.product())).collect();
+        Some(Mesh {
+            epoch: epoch(&products, &self.quarantined),
+            catalog: Arc::new(self.catalog.replaced(&replaced)),
+            config: self.config.clone(),
+            products,
+            tables,
+            quarantined: self.quarantined.clone(),
+            kept: self.kept.clone(),
+            stores: Arc::clone(&self.stores),
+            parsed,
+            bound,
+            governance: self.governance,
+            lineage: Arc::clone(&self.lineage),
+        })
+    }
+
+    /// Whether a derived product is, or may read, `c`'s product: one whose SQL did not plan
+    /// may do so once `c` changes, so it counts too.
+    fn lineage_reaches(&self, c: &Candidate) -> bool {
+        c.contract.source.is_some()
+            || self.lineage.derivations().any(|d| {
+                !d.problems.is_empty()
+                    || d.inputs
+                        .keys()
+                        .any(|r| r.domain == c.domain && r.dataset == c.contract.dataset.as_str())
+            })
     }
 
     /// Where product files are read from; every DataFusion runtime that scans this mesh's
@@ -467,6 +566,31 @@ fn listed<'a>(
             .iter()
             .map(|q| Entry::Quarantined(Arc::clone(q))),
     )
+}
+
+/// Each contract file's (and the governance rules') [`Stamp`]: what a reloader compares
+/// between two walks to find the files to pass to [`Mesh::reload_files`]. An unreadable
+/// folder gives no files (every contract looks removed, which a reload then reports).
+pub fn contract_stamps(config: &MeshConfig) -> HashMap<PathBuf, Stamp> {
+    let mut files = contract_files(&config.contracts_dir()).unwrap_or_default();
+    files.extend(config.governance_file());
+    files
+        .into_iter()
+        .map(|f| {
+            let s = stamp(&f);
+            (f, s)
+        })
+        .collect()
+}
+
+/// The files added, removed or changed between two [`contract_stamps`].
+pub fn changed_files(
+    before: &HashMap<PathBuf, Stamp>,
+    now: &HashMap<PathBuf, Stamp>,
+) -> HashSet<PathBuf> {
+    let moved = now.iter().filter(|(f, s)| before.get(*f) != Some(s));
+    let removed = before.keys().filter(|f| !now.contains_key(*f));
+    moved.map(|(f, _)| f).chain(removed).cloned().collect()
 }
 
 /// Every `*.yaml`/`*.yml` under `dir`, sorted, except the governance rules and alert rules.
@@ -915,6 +1039,8 @@ pub(crate) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lineage::ProductRef;
+    use datafusion::catalog::CatalogProvider;
 
     #[test]
     fn every_spelling_of_a_location_has_one_canonical_form() {
@@ -1227,5 +1353,126 @@ mod tests {
                 .iter()
                 .any(|q| q.dataset == "a" && q.reasons.iter().any(|r| r.contains("no-a")))
         );
+    }
+
+    /// `reload_files` as the reloader calls it after its walk found `changed`.
+    async fn reload_found(mesh: &Mesh, changed: &[&Path]) -> Mesh {
+        let changed = changed.iter().map(|p| p.to_path_buf()).collect();
+        mesh.reload_files(&changed, &HashSet::new()).await.unwrap()
+    }
+
+    /// What a fresh start on the same folder serves: names, what they resolve to, epoch.
+    async fn agrees_with_a_fresh_load(mesh: &Mesh) {
+        let fresh = Mesh::load(mesh.config().clone()).await.unwrap();
+        assert_eq!(mesh.epoch(), fresh.epoch());
+        let names = |m: &Mesh| {
+            let catalog = m.catalog();
+            let mut out = Vec::new();
+            let domains: Vec<String> = CatalogProvider::schema_names(&*catalog);
+            for domain in domains {
+                let schema = CatalogProvider::schema(&*catalog, &domain).unwrap();
+                for t in schema.table_names() {
+                    let served = catalog.served(&domain, &t);
+                    let digest = served.map(|t| t.product().digest().to_string());
+                    out.push((domain.clone(), t, digest));
+                }
+            }
+            out.sort();
+            out
+        };
+        assert_eq!(names(mesh), names(&fresh));
+        assert_eq!(mesh.quarantined().len(), fresh.quarantined().len());
+    }
+
+    #[tokio::test]
+    async fn an_edit_found_by_the_reloader_binds_that_product_alone_and_no_less() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for dataset in ["a", "b", "c"] {
+            write_product(d, dataset, "");
+        }
+        let m0 = Mesh::load(MeshConfig::at(d)).await.unwrap();
+
+        // A description edited: b alone bound again, under both of its names, and the
+        // snapshot is the one a fresh start would serve.
+        let b = write_contract(d, "b", "description: stock levels\n");
+        let m1 = reload_found(&m0, &[&b]).await;
+        assert!(same(&m0, &m1, "a") && same(&m0, &m1, "c") && !same(&m0, &m1, "b"));
+        let catalog = m1.catalog();
+        for name in ["b", "b_v1"] {
+            let served = catalog.served("inventory", name).unwrap();
+            assert!(Arc::ptr_eq(&served, &table(&m1, "b")), "{name}");
+        }
+        assert_eq!(
+            table(&m1, "b").product().contract.description.as_deref(),
+            Some("stock levels")
+        );
+        assert_ne!(m0.epoch(), m1.epoch());
+        agrees_with_a_fresh_load(&m1).await;
+
+        // A new major version changes the names: the whole folder is read, b_v2 is served
+        // under the short name and nothing else is touched.
+        let data = d.join("sample-data/inventory/b");
+        std::fs::create_dir_all(data.join("v2")).unwrap();
+        std::fs::copy(
+            data.join("v1/part-0.parquet"),
+            data.join("v2/part-0.parquet"),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&b)
+            .unwrap()
+            .replace("version: v1", "version: v2");
+        std::fs::write(&b, text).unwrap();
+        let m2 = reload_found(&m1, &[&b]).await;
+        assert_eq!(table(&m2, "b").product().version(), 2);
+        assert!(m2.catalog().served("inventory", "b_v2").is_some());
+        assert!(same(&m1, &m2, "a"));
+        agrees_with_a_fresh_load(&m2).await;
+
+        // An edit into an invalid contract keeps the last good version, as a full reload.
+        let c = d.join("contracts/inventory/c.yaml");
+        std::fs::write(&c, "dataset: [c\n").unwrap();
+        let m3 = reload_found(&m2, &[&c]).await;
+        assert!(same(&m2, &m3, "c"));
+        assert_eq!(m3.kept().len(), 1);
+
+        // A removed contract: its product is no longer served.
+        std::fs::remove_file(&c).unwrap();
+        let m4 = reload_found(&m3, &[&c]).await;
+        assert!(m4.catalog().served("inventory", "c").is_none());
+        assert!(m4.kept().is_empty());
+        agrees_with_a_fresh_load(&m4).await;
+
+        // A product a derived product reads: a tag added to a's column must reach the
+        // derived product's checks, so the lineage is computed again (not reused).
+        let derived = d.join("contracts/inventory/from_a.yaml");
+        std::fs::write(
+            &derived,
+            "dataset: from_a\nversion: v1\nowner: team@company.com\nsource:\n  sql: \
+             SELECT id FROM inventory.a\n  refresh: 1 hour\nschema:\n  - name: id\n    \
+             type: string\n    pii: false\naccess_policy:\n  - role: data_analyst\n    \
+             permission: read\n",
+        )
+        .unwrap();
+        let m5 = reload_found(&m4, &[&derived]).await;
+        let from_a = ProductRef {
+            domain: "inventory".into(),
+            dataset: "from_a".into(),
+            version: 1,
+        };
+        let problems = |m: &Mesh| m.lineage().upstream(&from_a).unwrap().problems.clone();
+        assert!(problems(&m5).is_empty(), "{:?}", problems(&m5));
+        let a = d.join("contracts/inventory/a.yaml");
+        let text = std::fs::read_to_string(&a)
+            .unwrap()
+            .replace("    pii: false\n", "    pii: false\n    tags: [finance]\n");
+        std::fs::write(&a, text).unwrap();
+        let m6 = reload_found(&m5, &[&a]).await;
+        assert!(
+            problems(&m6).iter().any(|p| p.contains("tagged finance")),
+            "{:?}",
+            problems(&m6)
+        );
+        agrees_with_a_fresh_load(&m6).await;
     }
 }

@@ -53,6 +53,36 @@ impl MeshCatalogProvider {
 }
 
 impl MeshCatalogProvider {
+    /// This catalog with the tables keyed by their old allocation replaced by tables of
+    /// the same product (domain and name): only their domains are copied.
+    pub(crate) fn replaced(
+        &self,
+        tables: &std::collections::HashMap<usize, Arc<ContractTable>>,
+    ) -> Self {
+        let mut domains = self.domains.clone();
+        for new in tables.values() {
+            let Some(schema) = domains.get_mut(&new.product().domain) else {
+                continue;
+            };
+            let swapped = schema
+                .tables
+                .iter()
+                .map(|(name, e)| {
+                    let e = match e {
+                        Entry::Served(t) => match tables.get(&(Arc::as_ptr(t) as usize)) {
+                            Some(new) => Entry::Served(Arc::clone(new)),
+                            None => e.clone(),
+                        },
+                        Entry::Quarantined(_) => e.clone(),
+                    };
+                    (name.clone(), e)
+                })
+                .collect();
+            *schema = Arc::new(DomainSchema { tables: swapped });
+        }
+        MeshCatalogProvider { domains }
+    }
+
     /// A served product by its SQL name, without the async of [`SchemaProvider::table`]
     /// (for table functions, which resolve while the statement is planned).
     pub fn served(&self, domain: &str, table: &str) -> Option<Arc<ContractTable>> {

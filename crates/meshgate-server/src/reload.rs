@@ -18,23 +18,6 @@ use tracing::{error, info};
 
 use crate::gateway::Gateway;
 
-/// Every contract file (and governance.yaml) with its size and modification time.
-fn fingerprint(dir: &Path, governance: Option<&Path>) -> Vec<(String, u64, Option<SystemTime>)> {
-    let mut files = meshgate_mesh::contract_files(dir).unwrap_or_default();
-    files.extend(governance.map(Path::to_path_buf));
-    files
-        .into_iter()
-        .map(|f| {
-            let meta = std::fs::metadata(&f).ok();
-            (
-                f.display().to_string(),
-                meta.as_ref().map_or(0, |m| m.len()),
-                meta.and_then(|m| m.modified().ok()),
-            )
-        })
-        .collect()
-}
-
 /// Where a served product's files are now: the folder a published location links to, and
 /// the folder's modification time (files added or removed in place).
 type DataStamp = (Option<PathBuf>, Option<SystemTime>);
@@ -46,14 +29,40 @@ fn data_fingerprint(gateway: &Gateway) -> HashMap<String, (PathBuf, DataStamp)> 
         .products()
         .iter()
         .map(|p| {
-            let dir = Path::new(p.location.trim_end_matches('/'));
-            let stamp = (
-                std::fs::read_link(dir).ok(),
-                std::fs::metadata(dir).and_then(|m| m.modified()).ok(),
-            );
+            (
+                p.location.clone(),
+                (p.contract_file.clone(), data_stamp(&p.location)),
+            )
+        })
+        .collect()
+}
+
+/// [`data_fingerprint`] after a reload: locations already stamped keep their stamp (taken
+/// this interval), only new ones are read, so an edit costs what it changed.
+fn data_fingerprint_again(
+    gateway: &Gateway,
+    mut last: HashMap<String, (PathBuf, DataStamp)>,
+) -> HashMap<String, (PathBuf, DataStamp)> {
+    gateway
+        .mesh()
+        .products()
+        .iter()
+        .map(|p| {
+            let stamp = match last.remove(&p.location) {
+                Some((_, stamp)) => stamp,
+                None => data_stamp(&p.location),
+            };
             (p.location.clone(), (p.contract_file.clone(), stamp))
         })
         .collect()
+}
+
+fn data_stamp(location: &str) -> DataStamp {
+    let dir = Path::new(location.trim_end_matches('/'));
+    (
+        std::fs::read_link(dir).ok(),
+        std::fs::metadata(dir).and_then(|m| m.modified()).ok(),
+    )
 }
 
 /// Each derived product's refresh status file, by contract: a refresher in another
@@ -98,9 +107,7 @@ fn reload_users(gateway: &Gateway, path: &Path) {
 
 pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
     let config = gateway.mesh().config().clone();
-    let dir = config.contracts_dir();
-    let gov = config.governance_file();
-    let mut last = fingerprint(&dir, gov.as_deref());
+    let mut last = meshgate_mesh::contract_stamps(&config);
     let mut last_data = data_fingerprint(&gateway);
     let mut last_refresh = refresh_fingerprint(&gateway);
     let source = gateway.config.source.clone();
@@ -114,8 +121,7 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
                 reload_users(&gateway, path);
             }
         }
-        let gov = config.governance_file();
-        let now = fingerprint(&dir, gov.as_deref());
+        let now = meshgate_mesh::contract_stamps(&config);
         let data = data_fingerprint(&gateway);
         // Contracts whose location now links elsewhere (bound again, then evaluated), and
         // locations whose files changed in place (evaluated).
@@ -140,7 +146,8 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
             }
         }
         last_refresh = refreshed;
-        if now == last && relinked.is_empty() {
+        let changed = meshgate_mesh::changed_files(&last, &now);
+        if changed.is_empty() && relinked.is_empty() {
             if !moved.is_empty() {
                 info!(
                     products = moved.len(),
@@ -152,17 +159,18 @@ pub(crate) async fn run(gateway: Arc<Gateway>, interval: Duration) {
         }
         last = now;
         let before = gateway.mesh();
-        match before.reload_with(&relinked).await {
+        match before.reload_files(&changed, &relinked).await {
             Ok(mesh) => {
                 info!(
                     products = mesh.products().len(),
                     quarantined = mesh.quarantined().len(),
                     invalid_changes = mesh.kept().len(),
+                    changed = changed.len(),
                     relinked = relinked.len(),
                     "contracts or locations changed: mesh reloaded"
                 );
                 gateway.set_mesh(Arc::new(mesh));
-                last_data = data_fingerprint(&gateway);
+                last_data = data_fingerprint_again(&gateway, last_data);
                 last_refresh = refresh_fingerprint(&gateway);
                 crate::sla::evaluate_changed(&gateway, &before).await;
                 crate::sla::evaluate_locations(&gateway, &moved).await;
