@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use meshgate_contract::{
     Contract, EffectivePolicy, Governance, load_governed_contract, peek_identity,
 };
@@ -40,6 +41,9 @@ pub struct Mesh {
     lineage: Arc<Lineage>,
 }
 
+/// How many products are bound at once at startup and on a reload that binds many.
+const BINDS_AT_ONCE: usize = 16;
+
 /// A file's size and modification time: a reload reads again only files whose stamp moved.
 pub type Stamp = (u64, Option<SystemTime>);
 
@@ -51,10 +55,53 @@ fn stamp(file: &Path) -> Stamp {
     )
 }
 
+type Outcome = std::result::Result<Arc<Candidate>, Arc<Quarantine>>;
+
 #[derive(Debug, Clone)]
 struct Parsed {
     stamp: Stamp,
-    outcome: std::result::Result<Arc<Candidate>, Arc<Quarantine>>,
+    outcome: Outcome,
+}
+
+/// The contracts of `stamped` that have no outcome yet, read and checked on every core
+/// (parsing thousands of contracts is most of a startup), in their order.
+fn read_contracts(
+    config: &MeshConfig,
+    dir: &Path,
+    stamped: &[(PathBuf, Stamp, Option<Outcome>)],
+    governance: Option<&Governance>,
+) -> Vec<Outcome> {
+    let todo: Vec<&Path> = stamped
+        .iter()
+        .filter(|(_, _, done)| done.is_none())
+        .map(|(file, _, _)| file.as_path())
+        .collect();
+    let read = |files: &[&Path]| -> Vec<Outcome> {
+        files
+            .iter()
+            .map(|file| {
+                candidate(config, dir, file, governance)
+                    .map(Arc::new)
+                    .map_err(|q| Arc::new(*q))
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // A few contracts (a reload) are not worth a thread.
+    if threads == 1 || todo.len() < 64 {
+        return read(&todo);
+    }
+    let chunk = todo.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = todo
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || read(part)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// A contract that parsed, on its way to being served.
@@ -103,19 +150,27 @@ impl Mesh {
             None => None,
         };
 
+        let stamped: Vec<(PathBuf, Stamp, Option<Outcome>)> = files
+            .into_iter()
+            .map(|file| {
+                let stamp = stamp(&file);
+                let unchanged = previous
+                    .and_then(|p| p.parsed.get(&file))
+                    .filter(|p| p.stamp == stamp && stamp.1.is_some() && !stale.contains(&file))
+                    .map(|p| p.outcome.clone());
+                (file, stamp, unchanged)
+            })
+            .collect();
+        let read = read_contracts(&config, &dir, &stamped, governance.as_ref());
+
         let mut quarantined = Vec::new();
         let mut candidates = Vec::new();
-        let mut parsed = HashMap::with_capacity(files.len());
-        for file in files {
-            let stamp = stamp(&file);
-            let unchanged = previous
-                .and_then(|p| p.parsed.get(&file))
-                .filter(|p| p.stamp == stamp && stamp.1.is_some() && !stale.contains(&file));
+        let mut parsed = HashMap::with_capacity(stamped.len());
+        let mut read = read.into_iter();
+        for (file, stamp, unchanged) in stamped {
             let outcome = match unchanged {
-                Some(p) => p.outcome.clone(),
-                None => candidate(&config, &dir, &file, governance.as_ref())
-                    .map(Arc::new)
-                    .map_err(|q| Arc::new(*q)),
+                Some(outcome) => outcome,
+                None => read.next().expect("one outcome per contract read"),
             };
             match &outcome {
                 Ok(c) => candidates.push(Arc::clone(c)),
@@ -127,22 +182,38 @@ impl Mesh {
         let lineage = Arc::new(derivations(&mut candidates, &mut quarantined).await);
 
         let ctx = session_context(&stores);
+        let shared = Arc::new(config.clone());
+        // Products are bound as tasks, several at a time: a bind waits on the store (a
+        // listing, a footer) and decodes footers, which other cores can do meanwhile.
+        // Results come back in the folder's order, so the snapshot does not depend on timing.
+        let binds = futures::stream::iter(candidates.into_iter().map(|c| {
+            let same = previous
+                .and_then(|p| p.bound.get(&c.file))
+                .filter(|(was, _)| Arc::ptr_eq(was, &c))
+                .map(|(_, table)| Arc::clone(table));
+            let (config, ctx) = (Arc::clone(&shared), ctx.clone());
+            async move {
+                let outcome = match same {
+                    Some(table) => Ok((table, false)),
+                    None => bind_candidate(&config, &ctx, &c).await.map(|t| (t, true)),
+                };
+                (c, outcome)
+            }
+        }))
+        .map(tokio::spawn)
+        .buffered(BINDS_AT_ONCE);
+        futures::pin_mut!(binds);
         let mut products = Vec::new();
         let mut tables = Vec::new();
         let mut bound = HashMap::new();
-        for c in candidates {
-            let same = previous
-                .and_then(|p| p.bound.get(&c.file))
-                .filter(|(was, _)| Arc::ptr_eq(was, &c));
-            if let Some((_, table)) = same {
-                products.push(Arc::clone(table.product()));
-                tables.push(Arc::clone(table));
-                bound.insert(c.file.clone(), (c, Arc::clone(table)));
-                continue;
-            }
-            match bind_candidate(&config, &ctx, &c).await {
-                Ok(table) => {
-                    info!(product = %table.product().display_name(), "serving");
+        while let Some(done) = binds.next().await {
+            // A bind that panicked panics here, as it did before binds became tasks.
+            let (c, outcome) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            match outcome {
+                Ok((table, new)) => {
+                    if new {
+                        info!(product = %table.product().display_name(), "serving");
+                    }
                     products.push(Arc::clone(table.product()));
                     tables.push(Arc::clone(&table));
                     bound.insert(c.file.clone(), (c, table));
@@ -1474,5 +1545,33 @@ mod tests {
             problems(&m6)
         );
         agrees_with_a_fresh_load(&m6).await;
+    }
+
+    #[tokio::test]
+    async fn contracts_read_on_several_threads_are_decided_in_the_folders_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..80 {
+            write_product(d, &format!("p{i:02}"), "");
+        }
+        // A second definition of p00, sorted last: the later file is the one refused.
+        let first = std::fs::read_to_string(d.join("contracts/inventory/p00.yaml")).unwrap();
+        std::fs::write(d.join("contracts/inventory/zz.yaml"), first).unwrap();
+        let mesh = Mesh::load(MeshConfig::at(d)).await.unwrap();
+        assert_eq!(mesh.tables().len(), 80);
+        let refused: Vec<_> = mesh
+            .quarantined()
+            .iter()
+            .map(|q| &q.contract_file)
+            .collect();
+        assert_eq!(refused, [&d.join("contracts/inventory/zz.yaml")]);
+        let files: Vec<_> = mesh
+            .tables()
+            .iter()
+            .map(|t| t.product().contract_file.clone())
+            .collect();
+        let mut sorted = files.clone();
+        sorted.sort();
+        assert_eq!(files, sorted, "served in the folder's order");
     }
 }
