@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::StreamExt;
+use futures::future::Either;
+use futures::{FutureExt, StreamExt};
 use meshgate_contract::{
     Contract, EffectivePolicy, Governance, load_governed_contract, peek_identity,
 };
@@ -191,24 +192,29 @@ impl Mesh {
                 .and_then(|p| p.bound.get(&c.file))
                 .filter(|(was, _)| Arc::ptr_eq(was, &c))
                 .map(|(_, table)| Arc::clone(table));
-            let (config, ctx) = (Arc::clone(&shared), ctx.clone());
-            async move {
-                let outcome = match same {
-                    Some(table) => Ok((table, false)),
-                    None => bind_candidate(&config, &ctx, &c).await.map(|t| (t, true)),
-                };
-                (c, outcome)
+            match same {
+                // Kept as it was: no task.
+                Some(table) => Either::Left(futures::future::ready((c, Ok((table, false))))),
+                None => {
+                    let (config, ctx) = (Arc::clone(&shared), ctx.clone());
+                    let task = tokio::spawn(async move {
+                        let outcome = bind_candidate(&config, &ctx, &c).await.map(|t| (t, true));
+                        (c, outcome)
+                    });
+                    // A bind that panicked panics here, as before binds became tasks.
+                    Either::Right(task.map(|done| {
+                        done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+                    }))
+                }
             }
         }))
-        .map(tokio::spawn)
         .buffered(BINDS_AT_ONCE);
         futures::pin_mut!(binds);
         let mut products = Vec::new();
         let mut tables = Vec::new();
         let mut bound = HashMap::new();
         while let Some(done) = binds.next().await {
-            // A bind that panicked panics here, as it did before binds became tasks.
-            let (c, outcome) = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let (c, outcome) = done;
             match outcome {
                 Ok((table, new)) => {
                     if new {

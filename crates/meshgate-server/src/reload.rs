@@ -2,9 +2,10 @@
 //! the contracts folder and swaps in a new mesh snapshot, and watches meshgate.yaml and
 //! swaps in its users (a removed user or role loses access on every replica within one
 //! interval; other settings take effect at the next start). A contract edited into an invalid one
-//! keeps its last good version served (see `Mesh::reload`); unreadable governance rules
-//! keep the whole previous snapshot. A reload reads only the contracts that changed and
-//! binds only their products again (and those a conflict now involves). New data needs no
+//! keeps its last good version served (see `Mesh::reload_with`); unreadable governance
+//! rules keep the whole previous snapshot. Each interval stamps every contract file; a
+//! reload reads only the files whose stamp moved and binds only their products again (and
+//! those a conflict now involves; see `Mesh::reload_files`). New data needs no
 //! reload (listings are not cached), but a product whose files changed is evaluated again
 //! at once for its SLA metrics, and one whose location now links elsewhere (a publish) is
 //! bound again: where a location resolves is checked against its domain's root.
