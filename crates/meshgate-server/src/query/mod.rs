@@ -246,9 +246,12 @@ impl QueryEngine {
         execution: Option<Execution>,
     ) -> Result<Planned, QueryError> {
         if params.is_none()
-            && let Some(handoff::Kept::Prepared(prepared)) = self
-                .handoff
-                .take(&handoff::key("prepared", handle, principal, None))
+            && let Some(handoff::Kept::Prepared(prepared)) = self.handoff.take(&handoff::key(
+                handoff::Stage::Prepared,
+                handle,
+                principal,
+                None,
+            ))
         {
             return unwinding(self.finish(*prepared, execution)).await;
         }
@@ -263,7 +266,7 @@ impl QueryEngine {
         execution: Option<Execution>,
         planned: Planned,
     ) {
-        let key = handoff::key("planned", ticket, principal, execution);
+        let key = handoff::key(handoff::Stage::Planned, ticket, principal, execution);
         self.handoff.keep(key, handoff::Kept::Planned(planned));
     }
 
@@ -274,10 +277,12 @@ impl QueryEngine {
         principal: &Principal,
         execution: Option<Execution>,
     ) -> Option<Planned> {
-        match self
-            .handoff
-            .take(&handoff::key("planned", ticket, principal, execution))?
-        {
+        match self.handoff.take(&handoff::key(
+            handoff::Stage::Planned,
+            ticket,
+            principal,
+            execution,
+        ))? {
             handoff::Kept::Planned(planned) => Some(planned),
             handoff::Kept::Prepared(_) => None,
         }
@@ -302,7 +307,7 @@ impl QueryEngine {
                 let prepared = self.prepare(df).await?;
                 let schema = self.wire_schema(&prepared.physical.schema());
                 if let Some(handle) = handle {
-                    let key = handoff::key("prepared", handle, principal, None);
+                    let key = handoff::key(handoff::Stage::Prepared, handle, principal, None);
                     self.handoff
                         .keep(key, handoff::Kept::Prepared(Box::new(prepared)));
                 }
