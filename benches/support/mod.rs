@@ -44,8 +44,27 @@ pub(crate) async fn stock(
 
 /// The same mesh without the gateway: its contract tables, no policy.
 pub(crate) fn embedded(mesh: &Mesh, default_schema: &str) -> SessionContext {
+    embedded_with(mesh, default_schema, Default::default())
+}
+
+/// [`embedded`] without DataFusion's cache of folder listings, which the gateway turns off.
+pub(crate) fn embedded_relisting(mesh: &Mesh, default_schema: &str) -> SessionContext {
+    use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+    embedded_with(
+        mesh,
+        default_schema,
+        CacheManagerConfig::default().with_list_files_cache_limit(0),
+    )
+}
+
+fn embedded_with(
+    mesh: &Mesh,
+    default_schema: &str,
+    caches: datafusion::execution::cache::cache_manager::CacheManagerConfig,
+) -> SessionContext {
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_object_store_registry(mesh.object_stores())
+        .with_cache_manager(caches)
         .build_arc()
         .unwrap();
     let ctx = SessionContext::new_with_config_rt(
