@@ -45,10 +45,12 @@ impl QueryEngine {
             _slot: slot,
         };
         let wire = planned.wire_schema;
-        let state = (stream, guard, false);
+        // One timer for the whole statement, not one registered and cancelled per batch.
+        let timeout = Box::pin(tokio::time::sleep_until(deadline));
+        let state = (stream, guard, timeout, false);
         Ok(futures::stream::unfold(
             state,
-            move |(mut stream, mut guard, done)| {
+            move |(mut stream, mut guard, mut timeout, done)| {
                 let wire = Arc::clone(&wire);
                 let role = role.clone();
                 async move {
@@ -61,13 +63,13 @@ impl QueryEngine {
                             Err(panic) => {
                                 let e = QueryError::panicked(panic);
                                 guard.finish(Err(&e));
-                                return Some((Err(e), (stream, guard, true)));
+                                return Some((Err(e), (stream, guard, timeout, true)));
                             }
                         },
-                        _ = tokio::time::sleep_until(deadline) => {
+                        _ = &mut timeout => {
                             let e = QueryError::new(ErrorKind::DeadlineExceeded, "query timeout reached");
                             guard.finish(Err(&e));
-                            return Some((Err(e), (stream, guard, true)));
+                            return Some((Err(e), (stream, guard, timeout, true)));
                         }
                     };
                     let failed = |e: DataFusionError, guard: &mut QueryGuard| {
@@ -101,15 +103,19 @@ impl QueryEngine {
                                         ),
                                     );
                                     guard.finish(Err(&e));
-                                    return Some((Err(e), (stream, guard, true)));
+                                    return Some((Err(e), (stream, guard, timeout, true)));
                                 }
                                 guard.record.rows = rows;
                                 guard.record.bytes = bytes;
-                                Some((Ok(batch), (stream, guard, false)))
+                                Some((Ok(batch), (stream, guard, timeout, false)))
                             }
-                            Err(e) => Some((Err(failed(e, &mut guard)), (stream, guard, true))),
+                            Err(e) => {
+                                Some((Err(failed(e, &mut guard)), (stream, guard, timeout, true)))
+                            }
                         },
-                        Some(Err(e)) => Some((Err(failed(e, &mut guard)), (stream, guard, true))),
+                        Some(Err(e)) => {
+                            Some((Err(failed(e, &mut guard)), (stream, guard, timeout, true)))
+                        }
                     }
                 }
             },

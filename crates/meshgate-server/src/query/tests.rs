@@ -308,3 +308,69 @@ async fn a_roles_rate_says_when_to_retry_and_the_most_generous_quota_applies() {
     assert_eq!(free.timeout, Limits::default().query_timeout());
     assert_eq!(free.max_rows, None);
 }
+
+/// A statement that runs past the query timeout ends with DeadlineExceeded, audited so,
+/// and its slot is given back.
+#[tokio::test]
+async fn a_statement_past_the_query_timeout_is_stopped_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("contracts")).unwrap();
+    let mesh = Mesh::load(MeshConfig::at(dir.path())).await.unwrap();
+    let gw = Arc::new(
+        QueryEngine::new(
+            Arc::new(mesh),
+            EngineOptions {
+                limits: Limits {
+                    query_timeout_secs: 1,
+                    max_concurrent_queries: 1,
+                    queue_timeout_secs: 0,
+                    ..Limits::default()
+                },
+                ..EngineOptions::default()
+            },
+            Arc::new(HashKey::new(b"test-hash-key-0123456789").unwrap()),
+            None,
+            AuditLog::open(Some(&dir.path().join("audit.log"))).unwrap(),
+        )
+        .unwrap(),
+    );
+    let guest = Principal::new("guest", Vec::<String>::new());
+    // Without end: only the timeout stops it.
+    let planned = gw
+        .plan(
+            &guest,
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+             SELECT count(*) FROM r",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let slot = gw.slot(&guest).await.unwrap();
+    let record = AuditRecord {
+        principal: "guest".into(),
+        kind: "statement".into(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let results: Vec<_> = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        gw.execute(planned, slot, record, started)
+            .unwrap()
+            .collect(),
+    )
+    .await
+    .expect("the query timeout stops the statement");
+    let [Err(e)] = results.as_slice() else {
+        panic!("{results:?}");
+    };
+    assert_eq!(e.kind, ErrorKind::DeadlineExceeded, "{e:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    assert!(
+        audit.contains("\"outcome\":\"DeadlineExceeded\""),
+        "{audit}"
+    );
+    // The only slot is free again.
+    assert!(gw.slot(&guest).await.is_ok());
+}
