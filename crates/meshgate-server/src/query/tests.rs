@@ -82,20 +82,25 @@ impl ExecutionPlan for Panics {
 }
 
 async fn engine(dir: &std::path::Path) -> Arc<QueryEngine> {
+    let audit = AuditLog::open(Some(&dir.join("audit.log"))).unwrap();
+    Arc::new(engine_with(dir, Limits::default(), audit).await)
+}
+
+/// An engine over an empty mesh in `dir`, under `limits`.
+async fn engine_with(dir: &std::path::Path, limits: Limits, audit: AuditLog) -> QueryEngine {
     std::fs::create_dir_all(dir.join("contracts")).unwrap();
     let mesh = Mesh::load(MeshConfig::at(dir)).await.unwrap();
-    let key = HashKey::new(b"gateway-unit-test-key-0123").unwrap();
-    let audit = AuditLog::open(Some(&dir.join("audit.log"))).unwrap();
-    Arc::new(
-        QueryEngine::new(
-            Arc::new(mesh),
-            EngineOptions::default(),
-            Arc::new(key),
-            None,
-            audit,
-        )
-        .unwrap(),
+    QueryEngine::new(
+        Arc::new(mesh),
+        EngineOptions {
+            limits,
+            ..EngineOptions::default()
+        },
+        Arc::new(HashKey::new(b"gateway-unit-test-key-0123").unwrap()),
+        None,
+        audit,
     )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -215,19 +220,7 @@ async fn quota_engine(roles: &[(&str, crate::config::RoleLimits)]) -> QueryEngin
         ..Limits::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("contracts")).unwrap();
-    let mesh = Mesh::load(MeshConfig::at(dir.path())).await.unwrap();
-    QueryEngine::new(
-        Arc::new(mesh),
-        EngineOptions {
-            limits,
-            ..EngineOptions::default()
-        },
-        Arc::new(HashKey::new(b"test-hash-key-0123456789").unwrap()),
-        None,
-        AuditLog::open(None).unwrap(),
-    )
-    .unwrap()
+    engine_with(dir.path(), limits, AuditLog::open(None).unwrap()).await
 }
 
 #[tokio::test]
@@ -314,26 +307,14 @@ async fn a_roles_rate_says_when_to_retry_and_the_most_generous_quota_applies() {
 #[tokio::test]
 async fn a_statement_past_the_query_timeout_is_stopped_and_audited() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("contracts")).unwrap();
-    let mesh = Mesh::load(MeshConfig::at(dir.path())).await.unwrap();
-    let gw = Arc::new(
-        QueryEngine::new(
-            Arc::new(mesh),
-            EngineOptions {
-                limits: Limits {
-                    query_timeout_secs: 1,
-                    max_concurrent_queries: 1,
-                    queue_timeout_secs: 0,
-                    ..Limits::default()
-                },
-                ..EngineOptions::default()
-            },
-            Arc::new(HashKey::new(b"test-hash-key-0123456789").unwrap()),
-            None,
-            AuditLog::open(Some(&dir.path().join("audit.log"))).unwrap(),
-        )
-        .unwrap(),
-    );
+    let limits = Limits {
+        query_timeout_secs: 1,
+        max_concurrent_queries: 1,
+        queue_timeout_secs: 0,
+        ..Limits::default()
+    };
+    let audit = AuditLog::open(Some(&dir.path().join("audit.log"))).unwrap();
+    let gw = Arc::new(engine_with(dir.path(), limits, audit).await);
     let guest = Principal::new("guest", Vec::<String>::new());
     // Without end: only the timeout stops it.
     let planned = gw
